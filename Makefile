@@ -1,0 +1,45 @@
+# fernb: the two commands a newcomer needs are `make run` (all notebooks on the embedded default data) and
+# `make test` (the whole test suite). Both create the virtual environment first when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fernb-installed
+OUT    ?= outputs
+
+.PHONY: venv run smoke test bench lab clean-outputs help
+
+help:
+	@echo "make run    - set up .venv if needed, run every notebook top to bottom (papermill) -> $(OUT)/notebooks"
+	@echo "make smoke  - the same in smoke mode (seconds per notebook, as CI runs them)"
+	@echo "make test   - set up .venv if needed, run the test suite (what .ci/run calls)"
+	@echo "make bench  - print the benchmark tables"
+	@echo "make lab    - open JupyterLab on the notebooks"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fernb)" >/dev/null
+	touch $(STAMP)
+
+run: venv
+	$(PY) -m fernb notebooks --out $(OUT)/notebooks
+
+smoke: venv
+	$(PY) -m fernb notebooks --smoke --out $(OUT)/notebooks-smoke
+
+test: venv
+	$(PY) benchmarks/bench_synthetic.py --n 10000 --size 64
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) benchmarks/bench_synthetic.py
+	$(PY) benchmarks/bench_models.py --quick
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks
+
+clean-outputs:
+	rm -rf $(OUT)

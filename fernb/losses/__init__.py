@@ -1,0 +1,5 @@
+"""Loss terms of every method (one module per method) behind one interface: :class:`FERLoss`."""
+
+from ._base import FERLoss, LossOutput, StepInfo, create_loss, list_losses, register_loss
+
+__all__ = ["FERLoss", "LossOutput", "StepInfo", "create_loss", "list_losses", "register_loss"]

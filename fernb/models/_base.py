@@ -1,0 +1,63 @@
+"""What every fernb model shares: the output type and the method set the engine, notebooks and Grad-CAM rely on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ModelOutput", "FERModel"]
+
+
+@dataclass
+class ModelOutput:
+    """Base output of every model: ``logits`` (B, C) and the ``embedding`` (B, D) that :meth:`FERModel.embed` returns.
+
+    Families subclass it to add their named extras (never a bare tuple).
+    """
+
+    logits: Tensor
+    embedding: Tensor | None = None
+
+    def extras(self) -> dict[str, Tensor]:
+        """Every field but ``logits``, by name (None fields left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "logits" and getattr(self, f.name) is not None}
+
+
+class FERModel(nn.Module):
+    """Interface every fernb model implements.
+
+    Subclasses set ``config`` and implement ``forward_features``, ``forward_head`` and ``forward``; the defaults of
+    ``embed``, ``cam_target_layers`` and ``cam_reshape_transform`` may be overridden.
+    """
+
+    config: object
+    default_behaviour: str | None = None
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> features
+        raise NotImplementedError
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """The (B, D) vectors the embedding explorer projects (eval mode is the caller's choice)."""
+        return self.forward(x).embedding
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        """Layers whose activations and gradients Grad-CAM uses."""
+        raise NotImplementedError
+
+    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """Turns the target layer's activation into (B, C, H, W); None when it already is a map."""
+        return None
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

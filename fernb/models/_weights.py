@@ -1,0 +1,133 @@
+"""Safe checkpoint loading with a key report. Never unpickles arbitrary objects."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["KeyReport", "CheckpointMismatchError", "read_state_dict", "load_checkpoint", "report_keys"]
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose keys or shapes do not fit the model."""
+
+
+@dataclass
+class KeyReport:
+    """What loading a state dict into a model matched and what it did not."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    converted_from: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: {len(self.loaded)} tensors loaded"
+                 + (f" (converted from {self.converted_from} naming)" if self.converted_from else "")]
+        for title, items in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... (+{len(items) - 8})" if len(items) > 8 else "")
+                lines.append(f"  {len(items)} {title}: {shown}")
+        for k, want, got in self.shape_mismatch[:8]:
+            lines.append(f"  shape mismatch {k}: model {want}, checkpoint {got}")
+        return "\n".join(lines)
+
+
+def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
+    """Read a flat ``{name: tensor}`` dict from safetensors, a torch file (``weights_only=True``) or a mapping.
+
+    Unwraps ``{"state_dict": ...}``-style containers and strips a DataParallel ``module.`` prefix.
+    """
+    if isinstance(source, Mapping):
+        obj: Any = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # an unpickling refusal or a corrupt file
+                raise CheckpointMismatchError(
+                    f"{path}: cannot be read safely ({type(exc).__name__}: {str(exc).splitlines()[0]}).\n"
+                    "  fernb loads torch files with weights_only=True and never executes pickled code. If you trust the"
+                    " file, re-save its state dict with tensors only (torch.save(model.state_dict(), ...)) or as"
+                    " safetensors."
+                ) from None
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointMismatchError(f"{source}: expected a state dict, found {type(obj).__name__}")
+    sd = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def report_keys(model: nn.Module, sd: Mapping[str, Tensor], source: str = "state dict") -> KeyReport:
+    own = model.state_dict()
+    rep = KeyReport(source)
+    for k, v in sd.items():
+        if k not in own:
+            rep.unexpected.append(k)
+        elif tuple(own[k].shape) != tuple(v.shape):
+            rep.shape_mismatch.append((k, tuple(own[k].shape), tuple(v.shape)))
+        else:
+            rep.loaded.append(k)
+    rep.missing = [k for k in own if k not in sd]
+    return rep
+
+
+def load_checkpoint(
+    model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True, verbose: bool = False
+) -> KeyReport:
+    """Load a checkpoint into ``model``, converting official key names when the model knows how.
+
+    A model that defines ``convert_state_dict(sd) -> (sd, naming)`` gets the chance to translate official names
+    first; the report says which naming was found.
+
+    Raises:
+        CheckpointMismatchError: with ``strict`` and any missing, unexpected or mis-shaped key; the message names
+            the file, the first offending keys, and what to do.
+    """
+    name = str(source) if not isinstance(source, Mapping) else "state dict"
+    sd = read_state_dict(source)
+    naming = None
+    convert = getattr(model, "convert_state_dict", None)
+    own_keys = set(model.state_dict())
+    if convert is not None and not set(sd) <= own_keys:
+        sd, naming = convert(sd)
+    rep = report_keys(model, sd, name)
+    rep.converted_from = naming
+    if rep.shape_mismatch or (strict and not rep.ok):
+        raise CheckpointMismatchError(
+            f"checkpoint does not match {type(model).__name__}:\n{rep}\n"
+            "  what to do: check the model name, preset and num_classes the checkpoint was trained with "
+            "(see its run's config.json), or pass strict=False to load the matching part."
+        )
+    model.load_state_dict({k: sd[k] for k in rep.loaded}, strict=False)
+    if verbose or not rep.ok:
+        warnings.warn(str(rep), stacklevel=2)
+    return rep

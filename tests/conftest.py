@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests that need ``../shared`` (real data, fidelity fixtures) skip with a reason where it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FERNB_SHARED", REPO.parent / "shared"))
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (it lives in ../shared beside the checkout; CI has it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED, "the shared folder")
+
+
+@pytest.fixture(scope="session")
+def ferplus_root() -> Path:
+    return _need(SHARED / "data" / "ferplus", "FER+ data")
+
+
+@pytest.fixture(scope="session")
+def ckplus_root() -> Path:
+    return _need(SHARED / "data" / "ckplus48", "CK+48 data")
+
+
+@pytest.fixture(scope="session")
+def fidelity_dir() -> Path:
+    return _need(SHARED / "fidelity", "fidelity fixtures")
+
+
+@pytest.fixture(scope="session")
+def specs_dir() -> Path:
+    return _need(SHARED / "specs", "specifications")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
