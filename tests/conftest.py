@@ -52,3 +52,17 @@ def _threads() -> None:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+    """Print the notebook suite's wall time (the smoke suite must finish in under 5 minutes on 2 cores)."""
+    import sys
+
+    module = sys.modules.get("test_notebooks")
+    TIMINGS = getattr(module, "TIMINGS", None)
+    if TIMINGS:
+        terminalreporter.section("notebook timings (smoke mode)")
+        for name, sec in TIMINGS.items():
+            terminalreporter.write_line(f"{name:40s} {sec:7.1f} s")
+        smoke = sum(v for k, v in TIMINGS.items() if k.endswith(".ipynb"))
+        terminalreporter.write_line(f"smoke notebook suite total: {smoke:.1f} s (target < 300 s)")

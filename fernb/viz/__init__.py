@@ -1,0 +1,10 @@
+"""Plot functions: each takes data and returns a matplotlib Figure (no global state, no display calls)."""
+
+from .data import (
+    plot_class_distribution,
+    plot_image_gallery,
+    plot_label_distributions,
+    plot_sample_grid,
+)
+
+__all__ = ["plot_class_distribution", "plot_image_gallery", "plot_label_distributions", "plot_sample_grid"]

@@ -1,0 +1,34 @@
+"""Every notebook runs top to bottom with papermill in smoke mode (and notebook 01 on real FER+ where present)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fernb.notebooks import list_notebooks, run_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "outputs" / "test-notebooks"
+TIMINGS: dict[str, float] = {}
+
+pytestmark = [pytest.mark.notebook, pytest.mark.timeout(900)]
+
+
+@pytest.mark.parametrize("nb", list_notebooks(), ids=lambda p: p.name)
+def test_notebook_runs_in_smoke_mode(nb: Path):
+    run = run_notebook(nb, OUT, smoke=True)
+    TIMINGS[nb.name] = run.seconds
+    assert run.ok, f"{nb.name} failed: {run.error}; executed copy: {run.output}"
+
+
+@pytest.mark.shared
+def test_data_notebook_runs_on_real_ferplus(ferplus_root: Path):
+    nb = REPO / "notebooks" / "01_data_and_preprocessing.ipynb"
+    run = run_notebook(nb, OUT / "ferplus", smoke=True,
+                       parameters={"DATASET": "ferplus", "DATA_ROOT": str(ferplus_root)})
+    TIMINGS["01 on ferplus"] = run.seconds
+    assert run.ok, f"{nb.name} on FER+ failed: {run.error}; executed copy: {run.output}"
+
+
