@@ -26,6 +26,7 @@ __all__ = [
     "LabelSpace",
     "LABEL_SPACES",
     "DATASET_ORDERS",
+    "JAFFE_CODES",
     "SYNONYMS",
     "UnknownClassError",
     "canonical_name",

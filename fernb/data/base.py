@@ -103,7 +103,8 @@ class FERDataset(Dataset):
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name}/{split}: {key} has {len(arr)} rows, targets {n}")
         if self.dists is not None and self.dists.shape[1] != len(label_space):
-            raise ValueError(f"{name}/{split}: dists have {self.dists.shape[1]} columns, label space {len(label_space)}")
+            raise ValueError(f"{name}/{split}: dists have {self.dists.shape[1]} columns, "
+                             f"label space {len(label_space)}")
         self.transform, self.mode = transform, mode
         self.root = Path(root) if root is not None else None
 
@@ -145,20 +146,26 @@ class FERDataset(Dataset):
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.targets, minlength=len(self.label_space))
-        return {n: int(c) for n, c in zip(self.label_space.names, counts)}
+        return {n: int(c) for n, c in zip(self.label_space.names, counts, strict=True)}
 
     def subset(self, indices: Sequence[int] | np.ndarray, split: str | None = None) -> FERDataset:
         """A new dataset holding the given rows (keeps labels, distributions, subjects and meta)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return FERDataset(
-            self.name, split or self.split, self.label_space, self.targets[idx],
+        return self._like(
+            split or self.split, self.label_space, self.targets[idx],
             paths=[self.paths[i] for i in idx] if self.paths is not None else None,
             pixels=self.pixels[idx] if self.pixels is not None else None,
             dists=self.dists[idx] if self.dists is not None else None,
             subjects=self.subjects[idx] if self.subjects is not None else None,
             meta={k: v[idx] for k, v in self.meta.items()},
-            transform=self.transform, mode=self.mode, root=self.root,
         )
+
+    def _like(self, split: str, label_space: LabelSpace, targets: np.ndarray, **arrays: Any) -> FERDataset:
+        """A dataset of the same (sub)class, transform, mode and root, holding other rows."""
+        out = FERDataset(self.name, split, label_space, targets, transform=self.transform, mode=self.mode,
+                         root=self.root, **arrays)
+        out.__class__ = type(self)  # keeps a reader's subclass (e.g. one that crops face boxes) working
+        return out
 
     def with_transform(self, transform: Callable[[Image.Image], Any] | None) -> FERDataset:
         """The same samples with another transform (shares the underlying arrays)."""
@@ -310,6 +317,5 @@ def restrict_label_space(ds: FERDataset, space: LabelSpace) -> FERDataset:
         d = np.stack([sub.dists[:, c] if c >= 0 else np.zeros(len(sub), np.float32) for c in cols], axis=1)
         s = d.sum(1, keepdims=True)
         dists = np.where(s > 0, d / np.maximum(s, 1e-12), 0).astype(np.float32)
-    out = FERDataset(ds.name, ds.split, space, new_targets[keep], paths=sub.paths, pixels=sub.pixels, dists=dists,
-                     subjects=sub.subjects, meta=sub.meta, transform=ds.transform, mode=ds.mode, root=ds.root)
-    return out
+    return sub._like(ds.split, space, new_targets[keep], paths=sub.paths, pixels=sub.pixels, dists=dists,
+                     subjects=sub.subjects, meta=sub.meta)
