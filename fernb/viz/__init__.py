@@ -8,3 +8,6 @@ from .data import (
 )
 
 __all__ = ["plot_class_distribution", "plot_image_gallery", "plot_label_distributions", "plot_sample_grid"]
+from .faces import plot_alignment  # noqa: E402
+
+__all__ += ["plot_alignment"]
