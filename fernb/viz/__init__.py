@@ -11,3 +11,6 @@ __all__ = ["plot_class_distribution", "plot_image_gallery", "plot_label_distribu
 from .faces import plot_alignment  # noqa: E402
 
 __all__ += ["plot_alignment"]
+from .training import LiveCurves, plot_confusion_matrix, plot_history, plot_leaderboard, plot_per_class  # noqa: E402
+
+__all__ += ["LiveCurves", "plot_confusion_matrix", "plot_history", "plot_leaderboard", "plot_per_class"]
