@@ -1,0 +1,53 @@
+"""The training engine and the evaluation protocol shared by every method.
+
+- :func:`fit` trains any registered model with its registered loss from a :class:`TrainConfig`;
+- :func:`config_from_preset` gives the published recipes (``"arbex/ferplus"``, ...), with ``smoke=True`` for CPU;
+- :func:`evaluate` scores a finished run on the test split once (or another dataset), and records it;
+- :func:`cross_validate` and :func:`repeat_seeds` run the protocols over folds and seeds;
+- :mod:`fernb.engine.metrics` holds the metric maths.
+
+Example::
+
+    from fernb.engine import config_from_preset, fit, evaluate
+    cfg = config_from_preset("resnet18/ferplus", smoke=True, run__name="demo")
+    result = fit(cfg, callbacks=[lambda row: print(row["valid_accuracy"])])
+    test = evaluate(result.run_dir, "test")
+"""
+
+from __future__ import annotations
+
+from . import metrics
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import (
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    StageConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+from .evaluate import cross_validate, evaluate, load_run, map_predictions, repeat_seeds
+from .fit import Callback, FitResult, History, NonFiniteLossError, Trainer, fit, seed_everything
+from .optim import SAM, LRSchedule, build_optimizer
+from .predict import Predictions, predict
+from .presets import DATASETS, METHODS, config_from_preset, list_presets
+from .rundir import RunDir, RunExistsError
+
+__all__ = [
+    "fit", "FitResult", "Callback", "History", "NonFiniteLossError", "Trainer", "seed_everything",
+    "evaluate", "load_run", "map_predictions", "cross_validate", "repeat_seeds", "predict", "Predictions",
+    "TrainConfig", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig", "StageConfig",
+    "RunConfig", "ConfigError", "apply_overrides", "parse_overrides", "config_from_dict", "config_to_dict",
+    "load_config", "save_config", "config_from_preset", "list_presets", "METHODS", "DATASETS",
+    "RunDir", "RunExistsError", "save_checkpoint", "load_checkpoint", "CheckpointError",
+    "SAM", "LRSchedule", "build_optimizer", "metrics",
+]

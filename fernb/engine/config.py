@@ -1,0 +1,607 @@
+"""The training configuration: one typed, nested dataclass saved as JSON and YAML with every run.
+
+A :class:`TrainConfig` has six sections: ``data``, ``model``, ``loss``, ``optim``, ``schedule`` and ``run``. Presets
+(:mod:`fernb.engine.presets`) fill it with a published recipe; dotted ``key=value`` overrides change single fields::
+
+    cfg = apply_overrides(cfg, ["optim.lr=1e-3", "data.options.n=200", "schedule.epochs=3"])
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "LossConfig",
+    "OptimConfig",
+    "StageConfig",
+    "ScheduleConfig",
+    "RunConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "config_from_dict",
+    "apply_overrides",
+    "parse_overrides",
+    "parse_value",
+    "save_config",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the typed config."""
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how to feed it.
+
+    Attributes:
+        dataset: a reader name of :func:`fernb.data.load_dataset` (``"synthetic"``, ``"ferplus"``, ``"rafdb"``, ...).
+        root: data root; None uses ``$FERNB_<NAME>_ROOT`` / ``$FERNB_DATA_ROOT``.
+        train_split: split trained on.
+        valid_split: split used for model selection; None holds out ``valid_fraction`` of the train split
+            (subject-independent when subjects are known).
+        test_split: split touched only by :func:`fernb.engine.evaluate`, never by ``fit``.
+        valid_fraction: share of the train split held out when ``valid_split`` is None.
+        label_space: restrict to these classes (``"basic7"``, ...); None keeps the dataset's own classes.
+        img_size: side of the square network input.
+        batch_size: training batch size (per process under DDP).
+        eval_batch_size: validation batch size; None uses ``batch_size``.
+        eval_order: ``"shuffled"`` (seeded) or ``"sequential"`` batching of validation and test samples; matters for
+            batch-dependent models (ARM, ARBEx), whose sequential batches of class-sorted data leak the label.
+        num_workers: DataLoader workers; exact mid-epoch resume is guaranteed with 0 (the default).
+        sampler: ``"shuffle"``, ``"sequential"`` or a sampler name of :func:`fernb.data.samplers.build_sampler`.
+        sampler_kwargs: extra arguments of the sampler.
+        transform: ``"auto"`` (the method's transforms from :mod:`fernb.data.transforms`), a transform preset name
+            (``"poster_v2_affectnet"``, ``"arbex_heavy"``, ...) or ``"keep"`` (leave the dataset's own transform).
+        options: reader options (e.g. synthetic ``n``/``size``, FER+ ``mode``).
+        train_limit: keep at most this many training samples (seeded random subset); None keeps all.
+        valid_limit: the same for the validation split.
+        drop_last: drop the last incomplete training batch.
+        folds: k of subject-independent k-fold cross-validation (0 = off). Fold ``fold`` is the test fold, fold
+            ``fold + 1`` (mod k) the validation fold, the rest trains.
+        fold: index of the test fold.
+        fold_split: split that the folds are cut from.
+        fallback: dataset to use when the data root is missing (smoke runs use ``"synthetic"``); None raises.
+    """
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train"
+    valid_split: str | None = "valid"
+    test_split: str = "test"
+    valid_fraction: float = 0.1
+    label_space: str | None = None
+    img_size: int = 64
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    eval_order: str = "shuffled"
+    num_workers: int = 0
+    sampler: str = "shuffle"
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+    transform: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+    train_limit: int | None = None
+    valid_limit: int | None = None
+    drop_last: bool = False
+    folds: int = 0
+    fold: int = 0
+    fold_split: str = "all"
+    fallback: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build (:func:`fernb.models.create_model`).
+
+    Attributes:
+        name: registry name (``"arbex"``, ``"poster_v2"``, ``"resnet18"``, ``"arm"``, ``"adcorre"``, ``"esr"``,
+            ``"manet"``).
+        preset: ``"tiny"`` or ``"official"``.
+        num_classes: None takes the label space's size.
+        checkpoint: weights to start from (safetensors or a tensors-only torch file).
+        strict: refuse a checkpoint whose keys do not match.
+        kwargs: fields of the model's config dataclass.
+    """
+
+    name: str = "resnet18"
+    preset: str = "tiny"
+    num_classes: int | None = None
+    checkpoint: str | None = None
+    strict: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """The method's loss (:func:`fernb.losses.create_loss`).
+
+    Attributes:
+        name: registry name; None uses the model's name.
+        kwargs: arguments of the loss factory.
+        class_weights: ``"none"`` or ``"inverse"`` (w_c = (N / C_present) / n_c from the train targets, 0 for absent
+            classes), passed to the factory as ``class_weights=`` (C,) tensor.
+    """
+
+    name: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    class_weights: str = "none"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and gradient handling.
+
+    Attributes:
+        name: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        lr: base learning rate.
+        weight_decay: L2 (Adam, SGD) or decoupled (AdamW) weight decay.
+        momentum: SGD momentum.
+        nesterov: SGD Nesterov momentum.
+        betas: Adam/AdamW betas.
+        eps: Adam/AdamW epsilon.
+        sam: wrap the optimiser in Sharpness-Aware Minimisation (two forward/backward passes per step).
+        sam_rho: SAM neighbourhood radius.
+        sam_adaptive: adaptive SAM (scale the perturbation by |w|).
+        clip_grad_norm: clip the global gradient norm to this value (None: off).
+        lr_mult: parameter-name prefix -> learning-rate multiplier (first matching prefix wins); a model's own
+            ``param_groups(lr)`` method takes precedence.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    sam: bool = False
+    sam_rho: float = 0.05
+    sam_adaptive: bool = False
+    clip_grad_norm: float | None = None
+    lr_mult: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StageConfig:
+    """One stage of a staged schedule (ESR's branch-by-branch training).
+
+    Attributes:
+        epochs: epochs in this stage.
+        call: name of a model method called (without arguments) when the stage starts, e.g. ``"add_branch"``.
+        lr: base learning rate of the stage (None keeps ``optim.lr``).
+        reload_best: before ``call``, load the weights that validated best during the previous stage.
+        restart_schedule: restart the learning-rate schedule (and the optimiser state) at the stage start.
+    """
+
+    epochs: int = 1
+    call: str | None = None
+    lr: float | None = None
+    reload_best: bool = False
+    restart_schedule: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    """Training length, learning-rate schedule and model selection.
+
+    Attributes:
+        epochs: number of epochs (ignored when ``stages`` is given: their sum is used).
+        name: ``"none"``, ``"exponential"`` (lr * gamma^epoch), ``"step"`` (lr * gamma^(epoch // step_size)),
+            ``"cosine"`` (per step, down to ``min_lr``) or ``"plateau"`` (multiply by ``plateau_factor`` after
+            ``plateau_patience`` validations without improvement of ``monitor``).
+        gamma: decay factor of ``exponential`` and ``step``.
+        step_size: epochs per decay of ``step``.
+        min_lr: floor of ``cosine`` and ``plateau``.
+        warmup_epochs: linear warm-up from 0 (per step), before any schedule.
+        plateau_factor: see ``name``.
+        plateau_patience: see ``name``.
+        monitor: validation metric that selects the best checkpoint (and drives ``plateau``).
+        monitor_mode: ``"max"`` or ``"min"``.
+        early_stop_patience: stop after this many validations without improvement (None: never).
+        eval_every: validate every this many epochs (the last epoch is always validated).
+        stages: staged training (see :class:`StageConfig`); empty for ordinary training.
+    """
+
+    epochs: int = 10
+    name: str = "none"
+    gamma: float = 0.98
+    step_size: int = 10
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    monitor: str = "valid_accuracy"
+    monitor_mode: str = "max"
+    early_stop_patience: int | None = None
+    eval_every: int = 1
+    stages: list[StageConfig] = field(default_factory=list)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(s.epochs for s in self.stages) if self.stages else self.epochs
+
+
+@dataclass
+class RunConfig:
+    """Where and how a run executes.
+
+    Attributes:
+        name: run folder name; None derives ``<model>-<dataset>-s<seed>`` (plus ``-fold<k>`` in cross-validation).
+        out_dir: folder holding the run folders.
+        seed: fixes data order, initialisation and augmentation.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        precision: ``"auto"`` (fp16 + GradScaler on CUDA, bf16 autocast on CPUs with native bf16, else fp32),
+            ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        deterministic: ask torch for deterministic algorithms (CPU results are then bit-reproducible).
+        resume: continue the run in ``run_dir`` from its last checkpoint.
+        overwrite: delete an existing run in ``run_dir`` first.
+        quiet: no progress bars and no per-epoch lines (CI).
+        checkpoint_every_steps: also checkpoint every this many optimiser steps inside an epoch (0: epoch ends only).
+        save_last: keep the last checkpoint (needed for resume).
+        max_steps: stop after this many optimiser steps (None: no limit).
+        time_budget_s: stop once the run has spent this many seconds (training and the validations so far; None:
+            no limit); the run still validates and saves at the stop.
+        threads: torch intra-op threads (None: leave torch's setting).
+        ddp_find_unused_parameters: DDP option for models whose forward leaves some trainable parameters unused.
+    """
+
+    name: str | None = None
+    out_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    deterministic: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    checkpoint_every_steps: int = 0
+    save_last: bool = True
+    max_steps: int | None = None
+    time_budget_s: float | None = None
+    threads: int | None = None
+    ddp_find_unused_parameters: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. ``preset`` records the preset it came from (informational)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    preset: str | None = None
+    smoke: bool = False
+
+    @property
+    def run_name(self) -> str:
+        if self.run.name:
+            return self.run.name
+        name = f"{self.model.name}-{self.data.dataset}-s{self.run.seed}"
+        return name + (f"-fold{self.data.fold}" if self.data.folds else "")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run_name
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss.name or self.model.name
+
+    def copy(self) -> TrainConfig:
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+# -- (de)serialisation ------------------------------------------------------------------------------------------------
+def config_to_dict(cfg: Any) -> Any:
+    """A JSON-ready copy of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {str(k): config_to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the type hint ``tp`` and convert where lossless (int -> float, list -> tuple)."""
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)}")
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value) and isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _from_mapping(tp, value, where)
+    if origin in (list, Sequence) or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "-inf", "nan"):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _unknown_key(cls: type, key: str, where: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}; {cls.__name__} has {', '.join(names)}")
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise _unknown_key(cls, key, where)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from nested mappings (as saved in ``config.json``), checking every key and type.
+
+    Raises:
+        ConfigError: naming the offending key, the expected type and (for typos) the closest valid key.
+    """
+    return _from_mapping(TrainConfig, data, "")
+
+
+# -- overrides --------------------------------------------------------------------------------------------------------
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of a ``key=value`` override.
+
+    ``none``/``null`` -> None, ``true``/``false`` -> bool, numbers (``1e-3`` included) -> int or float, JSON lists and
+    objects -> list / dict; anything else stays a string.
+    """
+    s = text.strip()
+    low = s.lower()
+    if low in ("none", "null", "~"):
+        return None
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if _NUMBER.match(s):
+        return int(s) if re.match(r"^[+-]?\d+$", s) else float(s)
+    if low in ("inf", "+inf", "-inf", "nan"):
+        return float(low)
+    if s[:1] in "[{":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            import yaml
+
+            try:
+                return yaml.safe_load(s)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"cannot parse {text!r} as a list or mapping: {exc}") from None
+    return s
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "run.quiet=true"]`` -> ``{"optim.lr": 0.001, "run.quiet": True}`` (values kept raw)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-3)")
+        key, _, value = item.partition("=")
+        out[key.strip()] = value
+    return out
+
+
+def _set_path(obj: Any, path: list[str], value: Any, raw: bool, full: str) -> Any:
+    """Return ``obj`` with ``path`` set to ``value`` (dataclasses replaced, dicts copied)."""
+    key, rest = path[0], path[1:]
+    if dataclasses.is_dataclass(obj):
+        hints = _hints(type(obj))
+        if key not in hints:
+            raise _unknown_key(type(obj), key, full)
+        current = getattr(obj, key)
+        if rest:
+            new = _set_path(current, rest, value, raw, full)
+        else:
+            tp = hints[key]
+            new = _coerce_override(value, tp, full, raw)
+        return dataclasses.replace(obj, **{key: new})
+    if isinstance(obj, dict):
+        new_dict = dict(obj)
+        if rest:
+            new_dict[key] = _set_path(new_dict.get(key, {}), rest, value, raw, full)
+        else:
+            new_dict[key] = parse_value(value) if raw and isinstance(value, str) else value
+        return new_dict
+    if isinstance(obj, list) and key.isdigit() and int(key) < len(obj):
+        new_list = list(obj)
+        i = int(key)
+        new_list[i] = _set_path(new_list[i], rest, value, raw, full) if rest else (
+            parse_value(value) if raw and isinstance(value, str) else value)
+        return new_list
+    raise ConfigError(f"{full}: cannot set {key!r} inside a {type(obj).__name__}")
+
+
+def _accepts_str(tp: Any) -> bool:
+    return tp is str or (_is_union(tp) and str in typing.get_args(tp))
+
+
+def _coerce_override(value: Any, tp: Any, where: str, raw: bool) -> Any:
+    if raw and isinstance(value, str):
+        parsed = parse_value(value)
+        if _accepts_str(tp):
+            # A string field keeps the text as typed ("basic7", a path), except none/null for optional fields.
+            return None if parsed is None and _is_union(tp) and type(None) in typing.get_args(tp) else value
+        value = parsed
+    return _coerce(value, tp, where)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                    **kw: Any) -> TrainConfig:
+    """A copy of ``cfg`` with dotted-key overrides applied.
+
+    Args:
+        cfg: the config.
+        overrides: ``["optim.lr=1e-3", ...]`` (values parsed with :func:`parse_value`) or a mapping of dotted keys to
+            Python values (``{"optim.lr": 1e-3}``; string values are parsed too).
+        **kw: more overrides; ``optim__lr=1e-3`` means ``optim.lr``, and a section name with a mapping
+            (``optim={"lr": 1e-3}``) sets several fields.
+
+    Raises:
+        ConfigError: for an unknown key (with the closest valid key) or a value of the wrong type.
+    """
+    items: dict[str, Any] = {}
+    if overrides is not None:
+        items.update(parse_overrides(overrides) if not isinstance(overrides, Mapping) else overrides)
+    for k, v in kw.items():
+        items[k.replace("__", ".")] = v
+    out = cfg.copy()
+    for key, value in items.items():
+        if "." not in key and isinstance(value, Mapping) and key in _hints(TrainConfig) \
+                and dataclasses.is_dataclass(getattr(out, key)):
+            for sub, subval in value.items():
+                out = _set_path(out, [key, *str(sub).split(".")], subval, isinstance(subval, str), f"{key}.{sub}")
+            continue
+        out = _set_path(out, key.split("."), value, isinstance(value, str), key)
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------------------------------
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _finite_only(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_only(v) for v in obj]
+    return obj
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
+    from .rundir import atomic_write_text
+
+    path = Path(path)
+    data = _finite_only(config_to_dict(cfg))
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    else:
+        text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    atomic_write_text(path, text)
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a config written by :func:`save_config` (or by hand) from JSON or YAML.
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,247 @@
+"""Evaluation protocol: the test split once at the end, cross-dataset tests through the canonical label space,
+subject-independent k-fold cross-validation, and repeated runs over seeds.
+
+``fit`` selects models on the validation split only; :func:`evaluate` is the one function that reads the test split,
+and it records every use in the run's ``run.json`` (``test_split_used``, ``evaluations``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..data.base import FERDataset, restrict_label_space
+from ..labels import LabelSpace, get_label_space, remap
+from .checkpoint import load_checkpoint
+from .config import TrainConfig, apply_overrides, load_config
+from .data import build_test_dataset
+from .distributed import resolve_device
+from .factory import build_model
+from .metrics import bootstrap_ci, classification_metrics, summarize_runs
+from .predict import Predictions, predict
+from .rundir import RunDir, now_iso, write_json
+
+__all__ = ["load_run", "evaluate", "map_predictions", "cross_validate", "repeat_seeds"]
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", *, device: str = "cpu"
+             ) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
+    """Rebuild a run's model from its config and a checkpoint (``"best"`` or ``"last"``), in eval mode.
+
+    Returns:
+        ``(config, model, checkpoint_meta)``.
+    """
+    rd = RunDir(run_dir)
+    if not rd.config_path.exists():
+        raise FileNotFoundError(f"{rd.path}: no config.json; is this a fernb run folder?")
+    cfg = load_config(rd.config_path)
+    state, meta, _ = load_checkpoint(rd.checkpoint(checkpoint), with_train_state=False)
+    record = rd.read_record()
+    names = meta.get("class_names") or (record.get("data") or {}).get("label_space", {}).get("names")
+    if names is None:
+        raise FileNotFoundError(f"{rd.path}: neither the checkpoint nor run.json names the classes")
+    model = build_model(cfg.model, len(names), cfg.data.img_size, checkpoint=False)
+    for call in meta.get("stage_calls", []):  # rebuild the architecture of staged runs (e.g. ESR's branches)
+        getattr(model, call)()
+    model.load_state_dict(state)
+    model.to(resolve_device(device)).eval()
+    meta = dict(meta)
+    meta["class_names"] = list(names)
+    return cfg, model, meta
+
+
+def map_predictions(logits: np.ndarray, model_space: LabelSpace, data_space: LabelSpace, *, restrict: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, LabelSpace]:
+    """Express a model's (N, C_model) logits in the classes it shares with a dataset.
+
+    Args:
+        logits: (N, C_model) logits in the model's label space.
+        model_space: the classes the model was trained on.
+        data_space: the classes of the evaluation data.
+        restrict: predict among the shared classes only (True), or take the argmax over every model class, a
+            prediction outside the shared classes then counting as wrong (False).
+
+    Returns:
+        ``(shared_logits (N, C_shared), preds (N,) in the shared space (-1 for an unshared class), shared_space)``.
+    """
+    shared = get_label_space([n for n in model_space.names if n in data_space.names])
+    if len(shared) == 0:
+        raise ValueError(f"the model's classes ({', '.join(model_space.names)}) and the data's "
+                         f"({', '.join(data_space.names)}) have nothing in common")
+    cols = np.array([model_space.names.index(n) for n in shared.names])
+    sub = logits[:, cols]
+    if restrict:
+        return sub, sub.argmax(1), shared
+    return sub, remap(logits.argmax(1), model_space, shared), shared
+
+
+def _eval_tag(dataset: str, split: str, checkpoint: str) -> str:
+    return f"{dataset}-{split}-{checkpoint}".replace("/", "_")
+
+
+def evaluate(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    checkpoint: str = "best",
+    dataset: str | None = None,
+    root: str | None = None,
+    options: dict[str, Any] | None = None,
+    data: FERDataset | None = None,
+    restrict_predictions: bool = True,
+    batch_size: int | None = None,
+    bootstrap: int = 1000,
+    device: str = "auto",
+    save_predictions: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a finished run on a split, and record it in the run's ``run.json``.
+
+    Args:
+        run_dir: the run folder written by ``fit``.
+        split: the split to score; ``"test"`` (the config's ``data.test_split``, or the held-out fold in
+            cross-validation) is meant to be used once, at the end.
+        checkpoint: ``"best"`` (selected on validation) or ``"last"``.
+        dataset: another dataset for cross-dataset evaluation (e.g. train on ``ferplus``, test on ``rafdb``);
+            classes are matched by canonical name.
+        root: its data root.
+        options: its reader options.
+        data: score this dataset directly (its transform is replaced by the run's evaluation transform).
+        restrict_predictions: in cross-dataset evaluation, predict among the shared classes only.
+        batch_size: evaluation batch size (default: the run's).
+        bootstrap: resamples of the 95% bootstrap interval of accuracy, mean class accuracy and macro-F1 (0: off).
+        device: where to run the model (``"auto"``: CUDA when available).
+        save_predictions: write logits, targets and indices next to the metrics (``eval/<tag>.npz``).
+
+    Returns:
+        The metrics (see :func:`fernb.engine.metrics.classification_metrics`) plus ``ci`` (bootstrap intervals),
+        ``dataset``, ``split``, ``checkpoint``, ``class_names`` and, for cross-dataset runs, ``label_mapping``.
+    """
+    rd = RunDir(run_dir)
+    cfg, model, meta = load_run(rd.path, checkpoint, device=device)
+    model_space = get_label_space(meta["class_names"])
+    if data is not None:
+        from .data import _transform, transform_method
+
+        ds = data.with_transform(_transform(cfg, False)) if transform_method(cfg) else data
+        source = data.name
+    else:
+        ds, source = build_test_dataset(cfg, split, dataset=dataset, root=root, options=options)
+    cross = ds.label_space.names != model_space.names
+    if cross:
+        shared = get_label_space([n for n in model_space.names if n in ds.label_space.names])
+        dropped = sorted(set(ds.label_space.names) - set(shared.names))
+        if len(shared) < len(ds.label_space):
+            ds = restrict_label_space(ds, shared)
+    pred = predict(model, ds, batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
+                   device=resolve_device(device), order=cfg.data.eval_order)
+    logits = pred.logits
+    mapping: dict[str, Any] | None = None
+    if cross:
+        logits, preds, shared = map_predictions(pred.logits, model_space, ds.label_space,
+                                                restrict=restrict_predictions)
+        mapping = {"model_classes": list(model_space.names), "data_classes_dropped": dropped,
+                   "shared_classes": list(shared.names),
+                   "model_classes_unscored": sorted(set(model_space.names) - set(shared.names)),
+                   "restrict_predictions": restrict_predictions}
+    else:
+        preds = pred.preds
+    probs = Predictions(logits, pred.targets, pred.indices).probs
+    names = list(ds.label_space.names)
+    num_classes = len(names)
+    if (preds >= 0).all():
+        scored, n_scored = preds, num_classes
+        m = classification_metrics(pred.targets, preds, num_classes=num_classes, probs=probs, dists=pred.dists,
+                                   class_names=names)
+    else:  # restrict_predictions=False: a prediction of a class the data lacks is a miss, kept in an extra column
+        scored, n_scored = np.where(preds < 0, num_classes, preds), num_classes + 1
+        m = classification_metrics(pred.targets, scored, num_classes=n_scored,
+                                   class_names=[*names, "(class not in data)"])
+    if bootstrap:
+        m["ci"] = {k: bootstrap_ci(pred.targets, scored, k, num_classes=n_scored, n_boot=bootstrap)
+                   for k in ("accuracy", "mean_class_accuracy", "macro_f1")}
+    name = dataset or (data.name if data is not None else cfg.data.dataset)
+    is_test = data is None and dataset is None and split in ("test", cfg.data.test_split)
+    m.update(dataset=name, source=source, split=ds.split, checkpoint=checkpoint, checkpoint_epoch=meta.get("epoch"),
+             class_names=list(ds.label_space.names), fingerprint=ds.fingerprint(), evaluated=now_iso())
+    if mapping:
+        m["label_mapping"] = mapping
+    tag = _eval_tag(name, split, checkpoint)
+    rd.eval_dir.mkdir(parents=True, exist_ok=True)
+    write_json(rd.eval_dir / f"{tag}.json", m)
+    if save_predictions:
+        import io
+
+        from .rundir import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez(buf, logits=logits.astype(np.float32), targets=pred.targets, indices=pred.indices,
+                 preds=preds, **({"dists": pred.dists} if pred.dists is not None else {}))
+        atomic_write_bytes(rd.eval_dir / f"{tag}.npz", buf.getvalue())
+    rec = rd.read_record()
+    evals = rec.setdefault("evaluations", [])
+    if is_test and rec.get("test_split_used"):
+        warnings.warn(f"{rd.path}: the test split was already evaluated {rec.get('test_evaluations', 1)} time(s); "
+                      "repeated test evaluation is no longer an unbiased estimate", stacklevel=2)
+    evals.append({"dataset": name, "split": ds.split, "checkpoint": checkpoint, "at": m["evaluated"],
+                  "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
+                  "macro_f1": m["macro_f1"], "n": m["n"], "file": f"eval/{tag}.json", "test": is_test})
+    if is_test:
+        rec["test_split_used"] = True
+        rec["test_evaluations"] = int(rec.get("test_evaluations", 0)) + 1
+    rd.write_record(rec)
+    return m
+
+
+def _fit(cfg: TrainConfig, **kw: Any) -> Any:
+    from .fit import fit
+
+    return fit(cfg, **kw)
+
+
+def cross_validate(config: TrainConfig, *, folds: int | None = None, fit_fn: Callable[..., Any] | None = None,
+                   bootstrap: int = 0, **fit_kw: Any) -> dict[str, Any]:
+    """Subject-independent k-fold cross-validation (CK+, JAFFE).
+
+    Fold i trains on the other folds minus fold i+1 (its validation fold, used for model selection) and is tested
+    once on fold i. The summary (mean and std over folds) is written to ``<out_dir>/<name>-cv.json``.
+    """
+    k = folds or config.data.folds
+    if not k or k < 2:
+        raise ValueError("cross_validate needs data.folds >= 2 (or folds=...)")
+    fit_fn = fit_fn or _fit
+    results = []
+    base_name = config.run.name or f"{config.model.name}-{config.data.dataset}-s{config.run.seed}"
+    for i in range(k):
+        cfg = apply_overrides(config, {"data.folds": k, "data.fold": i, "run.name": f"{base_name}-fold{i}"})
+        res = fit_fn(cfg, **fit_kw)
+        m = evaluate(res.run_dir, "test", bootstrap=bootstrap)
+        results.append({"fold": i, "run_dir": str(res.run_dir), **{key: m[key] for key in
+                                                                  ("accuracy", "mean_class_accuracy", "macro_f1",
+                                                                   "n")}})
+    summary = {"kind": "subject_kfold", "folds": k, "runs": results, "summary": summarize_runs(results)}
+    write_json(Path(config.run.out_dir) / f"{base_name}-cv.json", summary)
+    return summary
+
+
+def repeat_seeds(config: TrainConfig, seeds: Sequence[int], *, split: str = "test",
+                 fit_fn: Callable[..., Any] | None = None, bootstrap: int = 0, **fit_kw: Any) -> dict[str, Any]:
+    """Train once per seed, evaluate each run once on ``split``, and report mean and standard deviation."""
+    fit_fn = fit_fn or _fit
+    results = []
+    base_name = config.run.name or f"{config.model.name}-{config.data.dataset}"
+    for s in seeds:
+        cfg = apply_overrides(config, {"run.seed": int(s), "run.name": f"{base_name}-s{s}"})
+        res = fit_fn(cfg, **fit_kw)
+        m = evaluate(res.run_dir, split, bootstrap=bootstrap)
+        results.append({"seed": int(s), "run_dir": str(res.run_dir),
+                        **{key: m[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "n")}})
+    summary = {"kind": "seeds", "seeds": [int(s) for s in seeds], "split": split, "runs": results,
+               "summary": summarize_runs(results)}
+    write_json(Path(config.run.out_dir) / f"{base_name}-seeds.json", summary)
+    return summary
+

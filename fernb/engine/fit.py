@@ -1,0 +1,774 @@
+"""``fit(config)``: the one training loop for every method.
+
+A method plugs in its model (``fernb.models``) and its loss (``fernb.losses``); the engine owns everything else:
+data order, optimiser (SAM included), schedule, mixed precision, gradient clipping, the trust ramp (every loss call
+gets a :class:`~fernb.losses.StepInfo`), staged schedules (ESR's branch-by-branch training), validation and model
+selection, checkpoints, exact resume, DDP, progress bars and callbacks.
+
+Hooks a model may define (all optional):
+
+- ``param_groups(lr) -> list[dict]``: its own optimiser groups (each ``{"params": [...], "lr": ...}``).
+- ``on_epoch_start(epoch, num_epochs) -> bool | None``: called before every epoch; return True when the set of
+  trainable parameters changed, and the engine rebuilds the optimiser.
+- any method named by ``schedule.stages[i].call`` (e.g. ``add_branch``), called when stage i starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.base import FERDataset
+from ..losses import StepInfo, create_loss
+from .checkpoint import capture_rng, checkpoint_exists, load_checkpoint, restore_rng, save_checkpoint
+from .config import ConfigError, TrainConfig, save_config
+from .data import DataBundle, build_datasets, class_weights, epoch_indices, make_loader
+from .distributed import DistEnv, init_distributed
+from .factory import build_model
+from .metrics import classification_metrics
+from .optim import SAM, LRSchedule, build_optimizer
+from .predict import autocast_context, float_output, predict
+from .rundir import RunDir, environment_record, now_iso
+
+__all__ = ["fit", "FitResult", "Callback", "History", "NonFiniteLossError", "Trainer", "seed_everything",
+           "resolve_precision"]
+
+TIMING_COLUMNS = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the loss terms."""
+
+
+class Callback:
+    """Hooks into the loop. Override what you need; every method is optional.
+
+    ``on_epoch_end(metrics)`` receives the epoch's row (the one written to ``metrics.csv``), which is what a
+    notebook needs to draw live curves. Under DDP callbacks run on every process (``trainer.env.is_main`` tells
+    the main one).
+    """
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        pass
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        pass
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def on_fit_end(self, result: FitResult) -> None:
+        pass
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn: Callable[[dict[str, Any]], Any]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        self.fn(metrics)
+
+
+class History(Callback):
+    """Collects the epoch rows (``history.rows``)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        self.rows.append(dict(metrics))
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        config: the config the run used.
+        history: one row per epoch (as in ``metrics.csv``).
+        best_epoch: 1-based epoch of the best validation value of ``monitor`` (None if never validated).
+        best_value: that value.
+        best_metrics: the best epoch's row.
+        stop_reason: ``"completed"``, ``"max_steps"``, ``"time_budget"`` or ``"early_stop"``.
+        model: the model with the last weights (unwrapped from DDP).
+        train_seconds: wall time spent training (validation included).
+        steps: optimiser steps taken.
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_value: float | None
+    best_metrics: dict[str, Any]
+    stop_reason: str
+    model: nn.Module
+    train_seconds: float
+    steps: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def load_best(self, device: str = "cpu") -> nn.Module:
+        """A fresh model with the best checkpoint's weights (eval mode)."""
+        from .evaluate import load_run
+
+        return load_run(self.run_dir, "best", device=device)[1]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device, sam: bool = False) -> str:
+    """The concrete precision: ``auto`` picks fp16 (+GradScaler) on CUDA (bf16 with SAM where supported, else fp32),
+    bf16 on CPUs with native bf16 and fp32 elsewhere."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"run.precision={precision!r}; expected auto, fp32, bf16 or fp16")
+    if precision == "auto":
+        if device.type == "cuda":
+            if sam:
+                return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            return "fp16"
+        return "bf16" if _cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("run.precision=fp16 needs CUDA (GradScaler); on CPU use bf16 or fp32")
+    if precision == "fp16" and sam:
+        raise ConfigError("SAM's two passes are not combined with fp16 loss scaling; use run.precision=bf16 or fp32")
+    return precision
+
+
+def _stage_bounds(cfg: TrainConfig) -> list[tuple[int, int]]:
+    """[(first_epoch, last_epoch_exclusive)] per stage (one stage spanning the run without stages)."""
+    if not cfg.schedule.stages:
+        return [(0, cfg.schedule.epochs)]
+    out, start = [], 0
+    for s in cfg.schedule.stages:
+        out.append((start, start + s.epochs))
+        start += s.epochs
+    return out
+
+
+def _count(model: nn.Module, trainable: bool) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+class Trainer:
+    """The state of one run. Use :func:`fit`; the class is public for callbacks to inspect."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, train_data: FERDataset | None = None,
+                 valid_data: FERDataset | None = None, callbacks: Sequence[Callback | Callable] = ()) -> None:
+        self.cfg, self.env = cfg, env
+        self.callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
+        self.run_dir = RunDir(cfg.run_dir)
+        self._train_data, self._valid_data = train_data, valid_data
+        self.device = env.device
+        self.precision = resolve_precision(cfg.run.precision, self.device, cfg.optim.sam)
+        self.total_epochs = cfg.schedule.total_epochs
+        if self.total_epochs < 1:
+            raise ConfigError("schedule.epochs (or the sum of schedule.stages[].epochs) must be >= 1")
+        if cfg.schedule.monitor_mode not in ("max", "min"):
+            raise ConfigError(f"schedule.monitor_mode={cfg.schedule.monitor_mode!r}; expected max or min")
+        self.stage_bounds = _stage_bounds(cfg)
+        self.history: list[dict[str, Any]] = []
+        self.global_step = 0
+        self.epoch = 0
+        self.applied_stage = -1
+        self.stage_calls: list[str] = []
+        self.best: dict[str, Any] = {"epoch": None, "value": None, "metrics": {}}
+        self.stage_best: dict[str, Any] = {"value": None, "state": None}
+        self.bad_validations = 0
+        self.train_seconds = 0.0
+        self.stop_reason = "completed"
+
+    # -- building blocks ----------------------------------------------------------------------------------------------
+    def _is_better(self, value: float | None, best: float | None) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return value > best if self.cfg.schedule.monitor_mode == "max" else value < best
+
+    def _build_model(self, num_classes: int) -> nn.Module:
+        m = self.cfg.model
+        if m.num_classes is not None and m.num_classes != num_classes:
+            raise ConfigError(f"model.num_classes={m.num_classes} but the label space has {num_classes} classes")
+        return build_model(m, num_classes, self.cfg.data.img_size)
+
+    def _build_loss(self, bundle: DataBundle) -> nn.Module:
+        kw = dict(self.cfg.loss.kwargs)
+        cw = self.cfg.loss.class_weights
+        if cw == "inverse":
+            kw["class_weights"] = class_weights(bundle.train.targets, bundle.train.num_classes)
+        elif cw != "none":
+            raise ConfigError(f"loss.class_weights={cw!r}; expected none or inverse")
+        return create_loss(self.cfg.loss_name, **kw)
+
+    def _stage_of(self, epoch: int) -> int:
+        for i, (a, b) in enumerate(self.stage_bounds):
+            if a <= epoch < b:
+                return i
+        return len(self.stage_bounds) - 1
+
+    def _stage_lr(self, stage: int) -> float:
+        stages = self.cfg.schedule.stages
+        if stages and stages[stage].lr is not None:
+            return float(stages[stage].lr)
+        return self.cfg.optim.lr
+
+    def _schedule_epoch(self, epoch: int) -> int:
+        stage = self._stage_of(epoch)
+        stages = self.cfg.schedule.stages
+        if stages and stages[stage].restart_schedule:
+            return epoch - self.stage_bounds[stage][0]
+        return epoch
+
+    def _new_optimizer(self, stage: int) -> None:
+        self.optimizer = build_optimizer(self.model, self.cfg.optim, self._stage_lr(stage))
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if loss_params:
+            base = self.optimizer.base if isinstance(self.optimizer, SAM) else self.optimizer
+            lr = self._stage_lr(stage)
+            base.add_param_group({"params": loss_params, "lr": lr, "base_lr": lr, "name": "loss"})
+        stages = self.cfg.schedule.stages
+        restart = not stages or stages[stage].restart_schedule
+        span = (self.stage_bounds[stage][1] - self.stage_bounds[stage][0]) if restart else self.total_epochs
+        old = getattr(self, "schedule", None)
+        self.schedule = LRSchedule(self.cfg.schedule, span, self.steps_per_epoch)
+        if old is not None and not restart:
+            self.schedule.load_state_dict(old.state_dict())
+
+    def _wrap(self) -> None:
+        if self.env.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net: nn.Module = DDP(self.model, device_ids=ids,
+                                      find_unused_parameters=self.cfg.run.ddp_find_unused_parameters)
+        else:
+            self.net = self.model
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _call_stage(self, stage: int) -> None:
+        call = self.cfg.schedule.stages[stage].call if self.cfg.schedule.stages else None
+        if call:
+            fn = getattr(self.model, call, None)
+            if not callable(fn):
+                raise ConfigError(f"schedule.stages[{stage}].call={call!r}: {type(self.model).__name__} has no such "
+                                  "method")
+            fn()
+            self.model.to(self.device)
+            self.stage_calls.append(call)
+
+    def _enter_stage(self, stage: int) -> None:
+        """Apply stage ``stage``: reload the previous stage's best weights if asked, call its method, new optimiser."""
+        stages = self.cfg.schedule.stages
+        if stages and stages[stage].reload_best and self.stage_best["state"] is not None:
+            self.model.load_state_dict(self.stage_best["state"])
+        self._call_stage(stage)
+        self.applied_stage = stage
+        self.stage_best = {"value": None, "state": None}
+        self._new_optimizer(stage)
+        self._wrap()
+
+    # -- checkpoints --------------------------------------------------------------------------------------------------
+    def _train_state(self, batch_in_epoch: int, sums: dict[str, Any], train_seconds: float) -> dict[str, Any]:
+        rng = capture_rng()
+        rngs = [rng]
+        if self.env.distributed:
+            import torch.distributed as dist
+
+            rngs = [None] * self.env.world_size
+            dist.all_gather_object(rngs, rng)
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "rng": rngs,
+            "world_size": self.env.world_size,
+            "progress": {"epoch": self.epoch, "batch": batch_in_epoch, "global_step": self.global_step,
+                         "applied_stage": self.applied_stage, "stage_calls": list(self.stage_calls),
+                         "train_seconds": train_seconds, "bad_validations": self.bad_validations,
+                         "requires_grad": {n: p.requires_grad for n, p in self.model.named_parameters()}},
+            "sums": sums,
+            "history": self.history,
+            "best": self.best,
+            "stage_best_value": self.stage_best["value"],
+        }
+        if self.stage_best["state"] is not None:
+            state["stage_best_state"] = self.stage_best["state"]
+        return state
+
+    def _save_last(self, batch_in_epoch: int, sums: dict[str, Any], train_seconds: float | None = None) -> None:
+        if not self.cfg.run.save_last:
+            return
+        state = self._train_state(batch_in_epoch, sums, self.train_seconds if train_seconds is None else train_seconds)
+        if self.env.is_main:
+            save_checkpoint(self.run_dir.checkpoint("last"), self.model.state_dict(),
+                            meta={"epoch": self.epoch, "batch": batch_in_epoch, "step": self.global_step,
+                                  "stage_calls": list(self.stage_calls), "saved": now_iso()},
+                            train_state=state)
+
+    def _save_best(self, row: dict[str, Any]) -> None:
+        if self.env.is_main:
+            save_checkpoint(self.run_dir.checkpoint("best"), self.model.state_dict(),
+                            meta={"epoch": row["epoch"], "step": self.global_step, "monitor": self.cfg.schedule.monitor,
+                                  "value": row.get(self.cfg.schedule.monitor), "metrics": row,
+                                  "stage_calls": list(self.stage_calls),
+                                  "class_names": list(self.bundle.label_space.names), "saved": now_iso()})
+
+    def _resume(self) -> tuple[int, dict[str, Any]]:
+        path = self.run_dir.checkpoint("last")
+        if not checkpoint_exists(path):
+            raise FileNotFoundError(f"{path}: no last checkpoint to resume from (the run stopped before its first "
+                                    "checkpoint); start it again with run.overwrite=true")
+        model_state, _, ts = load_checkpoint(path)
+        if ts is None:
+            raise FileNotFoundError(f"{path}: the checkpoint has no training state; cannot resume")
+        if int(ts["world_size"]) != self.env.world_size:
+            raise RuntimeError(f"{path} was written by {ts['world_size']} processes; resume with the same number "
+                               f"(now {self.env.world_size})")
+        prog = ts["progress"]
+        for s in range(int(prog["applied_stage"]) + 1):
+            self._call_stage(s)
+        self.applied_stage = int(prog["applied_stage"])
+        self.model.load_state_dict(model_state)
+        self.model.to(self.device)
+        hook = getattr(self.model, "on_epoch_start", None)
+        if callable(hook) and int(prog["batch"]) > 0:  # the interrupted epoch had already called it
+            hook(int(prog["epoch"]), self.total_epochs)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(bool(prog["requires_grad"].get(name, p.requires_grad)))
+        self.loss_fn.load_state_dict(ts["loss"])
+        self._new_optimizer(max(self.applied_stage, 0))
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.schedule.load_state_dict(ts["schedule"])
+        self.scaler.load_state_dict(ts["scaler"])
+        self.epoch, self.global_step = int(prog["epoch"]), int(prog["global_step"])
+        self.train_seconds = float(prog["train_seconds"])
+        self.bad_validations = int(prog["bad_validations"])
+        self.history = list(ts["history"])
+        self.best = dict(ts["best"])
+        self.stage_best = {"value": ts.get("stage_best_value"), "state": ts.get("stage_best_state")}
+        self._rng_to_restore = ts["rng"][self.env.rank]
+        return int(prog["batch"]), dict(ts["sums"])
+
+    # -- one step -----------------------------------------------------------------------------------------------------
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor, dist: torch.Tensor | None, info: StepInfo):
+        with autocast_context(self.device, self.precision):
+            out = self.net(x)
+        out = float_output(out)
+        return out, self.loss_fn(out, y, dist=dist, info=info)
+
+    def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> None:
+        value = float(lo.total.detach())
+        bad = not math.isfinite(value)
+        if self.env.distributed:
+            bad = self.env.any_true(bad)
+        if not bad:
+            return
+        terms = {k: float(v.detach()) for k, v in lo.terms.items()}
+        bad_terms = [f"{k}={v}" for k, v in terms.items() if not math.isfinite(v)]
+        last = self.run_dir.checkpoint("last")
+        where = (f"last good checkpoint: {last}" if checkpoint_exists(last)
+                 else "no checkpoint was written yet")
+        raise NonFiniteLossError(
+            f"{self.cfg.loss_name} loss{which} is {value} at epoch {self.epoch + 1}, step {self.global_step + 1} "
+            f"(batch {batch_in_epoch + 1}/{n_batches}); "
+            f"non-finite terms: {', '.join(bad_terms) or 'none (only the total)'}"
+            f"; all terms: {terms}.\n  The run stopped; {where}.\n"
+            "  what to do: lower optim.lr, set optim.clip_grad_norm, use run.precision=fp32, or check the inputs.")
+
+    def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, int]:
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True)
+        dist = batch["dist"].to(self.device, non_blocking=True) if "dist" in batch else None
+        total_steps = max(1, self.total_steps)
+        info = StepInfo(epoch=self.epoch, step=self.global_step, num_epochs=self.total_epochs,
+                        progress=min(1.0, self.global_step / total_steps))
+        lr = self.schedule.apply(self.optimizer, self._schedule_epoch(self.epoch), batch_in_epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out, lo = self._forward_loss(x, y, dist, info)
+        self._check_finite(lo, batch_in_epoch, n_batches)
+        clip = self.cfg.optim.clip_grad_norm
+        if isinstance(self.optimizer, SAM):
+            lo.total.backward()
+            self.optimizer.first_step()
+            self.optimizer.zero_grad(set_to_none=True)
+            _, lo2 = self._forward_loss(x, y, dist, info)
+            self._check_finite(lo2, batch_in_epoch, n_batches, " (SAM's second pass)")
+            lo2.total.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self._trainable(), clip)
+            self.optimizer.second_step()
+        else:
+            self.scaler.scale(lo.total).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self._trainable(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return out, lo, lr
+
+    # -- validation ---------------------------------------------------------------------------------------------------
+    def validate(self) -> dict[str, Any]:
+        """Metrics of the current weights on the validation split (keys prefixed ``valid_``)."""
+        d = self.cfg.data
+        pred = predict(self.model, self.bundle.valid, batch_size=d.eval_batch_size or d.batch_size,
+                       device=self.device, precision=self.precision, env=self.env, order=d.eval_order)
+        m = classification_metrics(pred.targets, probs=pred.probs, dists=pred.dists,
+                                   num_classes=self.bundle.valid.num_classes)
+        keys = ("accuracy", "mean_class_accuracy", "macro_f1", "nll", "kl", "js")
+        return {f"valid_{k}": m[k] for k in keys if k in m}
+
+    # -- the loop -----------------------------------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        cfg, env = self.cfg, self.env
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        mode = "new"
+        if env.is_main:
+            mode = self.run_dir.prepare(resume=cfg.run.resume, overwrite=cfg.run.overwrite)
+        mode = env.broadcast_object(mode)
+        env.barrier()
+        seed_everything(cfg.run.seed)
+        self.bundle = build_datasets(cfg, self._train_data, self._valid_data)
+        num_classes = self.bundle.train.num_classes
+        self.model = self._build_model(num_classes).to(self.device)
+        self.loss_fn = self._build_loss(self.bundle).to(self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        d = cfg.data
+        first = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, 0, env.rank, env.world_size)
+        n0 = len(first)
+        self.steps_per_epoch = max(1, n0 // d.batch_size if d.drop_last else -(-n0 // d.batch_size))
+        self.total_steps = self.steps_per_epoch * self.total_epochs
+        if cfg.run.max_steps:
+            self.total_steps = min(self.total_steps, cfg.run.max_steps)
+        start_batch, sums = 0, None
+        self._rng_to_restore = None
+        if mode == "resume":
+            start_batch, sums = self._resume()
+            self._wrap()
+        else:
+            self._enter_stage(0)
+        if env.distributed and env.rank > 0:
+            seed_everything(cfg.run.seed + 1_000_003 * env.rank)  # different augmentation per process
+        record = self._start_record(mode)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        if self._rng_to_restore is not None:
+            restore_rng(self._rng_to_restore)
+        try:
+            self._loop(start_batch, sums)
+        except NonFiniteLossError as exc:
+            self._finish_record(record, status="failed", error=str(exc))
+            raise
+        except KeyboardInterrupt:
+            self._finish_record(record, status="interrupted")
+            raise
+        except Exception as exc:
+            self._finish_record(record, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._finish_record(record, status="completed")
+        if env.distributed:
+            self._check_replicas()
+        env.barrier()
+        result = FitResult(self.run_dir.path, cfg, list(self.history), self.best["epoch"], self.best["value"],
+                           dict(self.best["metrics"]), self.stop_reason, self.model, self.train_seconds,
+                           self.global_step, info={"precision": self.precision, "device": str(self.device),
+                                                   "data": self.bundle.describe()})
+        for cb in self.callbacks:
+            cb.on_fit_end(result)
+        return result
+
+    def _loop(self, start_batch: int, sums: dict[str, Any] | None) -> None:
+        cfg, env, d = self.cfg, self.env, self.cfg.data
+        from tqdm.auto import tqdm
+
+        quiet = cfg.run.quiet or not env.is_main
+        every = cfg.run.checkpoint_every_steps
+        budget = cfg.run.time_budget_s
+        stop = False
+        while self.epoch < self.total_epochs and not stop:
+            epoch = self.epoch
+            stage = self._stage_of(epoch)
+            if stage > self.applied_stage:
+                self._enter_stage(stage)
+            hook = getattr(self.model, "on_epoch_start", None)
+            if callable(hook) and start_batch == 0 and hook(epoch, self.total_epochs):
+                self._new_optimizer(stage)
+                self._wrap()
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, epoch)
+            order = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, epoch, env.rank, env.world_size)
+            n_batches = len(order) // d.batch_size if d.drop_last else -(-len(order) // d.batch_size)
+            order = order[start_batch * d.batch_size:]
+            loader = make_loader(self.bundle.train, order, d.batch_size, num_workers=d.num_workers, seed=cfg.run.seed,
+                                 epoch=epoch, drop_last=d.drop_last, pin_memory=self.device.type == "cuda")
+            if sums is None:
+                sums = {"n": 0, "loss": 0.0, "correct": 0, "terms": {}}
+            self.net.train()
+            self.model.train()
+            t0 = time.perf_counter()
+            bar = tqdm(total=n_batches, initial=start_batch, desc=f"epoch {epoch + 1}/{self.total_epochs}",
+                       disable=quiet, leave=False, dynamic_ncols=True)
+            batch_in_epoch = start_batch
+            lr = self.optimizer.param_groups[0]["lr"]
+            try:
+                for batch in loader:
+                    out, lo, lr = self._step(batch, batch_in_epoch, n_batches)
+                    bs = int(batch["label"].shape[0])
+                    sums["n"] += bs
+                    sums["loss"] += float(lo.total.detach()) * bs
+                    sums["correct"] += int((out.logits.detach().argmax(1).cpu() == batch["label"]).sum())
+                    for k, v in lo.terms.items():
+                        sums["terms"][k] = sums["terms"].get(k, 0.0) + float(v.detach()) * bs
+                    self.global_step += 1
+                    batch_in_epoch += 1
+                    elapsed = self.train_seconds + (time.perf_counter() - t0)
+                    bar.update(1)
+                    if not quiet:
+                        bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['n']):.4f}",
+                                        acc=f"{sums['correct'] / max(1, sums['n']):.3f}", refresh=False)
+                    if every and self.global_step % every == 0 and batch_in_epoch < n_batches:
+                        self._save_last(batch_in_epoch, sums, elapsed)
+                    logs = {"epoch": epoch, "batch": batch_in_epoch, "step": self.global_step, "lr": lr,
+                            "loss": float(lo.total.detach())}
+                    for cb in self.callbacks:
+                        cb.on_step_end(self, logs)
+                    hit_steps = bool(cfg.run.max_steps) and self.global_step >= cfg.run.max_steps
+                    hit_time = budget is not None and elapsed >= budget
+                    if env.any_true(hit_steps or hit_time):
+                        self.stop_reason = "max_steps" if hit_steps else "time_budget"
+                        stop = True
+                        break
+            finally:
+                bar.close()
+            partial = batch_in_epoch < n_batches
+            if env.distributed:
+                self._sync_buffers()
+            seconds = time.perf_counter() - t0
+            if partial:  # keep the exact mid-epoch position for a later resume
+                self.train_seconds += seconds
+                self._save_last(batch_in_epoch, sums)
+            row = self._epoch_row(epoch, stage, lr, sums, seconds, partial)
+            validate = partial or (epoch + 1) % max(1, cfg.schedule.eval_every) == 0 or epoch + 1 == self.total_epochs \
+                or (self.stage_bounds[stage][1] == epoch + 1)
+            if validate:
+                tv = time.perf_counter()
+                row.update(self.validate())
+                seconds += time.perf_counter() - tv
+                row["epoch_seconds"] = seconds
+            if not partial:
+                self.train_seconds += seconds
+            row["elapsed_seconds"] = self.train_seconds
+            value = row.get(cfg.schedule.monitor)
+            if validate:
+                if value is None:
+                    raise ConfigError(f"schedule.monitor={cfg.schedule.monitor!r} is not a column of the epoch row "
+                                      f"({', '.join(row)})")
+                self.schedule.observe(value)
+                if self._is_better(value, self.best["value"]):
+                    self.best = {"epoch": row["epoch"], "value": value, "metrics": dict(row)}
+                    self._save_best(row)
+                    self.bad_validations = 0
+                else:
+                    self.bad_validations += 1
+                stages = self.cfg.schedule.stages
+                if stage + 1 < len(stages) and stages[stage + 1].reload_best \
+                        and self._is_better(value, self.stage_best["value"]):
+                    weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                    self.stage_best = {"value": value, "state": weights}
+            if not partial:
+                self.epoch += 1
+                self.history.append(row)
+                self._save_last(0, {"n": 0, "loss": 0.0, "correct": 0, "terms": {}})
+            rows = self.history + ([row] if partial else [])
+            if env.is_main:
+                self.run_dir.write_metrics(rows)
+                self.run_dir.update_record(best=self.best, epochs_done=self.epoch, steps=self.global_step,
+                                           train_seconds=self.train_seconds, updated=now_iso())
+                if not cfg.run.quiet:
+                    tqdm.write(self._line(row))
+            for cb in self.callbacks:
+                cb.on_epoch_end(dict(row))
+            start_batch, sums = 0, None
+            patience = cfg.schedule.early_stop_patience
+            if validate and patience is not None and self.bad_validations > patience and not stop:
+                self.stop_reason, stop = "early_stop", True
+
+    def _epoch_row(self, epoch: int, stage: int, lr: float, sums: dict[str, Any], seconds: float,
+                   partial: bool) -> dict[str, Any]:
+        totals = self.env.all_reduce_sum([sums["n"], sums["loss"], sums["correct"],
+                                          *[sums["terms"][k] for k in sorted(sums["terms"])]])
+        n = max(1.0, totals[0])
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step}
+        if self.cfg.schedule.stages:
+            row["stage"] = stage
+        row["lr"] = lr
+        row["train_samples"] = int(totals[0])
+        row["train_loss"] = float(totals[1] / n)
+        row["train_accuracy"] = float(totals[2] / n)
+        for k, v in zip(sorted(sums["terms"]), totals[3:]):
+            row[f"train_{k}"] = float(v / n)
+        if partial:
+            row["partial"] = 1
+        row["epoch_seconds"] = seconds
+        row["samples_per_second"] = float(totals[0] / max(seconds, 1e-9))
+        return row
+
+    def _line(self, row: dict[str, Any]) -> str:
+        parts = [f"epoch {row['epoch']}/{self.total_epochs}", f"loss {row['train_loss']:.4f}",
+                 f"acc {row['train_accuracy']:.3f}"]
+        if "valid_accuracy" in row:
+            parts.append(f"| valid acc {row['valid_accuracy']:.3f} mca {row['valid_mean_class_accuracy']:.3f} "
+                         f"f1 {row['valid_macro_f1']:.3f}")
+        parts.append(f"lr {row['lr']:.2e}  {row['epoch_seconds']:.1f}s")
+        return "  ".join(parts)
+
+    def _sync_buffers(self) -> None:
+        """Average floating buffers (BatchNorm running statistics) over processes; DDP only syncs parameters, and
+        each process's last forward left its own statistics."""
+        import torch.distributed as dist
+
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                buf.div_(self.env.world_size)
+            else:
+                dist.broadcast(buf, src=0)
+
+    def _check_replicas(self) -> None:
+        """Gather a digest of every process's final weights; record them (rank 0) and warn if they differ."""
+        import hashlib
+
+        import torch.distributed as dist
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digests: list[Any] = [None] * self.env.world_size
+        dist.all_gather_object(digests, h.hexdigest())
+        same = len(set(digests)) == 1
+        if self.env.is_main:
+            self.run_dir.update_record(ddp={"world_size": self.env.world_size, "weight_digests": digests,
+                                            "consistent": same})
+        if not same:
+            warnings.warn(f"DDP replicas ended with different weights: {digests}", stacklevel=2)
+
+    # -- run record ---------------------------------------------------------------------------------------------------
+    def _start_record(self, mode: str) -> dict[str, Any]:
+        if not self.env.is_main:
+            return {}
+        save_config(self.cfg, self.run_dir.config_path)
+        save_config(self.cfg, self.run_dir.path / "config.yaml")
+        rec = self.run_dir.read_record() if mode == "resume" else {}
+        if mode == "resume":
+            rec.setdefault("resumed", []).append({"at": now_iso(), "epoch": self.epoch, "step": self.global_step})
+            old = (rec.get("data") or {}).get("train", {}).get("fingerprint")
+            new = self.bundle.describe()["train"]["fingerprint"]
+            if old and old != new:
+                warnings.warn(f"{self.run_dir.path}: resuming on different training data (fingerprint {old} -> {new})",
+                              stacklevel=3)
+        else:
+            rec.update(name=self.cfg.run_name, created=now_iso(), preset=self.cfg.preset, smoke=self.cfg.smoke,
+                       seed=self.cfg.run.seed, test_split_used=False, evaluations=[])
+        rec.update(
+            status="running", updated=now_iso(), environment=environment_record(), device=str(self.device),
+            precision=self.precision, world_size=self.env.world_size, data=self.bundle.describe(),
+            model={"name": self.cfg.model.name, "preset": self.cfg.model.preset,
+                   "class": type(self.model).__name__, "params": _count(self.model, False),
+                   "trainable_params": _count(self.model, True)},
+            loss={"name": self.cfg.loss_name, "class": type(self.loss_fn).__name__},
+            steps_per_epoch=self.steps_per_epoch, total_epochs=self.total_epochs,
+            monitor={"metric": self.cfg.schedule.monitor, "mode": self.cfg.schedule.monitor_mode},
+        )
+        self.run_dir.write_record(rec)
+        return rec
+
+    def _finish_record(self, record: dict[str, Any], *, status: str, error: str | None = None) -> None:
+        if not self.env.is_main:
+            return
+        rec = self.run_dir.read_record()
+        rec.update(status=status, stop_reason=self.stop_reason if status == "completed" else status,
+                   finished=now_iso(), epochs_done=self.epoch, steps=self.global_step,
+                   train_seconds=self.train_seconds, best=self.best,
+                   last=self.history[-1] if self.history else None)
+        if error:
+            rec["error"] = error
+        self.run_dir.write_record(rec)
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    train_data: FERDataset | None = None,
+    valid_data: FERDataset | None = None,
+    callbacks: Iterable[Callback | Callable[[dict[str, Any]], Any]] = (),
+) -> FitResult:
+    """Train the method ``config`` describes and write its run folder.
+
+    Args:
+        config: the run's :class:`TrainConfig` (see :func:`fernb.engine.config_from_preset`).
+        train_data: train on this dataset instead of loading ``config.data`` (its transform is replaced by the
+            method's unless ``data.transform="keep"``).
+        valid_data: validate on this dataset (None with ``train_data``: hold out ``data.valid_fraction``).
+        callbacks: :class:`Callback` objects, or functions called with each epoch's metrics row.
+
+    Returns:
+        A :class:`FitResult`. The test split is never touched: use :func:`fernb.engine.evaluate` once at the end.
+
+    Raises:
+        RunExistsError: the run folder holds a run and neither ``run.resume`` nor ``run.overwrite`` is set.
+        NonFiniteLossError: the loss became NaN/inf (the message names the step and the terms; the last good
+            checkpoint is kept).
+    """
+    env = init_distributed(config.run.device)
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    if config.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        if env.device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
+            return Trainer(config, env, train_data, valid_data, list(callbacks)).run()
+    finally:
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+        if torch.get_num_threads() != prev_threads:
+            torch.set_num_threads(prev_threads)
+        env.close()

@@ -1,0 +1,217 @@
+"""Optimisers (Adam, AdamW, SGD, and SAM around any of them) and the learning-rate schedules.
+
+SAM (Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization", ICLR 2021) is how
+POSTER_V2 trains: each step first moves the weights to the approximate worst point w + e(w) of a ball of radius rho,
+e(w) = rho * g / ||g|| (adaptive SAM: rho * |w|^2 g / |||w| g||), takes the gradient there, returns to w and lets the
+wrapped optimiser step with that gradient.
+
+The schedules are written as functions of the epoch position so that resuming needs only a few numbers (the plateau
+schedule keeps its best value and bad-epoch count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import OptimConfig, ScheduleConfig
+
+__all__ = ["SAM", "build_param_groups", "build_optimizer", "LRSchedule"]
+
+
+class SAM:
+    """Sharpness-Aware Minimisation around a base optimiser.
+
+    Usage per step: ``loss.backward(); sam.first_step(); zero_grad(); loss2.backward(); sam.second_step()``.
+    ``param_groups`` and ``state_dict`` are the base optimiser's, so schedules and checkpoints treat SAM like any
+    optimiser.
+
+    Args:
+        base: the wrapped optimiser.
+        rho: radius of the neighbourhood.
+        adaptive: scale the perturbation element-wise by |w| (ASAM).
+    """
+
+    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.05, adaptive: bool = False) -> None:
+        if rho < 0:
+            raise ValueError(f"SAM rho must be >= 0, got {rho}")
+        self.base, self.rho, self.adaptive = base, rho, adaptive
+        self._e: dict[Tensor, Tensor] = {}
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.base.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def _params(self) -> Iterable[Tensor]:
+        for g in self.base.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    yield p
+
+    @torch.no_grad()
+    def _grad_norm(self) -> Tensor:
+        norms = [((p.abs() if self.adaptive else 1.0) * p.grad).norm(2) for p in self._params()]
+        if not norms:
+            return torch.tensor(0.0)
+        return torch.stack([n.to(norms[0].device) for n in norms]).norm(2)
+
+    @torch.no_grad()
+    def first_step(self) -> None:
+        """Move to w + e(w) using the current gradients."""
+        scale = self.rho / (self._grad_norm() + 1e-12)
+        self._e = {}
+        for p in self._params():
+            e = (p.pow(2) if self.adaptive else 1.0) * p.grad * scale.to(p.device)
+            p.add_(e)
+            self._e[p] = e
+
+    @torch.no_grad()
+    def second_step(self) -> None:
+        """Return to w and step the base optimiser with the gradients taken at w + e(w)."""
+        for p, e in self._e.items():
+            p.sub_(e)
+        self._e = {}
+        self.base.step()
+
+    def step(self) -> None:  # a single-pass fallback (used when the second pass is skipped)
+        self.base.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.base.load_state_dict(state)
+
+
+def build_param_groups(model: nn.Module, cfg: OptimConfig, lr: float) -> list[dict[str, Any]]:
+    """Trainable parameters grouped for the optimiser; every group carries its ``base_lr``.
+
+    A model that defines ``param_groups(lr) -> list[dict]`` (each with ``params`` and ``lr``) decides itself (ESR's
+    branch learning rates, ARBEx's per-module rates). Otherwise ``cfg.lr_mult`` maps name prefixes to multipliers.
+    """
+    own = getattr(model, "param_groups", None)
+    if callable(own):
+        groups = [dict(g) for g in own(lr)]
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.requires_grad]
+            g.setdefault("lr", lr)
+        groups = [g for g in groups if g["params"]]
+    else:
+        buckets: dict[str, list[Tensor]] = {}
+        order = list(cfg.lr_mult)
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            key = next((pre for pre in order if name.startswith(pre)), "")
+            buckets.setdefault(key, []).append(p)
+        groups = [{"params": ps, "lr": lr * (cfg.lr_mult[k] if k else 1.0), "name": k or "default"}
+                  for k, ps in buckets.items()]
+    if not groups:
+        raise ValueError(f"{type(model).__name__} has no trainable parameter (all requires_grad=False)")
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer | SAM:
+    """The optimiser ``cfg`` names over ``model``'s trainable parameters (wrapped in :class:`SAM` when asked)."""
+    lr = cfg.lr if lr is None else lr
+    groups = build_param_groups(model, cfg, lr)
+    name = cfg.name.lower()
+    if name == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                                      weight_decay=cfg.weight_decay)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    elif name == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                              weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"optim.name={cfg.name!r} is not supported; expected adam, adamw or sgd")
+    return SAM(opt, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive) if cfg.sam else opt
+
+
+class LRSchedule:
+    """Learning-rate factor as a function of training position, applied to every group's ``base_lr``.
+
+    Args:
+        cfg: the schedule section.
+        epochs: epochs this schedule spans (a stage's length in staged training).
+        steps_per_epoch: optimiser steps per epoch (for warm-up and cosine).
+    """
+
+    KINDS = ("none", "exponential", "step", "cosine", "plateau")
+
+    def __init__(self, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int) -> None:
+        if cfg.name not in self.KINDS:
+            raise ValueError(f"schedule.name={cfg.name!r}; expected one of {', '.join(self.KINDS)}")
+        if cfg.monitor_mode not in ("max", "min"):
+            raise ValueError(f"schedule.monitor_mode={cfg.monitor_mode!r}; expected max or min")
+        self.cfg, self.epochs, self.steps_per_epoch = cfg, max(1, epochs), max(1, steps_per_epoch)
+        self.plateau_scale = 1.0
+        self.plateau_best: float | None = None
+        self.plateau_bad = 0
+
+    def factor(self, epoch: int, step_in_epoch: int = 0) -> float:
+        """Multiplier of ``base_lr`` at optimiser step ``step_in_epoch`` of (0-based) ``epoch``."""
+        c = self.cfg
+        t = epoch + step_in_epoch / self.steps_per_epoch
+        if c.warmup_epochs > 0 and t < c.warmup_epochs:
+            return (epoch * self.steps_per_epoch + step_in_epoch + 1) / (c.warmup_epochs * self.steps_per_epoch)
+        if c.name == "exponential":
+            return c.gamma ** epoch
+        if c.name == "step":
+            return c.gamma ** (epoch // max(1, c.step_size))
+        if c.name == "cosine":
+            span = max(1e-12, self.epochs - c.warmup_epochs)
+            frac = min(1.0, max(0.0, (t - c.warmup_epochs) / span))
+            return 0.5 * (1 + math.cos(math.pi * frac))
+        if c.name == "plateau":
+            return self.plateau_scale
+        return 1.0
+
+    def _warming(self, epoch: int, step_in_epoch: int) -> bool:
+        return self.cfg.warmup_epochs > 0 and epoch + step_in_epoch / self.steps_per_epoch < self.cfg.warmup_epochs
+
+    def apply(self, optimizer: torch.optim.Optimizer | SAM, epoch: int, step_in_epoch: int = 0) -> float:
+        """Set every group's ``lr``; returns the first group's."""
+        f = self.factor(epoch, step_in_epoch)
+        for g in optimizer.param_groups:
+            base = g["base_lr"]
+            floor = min(self.cfg.min_lr, base)
+            if self.cfg.name == "cosine" and not self._warming(epoch, step_in_epoch):
+                g["lr"] = floor + (base - floor) * f
+            elif self.cfg.name == "plateau":
+                g["lr"] = max(base * f, floor)
+            else:
+                g["lr"] = base * f
+        return optimizer.param_groups[0]["lr"]
+
+    def observe(self, value: float | None) -> None:
+        """Feed a validation value of ``monitor`` (the plateau schedule reacts to it)."""
+        if self.cfg.name != "plateau" or value is None or not math.isfinite(value):
+            return
+        better = self.plateau_best is None or (
+            value > self.plateau_best if self.cfg.monitor_mode == "max" else value < self.plateau_best)
+        if better:
+            self.plateau_best, self.plateau_bad = value, 0
+        else:
+            self.plateau_bad += 1
+            if self.plateau_bad > self.cfg.plateau_patience:
+                self.plateau_scale *= self.cfg.plateau_factor
+                self.plateau_bad = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plateau_scale": self.plateau_scale, "plateau_best": self.plateau_best, "plateau_bad": self.plateau_bad}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.plateau_scale = float(state["plateau_scale"])
+        self.plateau_best = None if state["plateau_best"] is None else float(state["plateau_best"])
+        self.plateau_bad = int(state["plateau_bad"])

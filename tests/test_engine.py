@@ -1,0 +1,578 @@
+"""The training engine: config and overrides, presets, the loop (optimisers, SAM, schedules, stages, trust ramp),
+run folders, checkpoints, NaN handling, determinism, callbacks and the evaluation protocol.
+
+The toy model and loss registered here (``engine_toy``) and the in-memory datasets are also used by
+``test_resume.py`` and ``test_ddp.py`` (imported as ``test_engine``, also from their subprocess scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from fernb.data.base import FERDataset
+from fernb.engine import Callback
+from fernb.labels import LABEL_SPACES
+from fernb.losses import FERLoss, LossOutput, StepInfo, register_loss
+from fernb.losses._base import _LOSSES
+from fernb.models import FERModel, ModelOutput, register_model
+from fernb.models._registry import _MODELS
+
+TOY = "engine_toy"
+
+
+# -- toy model, loss and data (shared with test_resume.py and test_ddp.py) ---------------------------------------------
+@dataclass
+class ToyOutput(ModelOutput):
+    features: Tensor | None = None
+
+
+class ToyNet(FERModel):
+    """conv-BN-ReLU-pool, dropout, linear head; ``add_branch`` adds a second head (a stand-in for ESR's branches)."""
+
+    def __init__(self, num_classes: int = 7, width: int = 8, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.config = {"num_classes": num_classes, "width": width}
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.drop = nn.Dropout(dropout)
+        self.heads = nn.ModuleList([nn.Linear(width * 16, num_classes)])
+        self.epoch_calls: list[int] = []
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        f = self.drop(features)
+        return f if pre_logits else torch.stack([h(f) for h in self.heads]).mean(0)
+
+    def forward(self, x: Tensor) -> ToyOutput:
+        f = self.forward_features(x)
+        return ToyOutput(logits=self.forward_head(f), embedding=f, features=f)
+
+    def add_branch(self) -> None:
+        for p in self.heads.parameters():
+            p.requires_grad_(False)
+        self.heads.append(nn.Linear(self.heads[0].in_features, self.heads[0].out_features))
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> bool:
+        self.epoch_calls.append(epoch)
+        return False
+
+
+class ToyLoss(FERLoss):
+    """CE (class-weighted when given) + ``progress`` x a small logit penalty; NaN from step ``nan_at`` on."""
+
+    def __init__(self, class_weights: Tensor | None = None, nan_at: int | None = None) -> None:
+        super().__init__()
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.zeros(0))
+        self.nan_at = nan_at
+        self.infos: list[StepInfo] = []
+
+    def forward(self, output, target, dist=None, info=None) -> LossOutput:
+        info = info or StepInfo()
+        self.infos.append(info)
+        w = self.class_weights if self.class_weights.numel() else None
+        ce = nn.functional.cross_entropy(output.logits, target, weight=w)
+        reg = output.logits.pow(2).mean() * 1e-3
+        if self.nan_at is not None and info.step >= self.nan_at:
+            reg = reg * float("nan")
+        return LossOutput(ce + info.progress * reg, {"ce": ce, "reg": reg})
+
+
+def register_toys() -> None:
+    """Register the toy model and loss once per process (the registries refuse duplicates)."""
+    if TOY not in _MODELS:
+        def engine_toy(preset: str = "tiny", num_classes: int = 7, width: int = 8, dropout: float = 0.1,
+                       img_size: int | None = None) -> ToyNet:
+            return ToyNet(num_classes, width, dropout)
+
+        register_model(engine_toy)
+    if TOY not in _LOSSES:
+        register_loss(TOY)(lambda **kw: ToyLoss(**kw))
+
+
+def toy_data(n: int = 48, seed: int = 0, split: str = "train", size: int = 16, with_dists: bool = True,
+             subjects: int | None = None) -> FERDataset:
+    """Learnable in-memory data: class c lights up a band at row ~2c of a noisy gray image."""
+    rng = np.random.default_rng(seed)
+    space = LABEL_SPACES["basic7"]
+    y = np.arange(n) % 7
+    rng.shuffle(y)
+    img = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
+    for i, c in enumerate(y):
+        img[i, 2 * c: 2 * c + 2, :] = 220
+    dists = np.full((n, 7), 0.05, np.float32)
+    dists[np.arange(n), y] = 0.7
+    subj = [f"p{i % subjects}" for i in range(n)] if subjects else None
+    return FERDataset("toy", split, space, y, pixels=img, dists=dists if with_dists else None, subjects=subj)
+
+
+def toy_config(tmp: Path, **over):
+    from fernb.engine import TrainConfig, apply_overrides
+
+    base = {"model.name": TOY, "data.img_size": 16, "data.batch_size": 8, "schedule.epochs": 2,
+            "run.out_dir": str(tmp), "run.name": "toy", "run.quiet": True, "run.seed": 0, "optim.lr": 0.01,
+            "run.precision": "fp32", "run.threads": 1}
+    base.update(over)
+    return apply_overrides(TrainConfig(), base)
+
+
+def weights_digest(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+register_toys()
+
+
+# -- config ------------------------------------------------------------------------------------------------------------
+def test_overrides_parse_types_and_nested_dicts():
+    from fernb.engine import TrainConfig, apply_overrides
+
+    cfg = apply_overrides(TrainConfig(), ["optim.lr=1e-3", "run.quiet=true", "data.options.n=200",
+                                          "data.label_space=none", "schedule.stages=[{\"epochs\": 2}]",
+                                          "optim.betas=[0.8, 0.9]", "loss.name=ce", "data.dataset=1e3"])
+    assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
+    assert cfg.run.quiet is True and cfg.data.options == {"n": 200} and cfg.data.label_space is None
+    assert cfg.schedule.stages[0].epochs == 2 and cfg.schedule.total_epochs == 2
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.loss.name == "ce"
+    assert cfg.data.dataset == "1e3"  # a string field keeps the text as typed
+
+
+@pytest.mark.parametrize("item, msg", [("optim.lrr=1", "did you mean 'lr'"), ("optim.lr=fast", "expected a number"),
+                                       ("nope.x=1", "unknown key 'nope'"), ("optim.lr", "key=value")])
+def test_overrides_reject_unknown_keys_and_bad_values(item, msg):
+    from fernb.engine import ConfigError, TrainConfig, apply_overrides
+
+    with pytest.raises(ConfigError, match=msg):
+        apply_overrides(TrainConfig(), [item])
+
+
+def test_config_round_trips_json_and_yaml(tmp_path):
+    from fernb.engine import config_from_preset, load_config, save_config
+
+    cfg = config_from_preset("esr/ferplus", smoke=True, optim__lr=0.05, data={"root": "/x"})
+    for name in ("c.json", "c.yaml"):
+        save_config(cfg, tmp_path / name)
+        assert load_config(tmp_path / name) == cfg
+
+
+def test_presets_cover_every_method_and_dataset_and_smoke_shrinks():
+    from fernb.engine import DATASETS, METHODS, config_from_preset, list_presets
+
+    assert len(list_presets()) == len(METHODS) * len(DATASETS)
+    poster = config_from_preset("poster_v2/rafdb")
+    assert poster.optim.sam and poster.optim.lr == 3.5e-5 and poster.schedule.gamma == 0.98
+    assert poster.data.valid_split != poster.data.test_split
+    esr = config_from_preset("esr/affectnet8")
+    assert esr.schedule.total_epochs == 50 + 8 * 20 and esr.schedule.stages[1].call == "add_branch"
+    smoke = config_from_preset("manet/ckplus", smoke=True)
+    assert smoke.model.preset == "tiny" and smoke.data.train_limit == 128 and smoke.data.folds == 3
+    assert smoke.data.fallback == "synthetic"
+    with pytest.raises(KeyError, match="methods"):
+        config_from_preset("nope/ferplus")
+
+
+def test_smoke_from_environment(monkeypatch):
+    from fernb.engine import config_from_preset
+
+    monkeypatch.setenv("FERNB_SMOKE", "1")
+    assert config_from_preset("arm/ferplus").smoke is True
+
+
+# -- the loop ----------------------------------------------------------------------------------------------------------
+def test_fit_learns_and_writes_the_run_folder(tmp_path):
+    from fernb.engine import fit
+    from fernb.engine.checkpoint import load_checkpoint
+
+    rows = []
+    cfg = toy_config(tmp_path, **{"schedule.epochs": 3, "loss.class_weights": "inverse"})
+    res = fit(cfg, train_data=toy_data(56), valid_data=toy_data(28, seed=1, split="valid"), callbacks=[rows.append])
+    run = Path(res.run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and len(res.history) == 3
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert res.best_metrics["valid_accuracy"] > 0.5  # 7 classes: chance is 0.14
+    for f in ("config.json", "config.yaml", "metrics.csv", "run.json"):
+        assert (run / f).is_file()
+    csv_text = (run / "metrics.csv").read_text().splitlines()
+    assert csv_text[0].startswith("epoch,step,lr,train_samples,train_loss,train_accuracy,train_ce,train_reg")
+    assert "valid_kl" in csv_text[0] and len(csv_text) == 4
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["seed"] == 0 and rec["test_split_used"] is False
+    assert rec["data"]["train"]["fingerprint"] == toy_data(56).fingerprint()
+    assert rec["environment"]["torch"] == torch.__version__ and rec["best"]["epoch"] == res.best_epoch
+    state, meta, _ = load_checkpoint(run / "checkpoints" / "best", with_train_state=False)
+    assert meta["epoch"] == res.best_epoch and set(state) == set(res.model.state_dict())
+    assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
+
+
+class Capture(Callback):
+    """Keeps the trainer and every StepInfo the loss received."""
+
+    def on_fit_start(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, trainer, logs) -> None:
+        self.last = logs
+
+
+def test_class_weights_reach_the_loss_factory(tmp_path):
+    from fernb.engine import fit
+    from fernb.engine.data import class_weights
+
+    train = toy_data(50)
+    cap = Capture()
+    fit(toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": "inverse"}), train_data=train,
+        valid_data=toy_data(14, seed=1), callbacks=[cap])
+    counts = np.bincount(train.targets, minlength=7)
+    w = cap.trainer.loss_fn.class_weights.cpu()
+    assert torch.allclose(w, class_weights(train.targets, 7))
+    assert torch.allclose(w * torch.tensor(counts, dtype=torch.float32), torch.full((7,), 50 / 7))
+    assert class_weights(np.array([0, 0, 2]), 4).tolist() == [0.75, 0.0, 1.5, 0.0]  # absent classes get 0
+
+
+def test_trust_ramp_step_info_goes_from_zero_to_one(tmp_path):
+    from fernb.engine import fit
+
+    cap = Capture()
+    fit(toy_config(tmp_path, **{"schedule.epochs": 3}), train_data=toy_data(32), valid_data=toy_data(14, 1),
+        callbacks=[cap])
+    seen = cap.trainer.loss_fn.infos
+    assert [i.step for i in seen] == list(range(12))
+    assert seen[0].progress == 0.0 and math.isclose(seen[-1].progress, 11 / 12)
+    assert [i.epoch for i in seen] == [0] * 4 + [1] * 4 + [2] * 4 and seen[0].num_epochs == 3
+
+
+@pytest.mark.parametrize("over", [
+    {"optim.name": "sgd", "optim.momentum": 0.9, "schedule.name": "step", "schedule.step_size": 1,
+     "schedule.gamma": 0.5},
+    {"optim.name": "adamw", "optim.weight_decay": 0.01, "schedule.name": "cosine", "schedule.warmup_epochs": 1},
+    {"optim.name": "adam", "optim.sam": True, "schedule.name": "exponential", "schedule.gamma": 0.9,
+     "optim.clip_grad_norm": 1.0},
+    {"optim.name": "sgd", "optim.sam": True, "optim.sam_adaptive": True, "schedule.name": "plateau",
+     "schedule.plateau_patience": 0, "schedule.monitor": "valid_nll", "schedule.monitor_mode": "min"},
+])
+def test_optimisers_and_schedules_train(tmp_path, over):
+    from fernb.engine import fit
+
+    res = fit(toy_config(tmp_path, **{"schedule.epochs": 3, **over}), train_data=toy_data(32),
+              valid_data=toy_data(14, 1))
+    assert all(math.isfinite(r["train_loss"]) for r in res.history)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"] * 1.05
+    lrs = [r["lr"] for r in res.history]
+    if over.get("schedule.name") == "step":
+        assert lrs == pytest.approx([0.01, 0.005, 0.0025])
+    if over.get("schedule.name") == "exponential":
+        assert lrs == pytest.approx([0.01, 0.009, 0.0081])
+
+
+def test_sam_takes_the_gradient_at_the_perturbed_point():
+    from fernb.engine.optim import SAM
+
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    sam = SAM(torch.optim.SGD([w], lr=0.1), rho=0.5)
+    (w ** 2).sum().backward()  # g = 2w = (2, -4)
+    g = torch.tensor([2.0, -4.0])
+    sam.first_step()
+    e = 0.5 * g / g.norm()
+    assert torch.allclose(w.detach(), torch.tensor([1.0, -2.0]) + e)
+    sam.zero_grad()
+    (w ** 2).sum().backward()  # gradient at w + e
+    sam.second_step()
+    assert torch.allclose(w.detach(), torch.tensor([1.0, -2.0]) - 0.1 * 2 * (torch.tensor([1.0, -2.0]) + e))
+
+
+def test_lr_schedule_cosine_warmup_and_plateau():
+    from fernb.engine import ScheduleConfig
+    from fernb.engine.optim import LRSchedule
+
+    cos = LRSchedule(ScheduleConfig(name="cosine", warmup_epochs=1, min_lr=0.0), epochs=5, steps_per_epoch=4)
+    assert cos.factor(0, 0) == pytest.approx(0.25) and cos.factor(0, 3) == pytest.approx(1.0)
+    assert cos.factor(1, 0) == pytest.approx(1.0) and cos.factor(3, 0) == pytest.approx(0.5)
+    pl = LRSchedule(ScheduleConfig(name="plateau", plateau_patience=1, plateau_factor=0.1), epochs=5,
+                    steps_per_epoch=1)
+    for v in (0.5, 0.4, 0.4):
+        pl.observe(v)
+    assert pl.factor(3) == pytest.approx(0.1)
+
+
+def test_stages_call_the_model_reload_best_and_keep_the_architecture_for_evaluation(tmp_path):
+    from fernb.engine import StageConfig, apply_overrides, evaluate, fit, load_run
+
+    cfg = toy_config(tmp_path)
+    cfg = apply_overrides(cfg, {"schedule.stages": [StageConfig(epochs=2), StageConfig(2, call="add_branch",
+                                                                                     reload_best=True, lr=0.02)]})
+    res = fit(cfg, train_data=toy_data(32), valid_data=toy_data(14, 1))
+    assert len(res.model.heads) == 2 and not res.model.heads[0].weight.requires_grad
+    assert [r["stage"] for r in res.history] == [0, 0, 1, 1]
+    assert res.history[2]["lr"] == pytest.approx(0.02)
+    assert res.model.epoch_calls == [0, 1, 2, 3]
+    _, model, meta = load_run(res.run_dir, "last")
+    assert len(model.heads) == 2 and meta["stage_calls"] == ["add_branch"]
+    m = evaluate(res.run_dir, "valid", data=toy_data(14, 1), bootstrap=0)
+    assert 0 <= m["accuracy"] <= 1
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
+    from fernb.engine import NonFiniteLossError, fit
+    from fernb.engine.checkpoint import load_checkpoint
+
+    cfg = toy_config(tmp_path, **{"loss.kwargs": {"nan_at": 6}, "schedule.epochs": 3})
+    with pytest.raises(NonFiniteLossError, match=r"step 7 .*reg=nan") as info:
+        fit(cfg, train_data=toy_data(32), valid_data=toy_data(14, 1))
+    assert "epoch 2" in str(info.value) and "last good checkpoint" in str(info.value)
+    run = tmp_path / "toy"
+    _, meta, ts = load_checkpoint(run / "checkpoints" / "last")
+    assert meta["epoch"] == 1 and meta["step"] == 4
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "failed" and "reg=nan" in rec["error"]
+
+
+def test_existing_run_is_never_overwritten_by_accident(tmp_path):
+    from fernb.engine import RunExistsError, fit
+
+    cfg = toy_config(tmp_path, **{"schedule.epochs": 1})
+    fit(cfg, train_data=toy_data(16), valid_data=toy_data(14, 1))
+    with pytest.raises(RunExistsError, match="run.resume=true"):
+        fit(cfg, train_data=toy_data(16), valid_data=toy_data(14, 1))
+    res = fit(toy_config(tmp_path, **{"schedule.epochs": 1, "run.overwrite": True}), train_data=toy_data(16),
+              valid_data=toy_data(14, 1))
+    assert len(res.history) == 1
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    from fernb.engine import fit
+
+    def run(name, seed):
+        cfg = toy_config(tmp_path, **{"run.name": name, "run.seed": seed})
+        res = fit(cfg, train_data=toy_data(32), valid_data=toy_data(14, 1))
+        return [{k: v for k, v in r.items() if not k.endswith("seconds") and k != "samples_per_second"}
+                for r in res.history], weights_digest(res.model)
+
+    a, b, c = run("a", 3), run("b", 3), run("c", 4)
+    assert a == b
+    assert a[1] != c[1]
+
+
+def test_validation_holdout_and_test_split_guard(tmp_path):
+    from fernb.engine import fit
+    from fernb.engine.data import build_datasets
+
+    cfg = toy_config(tmp_path, **{"data.valid_fraction": 0.25})
+    bundle = build_datasets(cfg, toy_data(56, subjects=8))
+    assert set(bundle.train.subjects).isdisjoint(bundle.valid.subjects)  # subject-independent hold-out
+    res = fit(cfg, train_data=toy_data(56, subjects=8))
+    assert res.info["data"]["valid"]["split"] == "holdout"
+    with pytest.raises(ValueError, match="test split"):
+        build_datasets(toy_config(tmp_path, **{"data.valid_split": "test"}))
+
+
+def test_time_budget_and_max_steps_stop_early(tmp_path):
+    from fernb.engine import fit
+
+    res = fit(toy_config(tmp_path, **{"run.max_steps": 3, "schedule.epochs": 5}), train_data=toy_data(32),
+              valid_data=toy_data(14, 1))
+    assert res.steps == 3 and res.stop_reason == "max_steps" and res.history == []
+    rows = (Path(res.run_dir) / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",1" in rows[1]  # the partial epoch is reported, flagged partial=1
+
+
+def test_predict_returns_dataset_order_and_shuffled_batches_differ_for_batch_dependent_models():
+    from fernb.engine.data import build_transform
+    from fernb.engine.predict import predict
+
+    class BatchCentred(nn.Module):  # its prediction depends on the other samples of the batch
+        def forward(self, x: Tensor) -> ModelOutput:
+            m = x.mean((1, 2, 3))
+            return ModelOutput(logits=(m - m.mean())[:, None] * torch.arange(7.0))
+
+    ds = toy_data(30).with_transform(build_transform("default", False, 16))
+    seq = predict(BatchCentred(), ds, batch_size=8, order="sequential")
+    shuf = predict(BatchCentred(), ds, batch_size=8, order="shuffled")
+    assert seq.indices.tolist() == shuf.indices.tolist() == list(range(30))
+    assert np.array_equal(seq.targets, ds.targets) and not np.allclose(seq.logits, shuf.logits)
+    net = ToyNet().eval()
+    a, b = predict(net, ds, batch_size=8, order="sequential"), predict(net, ds, batch_size=8, order="shuffled")
+    np.testing.assert_allclose(a.logits, b.logits, rtol=1e-5, atol=1e-6)
+
+
+# -- evaluation protocol -----------------------------------------------------------------------------------------------
+def test_evaluate_records_test_use_and_maps_label_spaces(tmp_path):
+    from fernb.engine import evaluate, fit
+    from fernb.engine.evaluate import map_predictions
+    from fernb.labels import get_label_space
+
+    res = fit(toy_config(tmp_path, **{"schedule.epochs": 2}), train_data=toy_data(32), valid_data=toy_data(14, 1))
+    m = evaluate(res.run_dir, data=toy_data(21, seed=5, split="test"), bootstrap=50)
+    assert m["n"] == 21 and set(m["ci"]) == {"accuracy", "mean_class_accuracy", "macro_f1"}
+    assert m["ci"]["accuracy"]["low"] <= m["accuracy"] <= m["ci"]["accuracy"]["high"]
+    assert (Path(res.run_dir) / "eval").is_dir()
+    # cross-dataset: a model on basic7 scored on data with only 6 of those classes (no neutral) + contempt
+    space6 = get_label_space(["happy", "sad", "contempt"])
+    logits = np.array([[5.0, 1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 3, 0, 0, 0, 0]])
+    sub, preds, shared = map_predictions(logits, LABEL_SPACES["basic7"], space6)
+    assert shared.names == ("happy", "sad") and preds.tolist() == [0, 0, 1]
+    _, preds2, _ = map_predictions(logits, LABEL_SPACES["basic7"], space6, restrict=False)
+    assert preds2.tolist() == [-1, 0, 1]
+
+
+SYNTH = {"data.dataset": "synthetic", "data.options": {"n": 120, "size": 32, "seed": 0}, "data.label_space": None}
+
+
+def test_config_driven_synthetic_run_evaluates_test_once_with_divergences(tmp_path):
+    from fernb.engine import evaluate, fit
+
+    res = fit(toy_config(tmp_path, **SYNTH, **{"schedule.epochs": 1}))
+    assert "valid_kl" in res.history[0] and "valid_js" in res.history[0]  # synthetic items carry distributions
+    rec = json.loads((Path(res.run_dir) / "run.json").read_text())
+    assert rec["data"]["train"]["dataset"] == "synthetic" and rec["test_split_used"] is False
+    m = evaluate(res.run_dir, "test", bootstrap=20)
+    assert m["split"] == "test" and "kl" in m and 0 <= m["js"] <= math.log(2)
+    with pytest.warns(UserWarning, match="already evaluated"):
+        evaluate(res.run_dir, "test", bootstrap=0)
+    rec = json.loads((Path(res.run_dir) / "run.json").read_text())
+    assert rec["test_split_used"] is True and rec["test_evaluations"] == 2 and len(rec["evaluations"]) == 2
+
+
+def test_cross_validation_is_subject_independent_and_summarised(tmp_path):
+    from fernb.engine import cross_validate, fit  # noqa: F401
+    from fernb.engine.data import build_datasets, build_test_dataset
+
+    cfg = toy_config(tmp_path, **SYNTH, **{"data.folds": 3, "data.fold_split": "all", "schedule.epochs": 1,
+                                           "run.name": None})
+    b = build_datasets(cfg)
+    test, _ = build_test_dataset(cfg, "test")
+    groups = [set(b.train.subjects), set(b.valid.subjects), set(test.subjects)]
+    assert all(groups[i].isdisjoint(groups[j]) for i in range(3) for j in range(i + 1, 3))
+    cv = cross_validate(cfg)
+    assert len(cv["runs"]) == 3 and cv["summary"]["accuracy"]["n"] == 3
+    assert sum(r["n"] for r in cv["runs"]) == 120  # the test folds partition the "all" split
+    assert (tmp_path / "engine_toy-synthetic-s0-cv.json").is_file()
+
+
+def test_repeated_seeds_report_mean_and_std(tmp_path):
+    from fernb.engine import repeat_seeds
+
+    out = repeat_seeds(toy_config(tmp_path, **SYNTH, **{"schedule.epochs": 1, "run.name": None}), [0, 1])
+    s = out["summary"]["accuracy"]
+    assert s["n"] == 2 and s["mean"] == pytest.approx(np.mean(s["values"])) and s["std"] >= 0
+
+
+def test_missing_data_root_falls_back_to_synthetic_only_when_asked(tmp_path):
+    from fernb.data.errors import DataRootError
+    from fernb.engine import fit
+
+    over = {"data.dataset": "ferplus", "data.root": str(tmp_path / "nowhere"), "data.label_space": "ferplus8",
+            "schedule.epochs": 1, "data.train_limit": 24}
+    with pytest.raises(DataRootError):
+        fit(toy_config(tmp_path, **over))
+    with pytest.warns(UserWarning, match="synthetic"):
+        res = fit(toy_config(tmp_path, **over, **{"data.fallback": "synthetic", "run.overwrite": True}))
+    assert res.info["data"]["source"] == "synthetic" and res.info["data"]["label_space"]["name"] == "ferplus8"
+
+
+@pytest.mark.parametrize("sampler, kwargs", [("shuffle", {}), ("oversample", {}), ("capped", {"cap": 3})])
+def test_epoch_order_is_a_pure_function_of_seed_epoch_and_rank(sampler, kwargs):
+    from fernb.engine import DataConfig
+    from fernb.engine.data import epoch_indices
+
+    cfg = DataConfig(sampler=sampler, sampler_kwargs=kwargs)
+    y = toy_data(40).targets
+    a = epoch_indices(cfg, y, seed=1, epoch=2)
+    assert np.array_equal(a, epoch_indices(cfg, y, seed=1, epoch=2))
+    assert not np.array_equal(a, epoch_indices(cfg, y, seed=1, epoch=3))
+    r0, r1 = (epoch_indices(cfg, y, seed=1, epoch=2, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) >= len(a) // 2  # equal shards, together the epoch
+    if sampler == "capped":
+        assert np.bincount(y[a], minlength=7).max() == 3
+
+
+def test_data_layer_sampler_in_fit_and_load_best(tmp_path):
+    from fernb.engine import fit
+
+    res = fit(toy_config(tmp_path, **{"data.sampler": "oversample", "schedule.epochs": 1}), train_data=toy_data(32),
+              valid_data=toy_data(14, 1))
+    assert res.history[0]["train_samples"] == 32
+    best = res.load_best()
+    assert not best.training and te_equal(best.state_dict(), res.model.state_dict())
+
+
+def te_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.shared
+def test_cross_dataset_evaluation_through_canonical_names(tmp_path, ferplus_root):
+    from fernb.data import load_dataset
+    from fernb.engine import evaluate, fit, load_config
+    from fernb.engine.data import build_test_dataset
+
+    res = fit(toy_config(tmp_path, **SYNTH, **{"schedule.epochs": 1}))  # basic7 model
+    other, _ = build_test_dataset(load_config(res.run_dir), "valid", dataset="ferplus", root=str(ferplus_root))
+    assert other.label_space.name == "ferplus8" and len(other) == 3191  # the other dataset keeps its own classes
+    ferplus = load_dataset("ferplus", ferplus_root, "valid")
+    rows = np.concatenate([np.flatnonzero(ferplus.targets == c)[:12] for c in range(8)])  # contempt included
+    m = evaluate(res.run_dir, "valid", data=ferplus.subset(rows), bootstrap=0)
+    mp = m["label_mapping"]
+    assert mp["data_classes_dropped"] == ["contempt"] and mp["shared_classes"] == list(LABEL_SPACES["basic7"].names)
+    assert m["n"] == 7 * 12 and m["class_names"] == list(LABEL_SPACES["basic7"].names)
+    rec = json.loads((Path(res.run_dir) / "run.json").read_text())
+    assert rec["test_split_used"] is False and rec["evaluations"][-1]["dataset"] == "ferplus"
+
+
+@pytest.mark.shared
+def test_real_ferplus_through_the_reader(tmp_path, ferplus_root):
+    from fernb.engine import fit
+
+    res = fit(toy_config(tmp_path, **{"data.dataset": "ferplus", "data.root": str(ferplus_root),
+                                      "data.label_space": "ferplus8", "data.train_limit": 48,
+                                      "data.valid_limit": 32, "schedule.epochs": 1}))
+    d = res.info["data"]
+    assert d["train"]["n"] == 48 and d["valid"]["split"] == "valid" and len(d["label_space"]["names"]) == 8
+    assert "valid_kl" in res.history[0]  # FER+ votes give label distributions
+
+
+def test_real_resnet18_tiny_smoke_preset_and_cli(tmp_path, capsys):
+    from fernb import list_models
+    from fernb.engine import save_config
+    from fernb.engine.cli import evaluate_main, train_main
+    from fernb.engine.presets import config_from_preset
+    from fernb.losses import list_losses
+
+    if "resnet18" not in list_models() or "resnet18" not in list_losses():
+        pytest.skip("resnet18 model or loss not registered yet")
+    cfg = config_from_preset("resnet18/synthetic", smoke=True, **{
+        **SYNTH, "data.train_limit": 32, "data.valid_limit": 16, "schedule.epochs": 1, "run.out_dir": str(tmp_path),
+        "run.name": "r18", "run.threads": 1, "data.label_space": "basic7"})
+    save_config(cfg, tmp_path / "cfg.yaml")
+    assert train_main(["--config", str(tmp_path / "cfg.yaml"), "--quiet", "--test"]) == 0
+    out = capsys.readouterr().out
+    assert "best epoch 1" in out and "mean class accuracy" in out and "confusion" in out
+    assert evaluate_main([str(tmp_path / "r18"), "--split", "valid", "--bootstrap", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == "valid"
+
+
+def test_predictions_under_bf16_autocast_run(tmp_path):
+    from fernb.engine import fit
+
+    res = fit(toy_config(tmp_path, **{"run.precision": "bf16", "schedule.epochs": 1}), train_data=toy_data(16),
+              valid_data=toy_data(14, 1))
+    assert math.isfinite(res.history[0]["train_loss"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
