@@ -30,6 +30,7 @@ class KeyReport:
     unexpected: list[str] = field(default_factory=list)
     shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     converted_from: str | None = None
+    dropped: list[str] = field(default_factory=list)  # official keys of modules the fernb model does not build
 
     @property
     def ok(self) -> bool:
@@ -38,7 +39,8 @@ class KeyReport:
     def __str__(self) -> str:
         lines = [f"{self.source}: {len(self.loaded)} tensors loaded"
                  + (f" (converted from {self.converted_from} naming)" if self.converted_from else "")]
-        for title, items in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected)):
+        for title, items in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected),
+                             ("dropped (modules unused by the model)", self.dropped)):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... (+{len(items) - 8})" if len(items) > 8 else "")
                 lines.append(f"  {len(items)} {title}: {shown}")
@@ -115,12 +117,15 @@ def load_checkpoint(
     name = str(source) if not isinstance(source, Mapping) else "state dict"
     sd = read_state_dict(source)
     naming = None
+    dropped: list[str] = []
     convert = getattr(model, "convert_state_dict", None)
     own_keys = set(model.state_dict())
     if convert is not None and not set(sd) <= own_keys:
-        sd, naming = convert(sd)
+        sd, naming, *extra = convert(sd)  # (sd, naming) or (sd, naming, dropped keys)
+        dropped = list(extra[0]) if extra else []
     rep = report_keys(model, sd, name)
     rep.converted_from = naming
+    rep.dropped = dropped
     if rep.shape_mismatch or (strict and not rep.ok):
         raise CheckpointMismatchError(
             f"checkpoint does not match {type(model).__name__}:\n{rep}\n"

@@ -1,0 +1,149 @@
+"""Ad-Corre: a CNN with k L2-normalised embedding heads, trained with the Ad-Corre discriminator losses.
+
+Fard and Mahoor, "Ad-Corre: Adaptive Correlation-Based Loss for Facial Expression Recognition in the Wild",
+IEEE Access 10:26756-26768, 2022. Official code (TensorFlow/Keras): ``aliprf/Ad-Corre``, ``cnn_model.py::
+_create_Xception_l2``. Spec: ``shared/specs/baselines.md`` §3. The loss is in :mod:`fernb.losses.adcorre`.
+
+Architecture::
+
+    backbone (Keras Xception, ImageNet; here any timm model, default ``legacy_xception``, the Keras Xception)
+                                          (B, 2048, 7, 7) at 224 px
+    global average pooling                (B, 2048)
+    k embedding heads                     k x Dense(256, linear) + L2 normalisation -> embeddings (k, B, 256)
+    classifier                            concat (B, k * 256) -> Dropout 0.5 -> Dense(C)
+
+Differences from the official code:
+
+* The backbone is built with timm and ``pretrained=False`` (nothing is downloaded); any timm model name works
+  (``backbone="resnet18"``, ...), with ``backbone_kwargs`` passed to ``timm.create_model``.
+* ``logits`` are pre-softmax scores; the Keras classifier ends in a softmax and the loss clips its probabilities
+  (the loss here applies the same clipping to ``softmax(logits)``).
+* ``num_embeddings`` is 10 in the code (``config.LearningConfig``) and 7 (= number of classes) in the paper; the
+  ``official`` preset follows the code. Set ``num_embeddings=7`` for the paper's value.
+* The official k heads are separate Dense layers; here they are one Linear layer with k * 256 outputs, split in k
+  (the same function).
+* The official checkpoints are Keras ``.h5`` files (not released offline either); there is no converter for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import timm
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import FERModel, ModelOutput
+from ._registry import build_config, register_model
+
+__all__ = ["AdCorre", "AdCorreConfig", "AdCorreOutput"]
+
+
+@dataclass
+class AdCorreConfig:
+    """Ad-Corre configuration.
+
+    Attributes:
+        num_classes: output classes (7).
+        backbone: timm model name (``legacy_xception`` = Keras Xception, as the paper).
+        backbone_kwargs: extra ``timm.create_model`` arguments (e.g. ``channels`` for a narrow ResNet).
+        num_embeddings: k, the number of embedding heads (10 in the code, 7 in the paper).
+        embedding_dim: size of each embedding (256).
+        drop_rate: dropout before the classifier (0.5).
+        img_size: the input side the preset is meant for (224; pixels / 255, no mean/std).
+    """
+
+    num_classes: int = 7
+    backbone: str = "legacy_xception"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_embeddings: int = 10
+    embedding_dim: int = 256
+    drop_rate: float = 0.5
+    img_size: int = 224
+
+    @classmethod
+    def official(cls) -> AdCorreConfig:
+        """Xception (timm ``legacy_xception``) at 224 px, k = 10 heads of 256, 7 classes, as the official code."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> AdCorreConfig:
+        """timm ResNet-18 at width 16, k = 3 heads of 64, 64 px, 8 classes."""
+        return cls(num_classes=8, backbone="resnet18",
+                   backbone_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
+                   num_embeddings=3, embedding_dim=64, img_size=64)
+
+
+@dataclass
+class AdCorreOutput(ModelOutput):
+    """Ad-Corre outputs.
+
+    Attributes:
+        logits: (B, C) pre-softmax class scores.
+        embedding: (B, k * d) the concatenated embeddings (the classifier input).
+        embeddings: (k, B, d) the k L2-normalised embeddings (rows of unit norm).
+    """
+
+    embeddings: Tensor | None = None
+
+
+class AdCorre(FERModel):
+    """timm backbone + k L2-normalised embedding heads + linear classifier; ``forward`` gives :class:`AdCorreOutput`."""
+
+    def __init__(self, config: AdCorreConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or AdCorreConfig()
+        try:
+            self.backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, **cfg.backbone_kwargs)
+        except RuntimeError as exc:  # timm's "Unknown model"
+            raise ValueError(f"AdCorreConfig.backbone={cfg.backbone!r}: {exc}. Use a name from timm.list_models(), "
+                             "e.g. 'legacy_xception' or 'resnet18'.") from None
+        # size of forward_head(pre_logits=True): the pooled features (after a conv head for e.g. MobileNetV3)
+        self.num_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        k, d = cfg.num_embeddings, cfg.embedding_dim
+        self.heads = nn.Linear(self.num_features, k * d)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.fc = nn.Linear(k * d, cfg.num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> the backbone's last feature map (B, F, h, w) (tokens (B, N, F) for a ViT)."""
+        return self.backbone.forward_features(x)
+
+    def _embeddings(self, features: Tensor) -> Tensor:
+        pooled = self.backbone.forward_head(features, pre_logits=True)
+        e = self.heads(pooled).unflatten(1, (self.config.num_embeddings, self.config.embedding_dim))
+        return F.normalize(e, dim=-1, eps=1e-12).transpose(0, 1)  # (k, B, d)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """Feature map -> concatenated embeddings (B, k * d) if ``pre_logits`` else logits (B, C)."""
+        flat = self._embeddings(features).transpose(0, 1).flatten(1)
+        return flat if pre_logits else self.fc(self.drop(flat))
+
+    def forward(self, x: Tensor) -> AdCorreOutput:
+        emb = self._embeddings(self.forward_features(x))
+        flat = emb.transpose(0, 1).flatten(1)
+        return AdCorreOutput(logits=self.fc(self.drop(flat)), embedding=flat, embeddings=emb)
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        """The backbone's last feature stage (timm ``feature_info``)."""
+        return [self.backbone.get_submodule(self.backbone.feature_info[-1]["module"])]
+
+    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """None for CNN backbones; for token backbones, drop the prefix tokens and reshape to (B, F, h, w)."""
+        grid = getattr(getattr(self.backbone, "patch_embed", None), "grid_size", None)
+        if grid is None:
+            return None
+        prefix = int(getattr(self.backbone, "num_prefix_tokens", 0))
+
+        def reshape(t: Tensor) -> Tensor:
+            return t[:, prefix:].reshape(t.shape[0], grid[0], grid[1], t.shape[-1]).permute(0, 3, 1, 2)
+
+        return reshape
+
+
+@register_model
+def adcorre(preset: str = "tiny", **overrides: object) -> AdCorre:
+    """Ad-Corre (timm backbone + k embedding heads); train with ``create_loss("adcorre")``."""
+    return AdCorre(build_config(AdCorreConfig, preset, overrides))

@@ -1,0 +1,434 @@
+"""ARBEx: attentive feature extraction with reliability balancing ("arbex").
+
+Paper: Wasi, Serbetar, Karatas, Shin, "ARBEx: Attentive Feature Extraction with Reliability Balancing for Robust
+Facial Expression Learning", arXiv 2305.01486. Official code: takihasan/ARBEx (``arbex/train.py`` and
+``arbex/models``). Reference: ``shared/specs/arbex.md`` §1-3, §10.
+
+The network is the POSTER_V2 feature extractor (:mod:`fernb.models.poster`) without its linear classifier, plus
+
+- an MLP head: 768 -> 384 -> 192 -> 96 -> C (Linear, ReLU, BatchNorm1d, Dropout 0.5) giving the primary distribution
+  ``p = softmax(mlp(e) / T)``;
+- learnable anchors ``A`` (C, k, D): ``d = ||e - A||``, ``l_g = sum_k softmax(-d / delta)`` over all C*k anchors;
+- a self-attention branch giving ``l_a`` (see the table for what it attends over);
+- confidences ``c(l) = 1 - H(l) / log C`` of p, l_g and l_a;
+- the correction ``l_corr = (c_g l_g + c_a l_a) / (c_g + c_a)``, the mix ``m = c_p p + (1 - c_p) l_corr`` and the
+  trust ramp ``final = (1 - t) p + t m`` (t: the trust, 0 -> 1 over training, see :mod:`fernb.losses.arbex`).
+
+Two behaviours, one switch (``behaviour``); every row is also its own config field (None = "as the behaviour says"):
+
+====================  =================================================  ===========================================
+field                 ``official``: reproduces ``train.py`` exactly      ``fixed`` (default): the idea, no faults
+====================  =================================================  ===========================================
+attention_context     ``"batch"``: the (B, 8) projections go to          ``"anchors"``: each sample attends over
+                      ``nn.MultiheadAttention`` as ONE unbatched         itself and the C*k anchors (its own
+                      sequence of length B, so a sample's l_a (and its   sequence of 1 + C*k tokens, same Q/K/V
+                      correction, final distribution, loss) depends on   and MHA weights): a prediction never
+                      the other samples of its mini-batch                depends on its batch mates
+anchor_init           zeros: all anchors equal, no anchor-loss           N(0, ``anchor_init_std``^2), std 0.5 ~ the
+                      gradient at the start                              per-entry scale of the SE-gated LN
+                                                                         embedding: anchors start apart, in range
+detach_confidence     no: c_p, c_g, c_a carry gradients; the center      yes: confidences weight the mixing and
+                      loss can be lowered by a less confident p          the center loss as constants
+eval_correction       False: evaluation predicts argmax p; when True,    True: evaluation predicts from the same
+                      the official eval branch uses anchors only and     corrected ``final`` as training, at the
+                      multiplies l_g by c_p (not renormalised)           trust ``model.trust`` (1.0 = trained)
+logs, sqrt, division  no epsilon: log(0), sqrt'(0) and 0/0 give          clamped by ``eps``; the correction falls
+                      NaN or inf                                         back to the mean of l_g and l_a when
+                                                                         c_g + c_a = 0
+delta                 tied to the temperature (``train.py`` reads it     1.0 (``--hyperparam-delta``'s default)
+                      from ``--hyperparam-temp``) unless set             unless set
+frozen_bn_eval        no: BatchNorm of frozen backbones stays in train   yes: frozen branches keep their BN in
+                      mode, running statistics drift                     eval mode
+anchor loss (loss)    -(1/(k^2 sqrt(D))) sum ||a_i - a_j||^2: unbounded  hinge: mean over cross-class anchor pairs
+                      below; for k > 1 only same-index anchors compared  of relu(margin - ||a_i - a_j|| / sqrt(D))^2
+====================  =================================================  ===========================================
+
+Both behaviours keep the rest of ``train.py``: class-weighted NLL on the trust-ramped distribution, the trust-ramped
+anchor and center losses (:mod:`fernb.losses.arbex`), frozen IR-50 and MobileFaceNet when their weights are loaded.
+Differences from the paper that both keep (the code is the reference): no 768 -> 128 reduction layer; one attention
+head over C*k-wide projections; k = 1 anchor per class by default (``train.py``); the official ``SelfAttn`` is never
+saved by the official code (an official checkpoint keeps our initialisation for it, with a warning).
+
+The trust of ``forward`` is ``model.trust`` (1.0 by default: a trained model); the loss takes its own t from
+``StepInfo``, so training is right either way. An engine that wants train-time ``logits`` at the current ramp can set
+``model.trust = info.progress`` before each step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._base import FERModel, ModelOutput
+from ._registry import build_config, register_model
+from ._weights import read_state_dict
+from .poster import PosterBackboneConfig, PosterV2Backbone, _tiny_backbone, convert_backbone_state_dict
+
+__all__ = ["ARBExConfig", "ARBEx", "ARBExOutput", "read_official_arbex", "normalized_entropy", "arbex"]
+
+BEHAVIOURS = ("fixed", "official")
+_BEHAVIOUR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "official": dict(attention_context="batch", anchor_init="zeros", detach_confidence=False, eval_correction=False,
+                     frozen_bn_eval=False),
+    "fixed": dict(attention_context="anchors", anchor_init="normal", detach_confidence=True, eval_correction=True,
+                  frozen_bn_eval=True),
+}
+
+
+@dataclass
+class ARBExConfig(PosterBackboneConfig):
+    """ARBEx: POSTER_V2 backbone fields (see :class:`~fernb.models.poster.PosterBackboneConfig`) plus the head.
+
+    Attributes:
+        num_classes: C (8 in the official code: Aff-Wild2).
+        behaviour: ``"fixed"`` (default) or ``"official"``; fills every field below left at None (module table).
+        hidden_sizes: MLP head widths (384, 192, 96).
+        head_batch_norm: BatchNorm1d after each hidden ReLU (on in ``train.py``).
+        head_dropout: dropout after each hidden layer.
+        num_anchors: anchors per class k (``train.py``: 1; the ``Anchors`` class default is 10).
+        attn_anchors: the attention output is C * attn_anchors wide, summed over attn_anchors (official 1).
+        attn_heads: heads of the attention (official 1).
+        temperature: T of the primary softmax.
+        delta: scale of the anchor softmax; None: the temperature (official) or 1.0 (fixed).
+        anchor_init: ``"zeros"`` or ``"normal"``; None: by behaviour.
+        anchor_init_std: std of the ``"normal"`` anchor init.
+        attention_context: ``"batch"`` or ``"anchors"``; None: by behaviour.
+        eval_correction: predict from the corrected distribution in eval mode; None: by behaviour.
+        detach_confidence: use confidences as constants; None: by behaviour.
+        eps: clamp of the ``fixed`` behaviour's logs, sqrt and divisions.
+        trust: the trust t of the forward pass (``model.trust``; the loss takes its own from ``StepInfo``).
+        freeze_ir50, freeze_landmark: None: frozen iff their weights were loaded (``get_poster``).
+        frozen_bn_eval: None: by behaviour.
+    """
+
+    freeze_ir50: bool | None = None
+    freeze_landmark: bool | None = None
+    frozen_bn_eval: bool | None = None  # type: ignore[assignment]
+    num_classes: int = 8
+    behaviour: str = "fixed"
+    hidden_sizes: tuple[int, ...] = (384, 192, 96)
+    head_batch_norm: bool = True
+    head_dropout: float = 0.5
+    num_anchors: int = 1
+    attn_anchors: int = 1
+    attn_heads: int = 1
+    temperature: float = 1.0
+    delta: float | None = None
+    anchor_init: str | None = None
+    anchor_init_std: float = 0.5
+    attention_context: str | None = None
+    eval_correction: bool | None = None
+    detach_confidence: bool | None = None
+    eps: float = 1e-8
+    trust: float = 1.0
+
+    @classmethod
+    def official(cls) -> ARBExConfig:
+        """The published sizes: 224 -> 112 px POSTER_V2, 768-d, MLP 384/192/96, 8 classes, k = 1, T = delta = 1."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> ARBExConfig:
+        """48 px, narrow POSTER_V2 (128-d embedding), MLP 64/32/16 with dropout 0.1 (0.5 on 16 units leaves too little
+        signal for short runs): trains on a 2-core CPU."""
+        return cls(hidden_sizes=(64, 32, 16), head_dropout=0.1, **_tiny_backbone())
+
+    def resolved(self) -> ARBExConfig:
+        """A copy with every None field filled in from ``behaviour``."""
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(f"ARBEx behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        fill = {k: v for k, v in _BEHAVIOUR_DEFAULTS[self.behaviour].items() if getattr(self, k) is None}
+        if self.delta is None:
+            fill["delta"] = self.temperature if self.behaviour == "official" else 1.0
+        cfg = dataclasses.replace(self, **fill)
+        if cfg.attention_context not in ("batch", "anchors"):
+            raise ValueError(f"attention_context must be 'batch' or 'anchors', got {cfg.attention_context!r}")
+        if cfg.anchor_init not in ("zeros", "normal"):
+            raise ValueError(f"anchor_init must be 'zeros' or 'normal', got {cfg.anchor_init!r}")
+        return cfg
+
+
+@dataclass
+class ARBExOutput(ModelOutput):
+    """Everything ARBEx computes for a batch; shapes for B samples, C classes, k anchors per class, D = embed_dim.
+
+    Attributes:
+        logits: (B, C) scores the prediction is read from: ``log(prediction_dist)``, or ``head_logits`` when the
+            prediction is the primary distribution (official evaluation).
+        embedding: (B, D) SE embedding.
+        head_logits: (B, C) MLP output.
+        primary_dist: (B, C) p = softmax(head_logits / T).
+        confidence_primary, confidence_anchor, confidence_attention: (B, 1) c_p, c_g, c_a.
+        distances: (B, C, k) Euclidean distances to the anchors.
+        anchor_dist: (B, C) l_g. attention_dist: (B, C) l_a.
+        correction: (B, C) (c_g l_g + c_a l_a) / (c_g + c_a).
+        mixed_dist: (B, C) c_p p + (1 - c_p) correction.
+        final_dist: (B, C) (1 - t) p + t mixed at the model's trust t (what training trains, at t).
+        prediction_dist: (B, C) the distribution predictions come from in the current mode.
+        anchors: (C, k, D) the anchor parameter (for the loss; not a per-sample extra).
+        behaviour: ``"fixed"`` or ``"official"`` (tells the loss which anchor loss and logs to use).
+    """
+
+    head_logits: Tensor | None = None
+    primary_dist: Tensor | None = None
+    confidence_primary: Tensor | None = None
+    distances: Tensor | None = None
+    anchor_dist: Tensor | None = None
+    confidence_anchor: Tensor | None = None
+    attention_dist: Tensor | None = None
+    confidence_attention: Tensor | None = None
+    correction: Tensor | None = None
+    mixed_dist: Tensor | None = None
+    final_dist: Tensor | None = None
+    prediction_dist: Tensor | None = None
+    anchors: Tensor | None = None
+    behaviour: str = "fixed"
+
+    def extras(self) -> dict[str, Tensor]:
+        """Per-sample tensors by name (not ``logits``, ``anchors`` or ``behaviour``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("logits", "anchors", "behaviour") and isinstance(getattr(self, f.name), Tensor)}
+
+
+def normalized_entropy(p: Tensor, eps: float | None = None) -> Tensor:
+    """H(p) / log C over the last dim: (B, C) -> (B,). ``eps=None`` takes log(p) unguarded, as the official code.
+
+    The normaliser log C is rounded to float32 as the official ``torch.log(torch.tensor([C])).item()``.
+    """
+    norm = float(torch.tensor(math.log(p.shape[-1]), dtype=torch.float32))
+    logp = p.log() if eps is None else p.clamp_min(eps).log()
+    return -(logp * p).sum(-1) / norm
+
+
+class MLPHead(nn.Module):
+    """ARBEx classification head: [Linear -> ReLU -> BatchNorm1d -> Dropout] per hidden size, then Linear to C."""
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], num_classes: int, batch_norm: bool, dropout: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        for h in hidden:
+            self.blocks.append(nn.Sequential(OrderedDict(
+                fc=nn.Linear(dim, h), act=nn.ReLU(), norm=nn.BatchNorm1d(h) if batch_norm else nn.Identity(),
+                drop=nn.Dropout(dropout))))
+            dim = h
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, D) -> (B, C)."""
+        for block in self.blocks:
+            x = block(x)
+        return self.fc(x)
+
+
+class ReliabilityAttention(nn.Module):
+    """ARBEx's attention branch: Q/K/V Linear(D -> C*k_att), one ``nn.MultiheadAttention``, softmax, sum over k_att.
+
+    Args:
+        dim: embedding width D.
+        num_classes: C.
+        attn_anchors: k_att.
+        num_heads: MHA heads.
+        context: ``"batch"`` (official: the batch is one sequence) or ``"anchors"`` (each sample's own sequence: the
+            sample followed by the C*k anchors).
+    """
+
+    def __init__(self, dim: int, num_classes: int, attn_anchors: int, num_heads: int, context: str) -> None:
+        super().__init__()
+        width = num_classes * attn_anchors
+        self.num_classes, self.attn_anchors, self.context = num_classes, attn_anchors, context
+        self.q = nn.Linear(dim, width)
+        self.k = nn.Linear(dim, width)
+        self.v = nn.Linear(dim, width)
+        self.mha = nn.MultiheadAttention(width, num_heads)
+
+    def forward(self, e: Tensor, anchors: Tensor) -> Tensor:
+        """e (B, D), anchors (C, k, D) -> attention distribution (B, C)."""
+        b = e.shape[0]
+        if self.context == "batch":
+            out, _ = self.mha(self.q(e), self.k(e), self.v(e), need_weights=False)  # 2-D input: unbatched, length B
+        else:
+            a = anchors.reshape(-1, anchors.shape[-1])
+            ka, va = self.k(a).unsqueeze(1).expand(-1, b, -1), self.v(a).unsqueeze(1).expand(-1, b, -1)
+            key = torch.cat([self.k(e).unsqueeze(0), ka], 0)  # (1 + C*k, B, width), sequence first
+            value = torch.cat([self.v(e).unsqueeze(0), va], 0)
+            out, _ = self.mha(self.q(e).unsqueeze(0), key, value, need_weights=False)
+            out = out[0]
+        return out.softmax(-1).view(b, self.num_classes, self.attn_anchors).sum(-1)
+
+
+class ARBEx(FERModel):
+    """ARBEx: POSTER_V2 embedding, MLP head, anchors, attention and reliability balancing (see the module docstring).
+
+    Attributes:
+        config: the resolved :class:`ARBExConfig` (no None left).
+        backbone: :class:`~fernb.models.poster.PosterV2Backbone`.
+        head: :class:`MLPHead`. anchors: (C, k, D) parameter. attention: :class:`ReliabilityAttention`.
+        trust: the trust t used by ``forward`` (float in [0, 1]); an engine may set it to the training progress.
+    """
+
+    def __init__(self, cfg: ARBExConfig) -> None:
+        super().__init__()
+        cfg = cfg.resolved()
+        self.config = cfg
+        self.default_behaviour = cfg.behaviour
+        self.backbone = PosterV2Backbone(cfg)
+        self.head = MLPHead(cfg.embed_dim, tuple(cfg.hidden_sizes), cfg.num_classes, cfg.head_batch_norm,
+                            cfg.head_dropout)
+        self.anchors = nn.Parameter(torch.zeros(cfg.num_classes, cfg.num_anchors, cfg.embed_dim))
+        if cfg.anchor_init == "normal":
+            nn.init.normal_(self.anchors, std=cfg.anchor_init_std)
+        self.attention = ReliabilityAttention(cfg.embed_dim, cfg.num_classes, cfg.attn_anchors, cfg.attn_heads,
+                                              cfg.attention_context)
+        self.trust = float(cfg.trust)
+
+    @property
+    def behaviour(self) -> str:
+        return self.config.behaviour
+
+    # --- the FERModel interface -----------------------------------------------------------------------------------
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> normalised ViT tokens (B, 1 + 3*g*g, D)."""
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """Tokens -> logits (B, C) of :meth:`reliability`, or the SE embedding (B, D) with ``pre_logits``."""
+        e = self.backbone.pool(features)
+        return e if pre_logits else self.reliability(e).logits
+
+    def forward(self, x: Tensor) -> ARBExOutput:
+        """Images (B, 3, H, W) -> :class:`ARBExOutput`."""
+        return self.reliability(self.backbone(x))
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        return self.backbone.cam_target_layers()
+
+    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor]:
+        return self.backbone.cam_reshape_transform()
+
+    # --- reliability balancing ------------------------------------------------------------------------------------
+
+    def anchor_distances(self, e: Tensor) -> Tensor:
+        """Euclidean distances of e (B, D) to every anchor: (B, C, k)."""
+        sq = (self.anchors.unsqueeze(0) - e[:, None, None, :]).pow(2).sum(-1)
+        return sq.sqrt() if self.behaviour == "official" else sq.clamp_min(self.config.eps).sqrt()
+
+    def confidence(self, dist: Tensor) -> Tensor:
+        """1 - normalised entropy: (B, C) -> (B, 1)."""
+        eps = None if self.behaviour == "official" else self.config.eps
+        return (1 - normalized_entropy(dist, eps)).view(-1, 1)
+
+    def reliability(self, e: Tensor) -> ARBExOutput:
+        """Everything downstream of the embedding e (B, D) -> :class:`ARBExOutput`."""
+        cfg, official = self.config, self.behaviour == "official"
+        head_logits = self.head(e)
+        p = torch.softmax(head_logits / cfg.temperature, -1)
+        c_p = self.confidence(p)
+        d = self.anchor_distances(e)
+        l_g = torch.softmax(-d.flatten(1) / cfg.delta, -1).view_as(d).sum(-1)
+        c_g = self.confidence(l_g)
+        l_a = self.attention(e, self.anchors)
+        c_a = self.confidence(l_a)
+        w_p, w_g, w_a = (c.detach() for c in (c_p, c_g, c_a)) if cfg.detach_confidence else (c_p, c_g, c_a)
+        if official:
+            correction = (l_g * w_g + l_a * w_a) / (w_g + w_a)
+        else:
+            correction = (l_g * (w_g + cfg.eps) + l_a * (w_a + cfg.eps)) / (w_g + w_a + 2 * cfg.eps)
+        mixed = w_p * p + (1 - w_p) * correction
+        t = float(self.trust)
+        final = (1 - t) * p + t * mixed
+        if self.training:
+            pred = final
+        elif not cfg.eval_correction:
+            pred = p
+        elif official:  # train.py's validation branch: anchors only, l_g scaled by c_p and not renormalised
+            pred = (1 - t) * p + t * (c_p * p + (1 - c_p) * (l_g * c_p))
+        else:
+            pred = final
+        logits = head_logits if pred is p else pred.clamp_min(cfg.eps).log()
+        return ARBExOutput(
+            logits=logits, embedding=e, head_logits=head_logits, primary_dist=p, confidence_primary=c_p, distances=d,
+            anchor_dist=l_g, confidence_anchor=c_g, attention_dist=l_a, confidence_attention=c_a,
+            correction=correction, mixed_dist=mixed, final_dist=final, prediction_dist=pred, anchors=self.anchors,
+            behaviour=cfg.behaviour,
+        )
+
+    # --- weights --------------------------------------------------------------------------------------------------
+
+    def convert_state_dict(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str | None, list[str]]:
+        """Official ARBEx (``vit.``, ``classifier.``, ``anchors.``, ``self_attn.``; or a bare ``vit.*.pth``) or
+        POSTER_V2 naming -> fernb naming.
+
+        An official ARBEx checkpoint has no ``self_attn`` (``train.py`` never saves it): the attention keeps this
+        model's current weights, with a warning.
+
+        Returns:
+            (state dict, naming found or None, keys dropped because their modules are unused).
+        """
+        sd = dict(sd)
+        if any(k.startswith("landmark.path_") for k in sd):  # a bare official vit.*.pth file
+            sd = {f"vit.{k}": v for k, v in sd.items()}
+        out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, self.backbone, prefix="backbone.")
+        n_hidden, per = len(self.config.hidden_sizes), 4 if self.config.head_batch_norm else 3
+        attn_found = False
+        for k, v in rest.items():
+            new = None
+            m = re.fullmatch(r"classifier\.net\.(\d+)\.(\w+)", k)
+            if m:
+                i, p = int(m.group(1)), m.group(2)
+                if i == per * n_hidden:
+                    new = f"head.fc.{p}"
+                elif i % per == 0:
+                    new = f"head.blocks.{i // per}.fc.{p}"
+                elif i % per == 2 and per == 4:
+                    new = f"head.blocks.{i // per}.norm.{p}"
+            elif k == "anchors.anchors":
+                new = "anchors"
+            else:
+                m = re.fullmatch(r"self_attn\.(Q|K|V|attn_fn)\.(.+)", k)
+                if m:
+                    attn_found = True
+                    new = (f"attention.{m.group(1).lower()}.{m.group(2)}" if m.group(1) != "attn_fn"
+                           else f"attention.mha.{m.group(2)}")
+            out[new if new is not None else k] = v
+        if naming == "arbex" and not attn_found and any(k.startswith("classifier.") for k in rest):
+            warnings.warn("official ARBEx checkpoint without self_attn (train.py never saves it): the attention "
+                          "branch keeps this model's current weights", UserWarning, stacklevel=3)
+            for k, v in self.attention.state_dict().items():
+                out[f"attention.{k}"] = v
+        return out, naming, dropped
+
+
+def read_official_arbex(
+    vit: str | Path | Mapping[str, Tensor],
+    classifier: str | Path | Mapping[str, Tensor] | None = None,
+    anchors: str | Path | Mapping[str, Tensor] | None = None,
+    self_attn: str | Path | Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Merge the separate files ``train.py`` saves (``vit.<it>.pth``, ``classifier.<it>.pth``, ``anchors.<it>.pth``)
+    into one official-naming state dict for ``create_model("arbex", "official", checkpoint=...)``.
+
+    Every file is read with ``weights_only=True``; ``module.`` prefixes are removed.
+    """
+    out: dict[str, Tensor] = {}
+    for prefix, src in (("vit", vit), ("classifier", classifier), ("anchors", anchors), ("self_attn", self_attn)):
+        if src is not None:
+            out.update({f"{prefix}.{k}": v for k, v in read_state_dict(src).items()})
+    return out
+
+
+@register_model
+def arbex(preset: str = "tiny", **overrides: Any) -> ARBEx:
+    """ARBEx. Presets: ``official`` (224 -> 112 px, 768-d, 8 classes), ``tiny`` (48 px, 128-d). ``behaviour``:
+    ``"fixed"`` (default) or ``"official"``."""
+    return ARBEx(build_config(ARBExConfig, preset, overrides))

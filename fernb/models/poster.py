@@ -1,0 +1,875 @@
+"""POSTER_V2 (POSTER++): the feature extractor ARBEx is built on, and its linear classifier ("poster_v2").
+
+Paper: Mao et al., "POSTER++: A simpler and stronger facial expression recognition network", arXiv 2301.12149.
+Official code: Talented-Q/POSTER_V2 (``models/PosterV2_7cls.py``); ARBEx (takihasan/ARBEx) carries the same network
+under other names. Reference: ``shared/specs/arbex.md`` §1.2.
+
+Pipeline (official sizes: a 224 input, resized to 112 by nearest interpolation, as both official backbones do)::
+
+    image (B,3,112,112) -- IR-50 stages 1-3 --> (64,56,56) (128,28,28) (256,14,14) -- stride-2 conv --> 28, 14, 7
+    image (B,3,112,112) -- MobileFaceNet -----> (64,28,28) (128,14,14) (512,7,7 -> conv3x3 -> 256,7,7)
+    per scale s: LN(image map) gives keys/values, the raw landmark map is the query (no query projection),
+        softmax(q k^T / sqrt(d_head) + relative position bias) v -> proj; layer-scaled residual, LN-MLP residual
+    token embedding: 2, 1, 0 stride-2 conv3x3 (the last scale: a 1x1 conv) -> 3 x 49 tokens of 768
+    [CLS] + 147 tokens + position embedding -> 2 pre-norm ViT blocks (8 heads) -> LN -> CLS -> SE gate -> embedding
+
+Every "window" of the official window attention is the whole feature map (one window per image; the official
+query reshape only works in that case), so the cross-attention here is written as global attention per scale.
+
+Differences from the official code (numerics are identical: ``tests/test_poster.py`` matches the official outputs):
+
+==============================  =====================================  ============================================
+item                            official POSTER_V2                      fernb
+==============================  =====================================  ============================================
+unused modules                  ViT ``patch_embed``, ``CON1``,          not built (the converter drops their keys and
+                                ``IRLinear1/2``, ``eca_block``, a       reports them): 14.56 M fewer parameters
+                                Conv1d per block, IR ``output_layer``
+MobileFaceNet GDC head          evaluated, result discarded             not built (no effect on any output)
+``num_classes``                 ignored by the 7-class file (always 7)  honoured
+pretrained weights              hard-coded Windows paths; IR-50 loaded  ``ir50_weights`` / ``landmark_weights``;
+                                non-strictly (silent skips)             strict shape checks and a key report
+input size                      224 only                                any multiple of 16 after the internal resize
+                                                                        (``tiny``: 48 px, 3x3 token grid)
+==============================  =====================================  ============================================
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import FERModel, ModelOutput
+from ._blocks import ConvBNAct, DepthWiseBlock, DropPath, IRBlock, Mlp, SEGate, TransformerBlock
+from ._registry import build_config, register_model
+from ._weights import CheckpointMismatchError, KeyReport, read_state_dict
+
+__all__ = [
+    "PosterBackboneConfig",
+    "PosterV2Config",
+    "PosterV2Backbone",
+    "PosterV2",
+    "PosterV2Output",
+    "LogitsOnly",
+    "convert_backbone_state_dict",
+    "load_pretrained_backbones",
+    "poster_v2",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class PosterBackboneConfig:
+    """Sizes and options of the POSTER_V2 feature extractor (shared by ``poster_v2`` and ``arbex``).
+
+    Attributes:
+        img_size: side of the images the model is fed (224 for the published models).
+        backbone_size: both branches see the input resized to this side (nearest, as the official code); None keeps
+            the input size. Must be a multiple of 16; the token grid is ``backbone_size // 16`` (7 officially).
+        dims: channels of the three scales: IR-50 stage widths, the landmark widths of scales 1-2, and the width the
+            landmark scale 3 is projected to.
+        ir_depths: IR units per IR-50 stage (3, 4, 14 officially; stage 4 of IR-50 is never used).
+        landmark_depths: residual blocks after each MobileFaceNet down-sampling (4, 6, 2 officially).
+        num_heads: heads of the three cross-attentions (head width 32 officially).
+        mlp_ratio: hidden width of the per-scale MLPs, relative to ``dims``.
+        layer_scale_init: initial layer-scale gamma of the per-scale residuals (1e-5 officially).
+        drop_path: stochastic-depth rate per scale (0, 0.125, 0.25 officially).
+        embed_dim: token and embedding width (768 officially).
+        depth: ViT blocks (2 officially).
+        vit_heads: ViT heads (8 officially).
+        vit_mlp_ratio: ViT MLP ratio.
+        fused_attention: use ``F.scaled_dot_product_attention`` (same numbers to float rounding, faster).
+        ir50_weights: path of an IR-50 file (POSTER_V2's ``ir50.pth``, face.evoLVe or ARBEx naming), or None.
+        landmark_weights: path of a MobileFaceNet file (``mobilefacenet_model_best.pth.tar`` or ARBEx naming), or None.
+        freeze_ir50: True/False, or None for "frozen if and only if ``ir50_weights`` was loaded".
+        freeze_landmark: same for the landmark branch.
+        frozen_bn_eval: keep the BatchNorm layers of frozen branches in eval mode during training (the official code
+            leaves them in train mode, so their running statistics drift even though the weights are frozen).
+    """
+
+    img_size: int = 224
+    backbone_size: int | None = 112
+    dims: tuple[int, int, int] = (64, 128, 256)
+    ir_depths: tuple[int, int, int] = (3, 4, 14)
+    landmark_depths: tuple[int, int, int] = (4, 6, 2)
+    num_heads: tuple[int, int, int] = (2, 4, 8)
+    mlp_ratio: float = 4.0
+    layer_scale_init: float = 1e-5
+    drop_path: tuple[float, float, float] = (0.0, 0.125, 0.25)
+    embed_dim: int = 768
+    depth: int = 2
+    vit_heads: int = 8
+    vit_mlp_ratio: float = 4.0
+    fused_attention: bool = True
+    ir50_weights: str | None = None
+    landmark_weights: str | None = None
+    freeze_ir50: bool | None = False
+    freeze_landmark: bool | None = None
+    frozen_bn_eval: bool = False
+
+    @property
+    def resolution(self) -> int:
+        """Side of the image both branches see."""
+        return int(self.backbone_size or self.img_size)
+
+    @property
+    def grid(self) -> int:
+        """Side of each scale's token grid (7 officially)."""
+        return self.resolution // 16
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens entering the ViT, without the CLS token (147 officially)."""
+        return 3 * self.grid**2
+
+
+def _tiny_backbone() -> dict[str, Any]:
+    # Every component kept, each at its smallest: 48 px seen as is (a 3x3 token grid, 27 tokens + CLS), one IR unit
+    # and one MobileFaceNet block per stage, widths 12/24/48, one ViT block of 128: ~40 MFLOPs per image against the
+    # official ~17 GFLOPs (benchmarks/bench_models.py measures both).
+    return dict(
+        img_size=48, backbone_size=None, dims=(12, 24, 48), ir_depths=(1, 1, 1), landmark_depths=(1, 1, 1),
+        num_heads=(1, 1, 2), embed_dim=128, depth=1, vit_heads=4, drop_path=(0.0, 0.05, 0.1),
+    )
+
+
+@dataclass
+class PosterV2Config(PosterBackboneConfig):
+    """POSTER_V2 classifier: the backbone and a linear head on the SE embedding.
+
+    Attributes:
+        num_classes: classes of the linear head (7 for RAF-DB, the official file's fixed value).
+        freeze_ir50: POSTER_V2 trains IR-50 (False).
+        freeze_landmark: POSTER_V2 freezes MobileFaceNet (None: frozen when ``landmark_weights`` is loaded, which the
+            official code always does).
+    """
+
+    num_classes: int = 7
+
+    @classmethod
+    def official(cls) -> PosterV2Config:
+        """The published sizes: 224 input resized to 112, 768-d embedding, 2 ViT blocks of 8 heads, 7 classes."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> PosterV2Config:
+        """48 px, widths 12/24/48, one unit per stage, 27 tokens + CLS, one 128-d ViT block, 8 classes: for notebooks
+        and CI on a 2-core CPU."""
+        return cls(num_classes=8, **_tiny_backbone())
+
+
+# ---------------------------------------------------------------------------------------------------- branches
+
+
+class IRStages(nn.Module):
+    """IR-50 stem and stages 1-3 (the image branch): (B,3,R,R) -> maps at R/2, R/4, R/8 of ``dims`` channels."""
+
+    def __init__(self, dims: tuple[int, int, int], depths: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.stem = ConvBNAct(3, dims[0], 3)
+        widths = (dims[0], *dims)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[IRBlock(widths[s] if j == 0 else widths[s + 1], widths[s + 1], 2 if j == 0 else 1)
+                            for j in range(depths[s])])
+            for s in range(3)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+class LandmarkStages(nn.Module):
+    """MobileFaceNet feature part (the landmark branch, no GDC head): (B,3,R,R) -> maps at R/4, R/8, R/16.
+
+    Stage 0 is conv1, conv2_dw, conv_23 and the conv_3 blocks; stage 1 conv_34 and the conv_4 blocks; stage 2 conv_45,
+    the conv_5 blocks and conv_6_sep. Expansion widths follow the official ratios (2x, 4x and 2x the block widths).
+    Output channels: ``dims[0]``, ``dims[1]``, ``4 * dims[1]``.
+    """
+
+    def __init__(self, dims: tuple[int, int, int], depths: tuple[int, int, int]) -> None:
+        super().__init__()
+        c1, c2 = dims[0], dims[1]
+        self.stages = nn.ModuleList([
+            nn.Sequential(
+                ConvBNAct(3, c1, 3, 2), ConvBNAct(c1, c1, 3, 1, groups=c1), DepthWiseBlock(c1, c1, 2 * c1, 2),
+                *[DepthWiseBlock(c1, c1, 2 * c1, residual=True) for _ in range(depths[0])],
+            ),
+            nn.Sequential(
+                DepthWiseBlock(c1, c2, 2 * c2, 2), *[DepthWiseBlock(c2, c2, 2 * c2, residual=True)
+                                                     for _ in range(depths[1])],
+            ),
+            nn.Sequential(
+                DepthWiseBlock(c2, c2, 4 * c2, 2), *[DepthWiseBlock(c2, c2, 2 * c2, residual=True)
+                                                     for _ in range(depths[2])],
+                ConvBNAct(c2, 4 * c2, 1),
+            ),
+        ])
+
+    @property
+    def out_channels(self) -> int:
+        return self.stages[2][-1].conv.out_channels
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+def relative_position_index(window: int) -> Tensor:
+    """Swin relative-position index of a ``window x window`` grid: (N, N) int64 with N = window**2."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+class LandmarkCrossAttention(nn.Module):
+    """Keys and values from image tokens, queries = the raw landmark features, plus a relative position bias.
+
+    Args:
+        dim: channels of both maps.
+        num_heads: heads; each head sees ``dim // num_heads`` channels.
+        window: side of the (square) map; the bias table has ``(2 * window - 1) ** 2`` rows.
+        fused: use ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, fused: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.window = window
+        self.fused = fused
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("rel_pos_index", relative_position_index(window), persistent=False)
+
+    def position_bias(self) -> Tensor:
+        """(heads, N, N) bias added to the attention logits."""
+        n = self.window**2
+        return self.rel_pos_table[self.rel_pos_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x: Tensor, query: Tensor) -> Tensor:
+        """x: (B, N, C) image tokens; query: (B, N, C) landmark tokens -> (B, N, C)."""
+        b, n, c = x.shape
+        k, v = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q = query.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        bias = self.position_bias().unsqueeze(0).to(q.dtype)
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        else:
+            out = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class CrossScale(nn.Module):
+    """One POSTER_V2 scale: stride-2 conv on the image map, landmark cross-attention and MLP with layer scale, tokens.
+
+    Args:
+        dim: channels of the scale.
+        num_heads: cross-attention heads.
+        window: side of the map after the stride-2 conv.
+        embed_dim: token width.
+        num_down: stride-2 3x3 convs of the token embedding (0 gives one 1x1 conv).
+        mlp_ratio, layer_scale_init, drop_path, fused: see :class:`PosterBackboneConfig`.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, window: int, embed_dim: int, num_down: int, mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-5, drop_path: float = 0.0, fused: bool = True,
+    ) -> None:
+        super().__init__()
+        self.downsample = nn.Conv2d(dim, dim, 3, 2, 1)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = LandmarkCrossAttention(dim, num_heads, window, fused)
+        self.gamma1 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
+        self.gamma2 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+        if num_down == 0:
+            self.embed = nn.Sequential(nn.Conv2d(dim, embed_dim, 1))
+        else:
+            self.embed = nn.Sequential(*[nn.Conv2d(dim if i == 0 else embed_dim, embed_dim, 3, 2, 1)
+                                         for i in range(num_down)])
+
+    def fuse(self, image: Tensor, landmark: Tensor) -> Tensor:
+        """image (B, C, 2w, 2w), landmark (B, C, w, w) -> fused map, channels last (B, w, w, C)."""
+        x = self.norm1(self.downsample(image).permute(0, 2, 3, 1))
+        b, h, w, c = x.shape
+        if landmark.shape[-2:] != (h, w):
+            raise RuntimeError(f"landmark map {tuple(landmark.shape[-2:])} does not match the image map {(h, w)}")
+        o = self.attn(x.reshape(b, h * w, c), landmark.permute(0, 2, 3, 1).reshape(b, h * w, c))
+        x = x + self.drop_path(self.gamma1 * o.view(b, h, w, c))
+        return x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
+
+    def tokens(self, fused: Tensor) -> Tensor:
+        """Fused map (B, w, w, C) -> tokens (B, g*g, embed_dim)."""
+        return self.embed(fused.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------- backbone
+
+_RANDOM_INIT_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _RANDOM_INIT_WARNED:
+        _RANDOM_INIT_WARNED.add(key)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+class PosterV2Backbone(nn.Module):
+    """The POSTER_V2 feature extractor: (B, 3, H, W) images -> (B, embed_dim) SE-gated CLS embedding.
+
+    Attributes:
+        image: IR-50 stages 1-3. landmark: MobileFaceNet features. landmark_proj: conv3x3 from the landmark scale-3
+        width to ``dims[2]``. scales: the three :class:`CrossScale`. cls_token, pos_embed, blocks, norm: the ViT.
+        se: the SE gate. load_reports: key reports of the pretrained files loaded at construction.
+    """
+
+    def __init__(self, cfg: PosterBackboneConfig) -> None:
+        super().__init__()
+        if cfg.resolution % 16 or cfg.resolution < 32:
+            raise ValueError(f"the backbone resolution must be a multiple of 16 and >= 32, got {cfg.resolution} "
+                             "(set backbone_size, or img_size when backbone_size is None)")
+        self.cfg = cfg
+        res, g = cfg.resolution, cfg.grid
+        self.image = IRStages(cfg.dims, cfg.ir_depths)
+        self.landmark = LandmarkStages(cfg.dims, cfg.landmark_depths)
+        self.landmark_proj = nn.Conv2d(self.landmark.out_channels, cfg.dims[2], 3, padding=1)
+        self.scales = nn.ModuleList(
+            CrossScale(cfg.dims[i], cfg.num_heads[i], res // 2 ** (i + 2), cfg.embed_dim, 2 - i, cfg.mlp_ratio,
+                       cfg.layer_scale_init, cfg.drop_path[i], cfg.fused_attention)
+            for i in range(3)
+        )
+        self.num_prefix_tokens = 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + 3 * g * g, cfg.embed_dim))
+        self.blocks = nn.Sequential(*[TransformerBlock(cfg.embed_dim, cfg.vit_heads, cfg.vit_mlp_ratio,
+                                                       cfg.fused_attention) for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.se = SEGate(cfg.embed_dim)
+        self._init_weights()
+        self.load_reports: list[KeyReport] = load_pretrained_backbones(
+            self, ir50=cfg.ir50_weights, landmark=cfg.landmark_weights)
+        self.frozen = {
+            "image": cfg.freeze_ir50 if cfg.freeze_ir50 is not None else cfg.ir50_weights is not None,
+            "landmark": cfg.freeze_landmark if cfg.freeze_landmark is not None else cfg.landmark_weights is not None,
+        }
+        for name, frozen in self.frozen.items():
+            if frozen:
+                getattr(self, name).requires_grad_(False)
+
+    def _init_weights(self) -> None:
+        # The official code: ViT Linear trunc-normal 0.01 (LN 1/0), cls/pos trunc-normal 0.02, relative-position
+        # tables trunc-normal 0.02, MobileFaceNet convs kaiming-normal fan_out; everything else PyTorch's default.
+        for m in [*self.blocks.modules(), *self.se.modules()]:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for s in self.scales:
+            nn.init.trunc_normal_(s.attn.rel_pos_table, std=0.02)
+        for m in self.landmark.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def train(self, mode: bool = True) -> PosterV2Backbone:
+        super().train(mode)
+        if mode and self.cfg.frozen_bn_eval:
+            for name, frozen in self.frozen.items():
+                if frozen:
+                    getattr(self, name).eval()
+        return self
+
+    def resize(self, x: Tensor) -> Tensor:
+        """Nearest resize to the backbone resolution (the official ``F.interpolate(x, size=112)``)."""
+        r = self.cfg.resolution
+        return x if x.shape[-2:] == (r, r) else F.interpolate(x, size=r)
+
+    def forward_tokens(self, x: Tensor, keep: dict[str, Tensor] | None = None) -> Tensor:
+        """Images (B, 3, H, W) -> ViT input tokens (B, 3*g*g, D), before CLS and position embedding.
+
+        Args:
+            keep: if given, filled with the named intermediates (``landmark1..3``, ``landmark3_proj``, ``image1..3``,
+                ``fused1..3`` channels-last).
+        """
+        x = self.resize(x)
+        lm = self.landmark(x)
+        im = self.image(x)
+        lm3 = self.landmark_proj(lm[2])
+        queries = [lm[0], lm[1], lm3]
+        tokens = []
+        for i, scale in enumerate(self.scales):
+            fused = scale.fuse(im[i], queries[i])
+            tokens.append(scale.tokens(fused))
+            if keep is not None:
+                keep[f"landmark{i + 1}"], keep[f"image{i + 1}"], keep[f"fused{i + 1}"] = lm[i], im[i], fused
+        if keep is not None:
+            keep["landmark3_proj"] = lm3
+        return torch.cat(tokens, 1)
+
+    def forward_features(self, x: Tensor, keep: dict[str, Tensor] | None = None) -> Tensor:
+        """Images (B, 3, H, W) -> normalised tokens (B, 1 + 3*g*g, D), CLS first."""
+        t = self.forward_tokens(x, keep)
+        if keep is not None:
+            keep["vit_input_tokens"] = t
+        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], 1) + self.pos_embed
+        return self.norm(self.blocks(t))
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """Normalised tokens (B, 1+N, D) -> SE-gated CLS embedding (B, D)."""
+        return self.se(tokens[:, 0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images (B, 3, H, W) -> embedding (B, D)."""
+        return self.pool(self.forward_features(x))
+
+    def forward_intermediates(self, x: Tensor) -> dict[str, Tensor]:
+        """Every named stage output for notebooks: maps, fused maps (channels last), tokens, CLS, embedding."""
+        keep: dict[str, Tensor] = {}
+        tokens = self.forward_features(x, keep)
+        keep["tokens"] = tokens
+        keep["cls_token"] = tokens[:, 0]
+        keep["embedding"] = self.pool(tokens)
+        return keep
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        """The first norm of the last ViT block: the last layer whose patch tokens still reach the CLS token."""
+        return [self.blocks[-1].norm1]
+
+    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor]:
+        """Tokens (B, 1 + 3*g*g, D) -> (B, 3*D, g, g): drop CLS, stack the three scales' channels on their grid."""
+        g, prefix = self.cfg.grid, self.num_prefix_tokens
+
+        def reshape(t: Tensor) -> Tensor:
+            b, n, d = t.shape
+            if n != prefix + 3 * g * g:
+                raise ValueError(f"expected {prefix} + 3x{g}x{g} tokens, got {n}")
+            return t[:, prefix:].reshape(b, 3, g, g, d).permute(0, 1, 4, 2, 3).reshape(b, 3 * d, g, g)
+
+        return reshape
+
+
+# ---------------------------------------------------------------------------------------------------- POSTER_V2 model
+
+
+@dataclass
+class PosterV2Output(ModelOutput):
+    """``logits`` (B, C) of the linear head and the SE ``embedding`` (B, D)."""
+
+
+class PosterV2(FERModel):
+    """POSTER_V2 classifier: :class:`PosterV2Backbone` and a linear head on the 768-d embedding."""
+
+    def __init__(self, cfg: PosterV2Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.backbone = PosterV2Backbone(cfg)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> normalised ViT tokens (B, 1 + 3*g*g, D)."""
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
+        """Tokens (B, 1+N, D) -> logits (B, C), or the SE embedding (B, D) with ``pre_logits``."""
+        e = self.backbone.pool(features)
+        return e if pre_logits else self.head(e)
+
+    def forward(self, x: Tensor) -> PosterV2Output:
+        e = self.backbone(x)
+        return PosterV2Output(logits=self.head(e), embedding=e)
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        return self.backbone.cam_target_layers()
+
+    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor]:
+        return self.backbone.cam_reshape_transform()
+
+    def convert_state_dict(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str | None, list[str]]:
+        """Official POSTER_V2 (``pyramid_trans_expr2``) or ARBEx naming -> fernb naming.
+
+        Returns:
+            (state dict, naming found or None, keys dropped because the modules they belong to are unused).
+        """
+        out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, self.backbone, prefix="backbone.")
+        for k, v in rest.items():
+            m = re.fullmatch(r"VIT\.head\.linear\.(weight|bias)", k)
+            out[f"head.{m.group(1)}" if m else k] = v
+        return out, naming, dropped
+
+
+class LogitsOnly(nn.Module):
+    """Wraps a fernb model so that ``forward`` returns ``model(x).logits`` (B, C): what pytorch-grad-cam expects."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits
+
+
+# ---------------------------------------------------------------------------------------------------- weight naming
+
+_MFN_CB_INNER = {"conv": "conv", "bn": "bn", "prelu": "act"}
+_MFN_DW_INNER = {"conv": "expand", "conv_dw": "dw", "project": "project"}
+_IDX_INNER = {"0": "conv", "1": "bn", "2": "act"}
+_IDX_DW = {"0": "expand", "1": "dw", "2": "project"}
+_IR_RES = {"0": "bn1", "1": "conv1", "2": "act", "3": "conv2", "4": "bn2"}
+_IR_SHORT = {"0": "conv", "1": "bn"}
+_VIT_DEAD = re.compile(  # official ViT modules never used in the forward pass
+    r"(patch_embed|eca_block|CON1|IRLinear1|IRLinear2|head_dist|dist_token)(\.|$)|blocks\.\d+\.conv\.")
+_DROP = object()
+
+
+def _mfn_key(rest: str, depths: tuple[int, int, int]) -> str | object | None:
+    """A MobileFaceNet key (POSTER_V2 or ARBEx naming, without prefix) -> fernb ``landmark.`` key, _DROP or None."""
+    n5 = depths[2]
+    if rest.startswith("output_layer."):
+        return _DROP
+    m = re.fullmatch(r"(conv1|conv2_dw|conv_6_sep)\.(conv|bn|prelu)\.(\w+)", rest)
+    if m:
+        pos = {"conv1": (0, 0), "conv2_dw": (0, 1), "conv_6_sep": (2, 1 + n5)}[m.group(1)]
+        return f"stages.{pos[0]}.{pos[1]}.{_MFN_CB_INNER[m.group(2)]}.{m.group(3)}"
+    m = re.fullmatch(r"(conv_23|conv_34|conv_45|conv_(3|4|5)\.model\.(\d+))\.(conv|conv_dw|project)\.(conv|bn|prelu)"
+                     r"\.(\w+)", rest)
+    if m:
+        if m.group(2):
+            s, j = int(m.group(2)) - 3, int(m.group(3))
+            pos = (s, (3 if s == 0 else 1) + j)
+        else:
+            pos = {"conv_23": (0, 2), "conv_34": (1, 0), "conv_45": (2, 0)}[m.group(1)]
+        return f"stages.{pos[0]}.{pos[1]}.{_MFN_DW_INNER[m.group(4)]}.{_MFN_CB_INNER[m.group(5)]}.{m.group(6)}"
+    # ARBEx: path_1 = [conv1, conv2_dw, conv_23, conv_3], path_2 = [conv_34, conv_4], path_3 = [conv_45, conv_5, conv_6]
+    m = re.fullmatch(r"path_(\d)\.(\d+)\.(.+)", rest)
+    if m:
+        p, i, inner = int(m.group(1)) - 1, int(m.group(2)), m.group(3)
+        kind = {(0, 0): "cb", (0, 1): "cb", (0, 2): "dw", (0, 3): "res", (1, 0): "dw", (1, 1): "res", (2, 0): "dw",
+                (2, 1): "res", (2, 2): "cb"}.get((p, i))
+        first = {0: 3, 1: 1, 2: 1}[p]
+        if kind == "cb":
+            mm = re.fullmatch(r"net\.([012])\.(\w+)", inner)
+            if mm:
+                return f"stages.{p}.{i if (p, i) != (2, 2) else 1 + n5}.{_IDX_INNER[mm.group(1)]}.{mm.group(2)}"
+        elif kind == "dw":
+            mm = re.fullmatch(r"net\.([012])\.net\.([012])\.(\w+)", inner)
+            if mm:
+                return f"stages.{p}.{i}.{_IDX_DW[mm.group(1)]}.{_IDX_INNER[mm.group(2)]}.{mm.group(3)}"
+        elif kind == "res":
+            mm = re.fullmatch(r"net\.(\d+)\.net\.([012])\.net\.([012])\.(\w+)", inner)
+            if mm:
+                return (f"stages.{p}.{first + int(mm.group(1))}.{_IDX_DW[mm.group(2)]}.{_IDX_INNER[mm.group(3)]}"
+                        f".{mm.group(4)}")
+    return None
+
+
+def _ir_key(rest: str, depths: tuple[int, int, int]) -> str | object | None:
+    """An IR-50 key (POSTER_V2 ``body1-3``, face.evoLVe ``body.N`` or ARBEx ``net_s.net``) -> fernb ``image.`` key."""
+    m = re.fullmatch(r"input_layer\.([012])\.(\w+)", rest)
+    if m:
+        return f"stem.{_IDX_INNER[m.group(1)]}.{m.group(2)}"
+    if rest.startswith("output_layer."):
+        return _DROP
+    m = re.fullmatch(r"(?:body([123])|net_([123])\.net)\.(\d+)\.(.+)", rest)
+    if m:
+        s, j, inner = int(m.group(1) or m.group(2)) - 1, int(m.group(3)), m.group(4)
+    else:
+        m = re.fullmatch(r"body\.(\d+)\.(.+)", rest)  # face.evoLVe: one flat Sequential over the four stages
+        if not m:
+            return None
+        n, inner = int(m.group(1)), m.group(2)
+        bounds = [sum(depths[:i]) for i in range(4)]
+        if n >= bounds[3]:
+            return _DROP  # IR-50 stage 4, never used by POSTER_V2
+        s = max(i for i in range(3) if n >= bounds[i])
+        j = n - bounds[s]
+    mm = re.fullmatch(r"(?:res_layer|res)\.([0-4])\.(\w+)", inner)
+    if mm:
+        return f"stages.{s}.{j}.{_IR_RES[mm.group(1)]}.{mm.group(2)}"
+    mm = re.fullmatch(r"(?:shortcut_layer|shortcut)\.([01])\.(\w+)", inner)
+    if mm:
+        return f"stages.{s}.{j}.downsample.{_IR_SHORT[mm.group(1)]}.{mm.group(2)}"
+    return None
+
+
+def _vit_key(rest: str) -> str | object | None:
+    """A key of the official ViT (POSTER ``VIT.`` / ARBEx ``vit.vit.``) -> fernb backbone key."""
+    if _VIT_DEAD.match(rest):
+        return _DROP
+    if rest in ("cls_token", "pos_embed"):
+        return rest
+    m = re.fullmatch(r"blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)", rest)
+    if m:
+        return rest
+    m = re.fullmatch(r"norm\.(weight|bias)", rest)
+    if m:
+        return rest
+    m = re.fullmatch(r"se_block\.linear([12])\.(weight|bias)", rest)
+    if m:
+        return f"se.fc{m.group(1)}.{m.group(2)}"
+    return None
+
+
+def _poster_key(key: str, cfg: PosterBackboneConfig) -> str | object | None:
+    """A ``pyramid_trans_expr2`` key -> fernb backbone key, _DROP, or None (not a backbone key)."""
+    if key.startswith("face_landback."):
+        return _prefixed("landmark.", _mfn_key(key[len("face_landback."):], cfg.landmark_depths))
+    if key.startswith("ir_back."):
+        return _prefixed("image.", _ir_key(key[len("ir_back."):], cfg.ir_depths))
+    if key.startswith("VIT."):
+        return _vit_key(key[4:])
+    m = re.fullmatch(r"attn([123])\.(relative_position_bias_table|relative_position_index|qkv|proj)(\.\w+)?", key)
+    if m:
+        i, what, tail = int(m.group(1)) - 1, m.group(2), m.group(3) or ""
+        if what == "relative_position_index":
+            return _DROP
+        sub = {"relative_position_bias_table": "rel_pos_table", "qkv": "kv", "proj": "proj"}[what]
+        return f"scales.{i}.attn.{sub}{tail}"
+    m = re.fullmatch(r"window([123])\.norm\.(weight|bias)", key)
+    if m:
+        return f"scales.{int(m.group(1)) - 1}.norm1.{m.group(2)}"
+    m = re.fullmatch(r"conv([123])\.(weight|bias)", key)
+    if m:
+        return f"scales.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
+    m = re.fullmatch(r"ffn([123])\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+|norm\.\w+)", key)
+    if m:
+        return f"scales.{int(m.group(1)) - 1}.{m.group(2).replace('norm.', 'norm2.')}"
+    m = re.fullmatch(r"last_face_conv\.(weight|bias)", key)
+    if m:
+        return f"landmark_proj.{m.group(1)}"
+    m = re.fullmatch(r"embed_(q|k)\.(\d+)\.(weight|bias)", key)
+    if m:
+        return f"scales.{'qk'.index(m.group(1))}.embed.{m.group(2)}.{m.group(3)}"
+    m = re.fullmatch(r"embed_v\.proj\.(weight|bias)", key)
+    if m:
+        return f"scales.2.embed.0.{m.group(1)}"
+    return None
+
+
+def _arbex_key(key: str, cfg: PosterBackboneConfig) -> str | object | None:
+    """An ARBEx ``vit.`` key (its PosterV2 module) -> fernb backbone key, _DROP, or None."""
+    if not key.startswith("vit."):
+        return None
+    key = key[4:]
+    if key.startswith("landmark."):
+        return _prefixed("landmark.", _mfn_key(key[len("landmark."):], cfg.landmark_depths))
+    if key.startswith("ir."):
+        return _prefixed("image.", _ir_key(key[3:], cfg.ir_depths))
+    if key.startswith("vit."):
+        return _vit_key(key[4:])
+    m = re.fullmatch(r"conv\.(weight|bias)", key)
+    if m:
+        return f"landmark_proj.{m.group(1)}"
+    m = re.fullmatch(r"convs\.([012])\.(weight|bias)", key)
+    if m:
+        return f"scales.{m.group(1)}.downsample.{m.group(2)}"
+    m = re.fullmatch(r"window_module\.([012])\.norm\.(weight|bias)", key)
+    if m:
+        return f"scales.{m.group(1)}.norm1.{m.group(2)}"
+    m = re.fullmatch(r"attns\.([012])\.(table|index_relative|qkv\.\w+|linear\.\w+)", key)
+    if m:
+        what = m.group(2)
+        if what == "index_relative":
+            return _DROP
+        what = "rel_pos_table" if what == "table" else what.replace("qkv.", "kv.").replace("linear.", "proj.")
+        return f"scales.{m.group(1)}.attn.{what}"
+    m = re.fullmatch(r"ffns\.([012])\.(gamma_1|gamma_2|mlp\.[03]\.\w+|norm\.\w+)", key)
+    if m:
+        what = m.group(2).replace("gamma_", "gamma").replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+        return f"scales.{m.group(1)}.{what.replace('norm.', 'norm2.')}"
+    m = re.fullmatch(r"embs\.0\.(\d+)\.(weight|bias)|embs\.1\.(weight|bias)|embs\.2\.proj\.(weight|bias)", key)
+    if m:
+        if m.group(1) is not None:
+            return f"scales.0.embed.{m.group(1)}.{m.group(2)}"
+        if m.group(3) is not None:
+            return f"scales.1.embed.0.{m.group(3)}"
+        return f"scales.2.embed.0.{m.group(4)}"
+    return None
+
+
+def _prefixed(prefix: str, key: str | object | None) -> str | object | None:
+    return prefix + key if isinstance(key, str) else key
+
+
+def _check_index(key: str, value: Tensor, backbone: nn.Module | None) -> None:
+    """Official relative-position index buffers are dropped (recomputed here); refuse one that is not the Swin index."""
+    if backbone is None:
+        return
+    for s in backbone.scales:
+        if tuple(value.shape) == tuple(s.attn.rel_pos_index.shape):
+            if not torch.equal(value.to(torch.int64), s.attn.rel_pos_index.cpu()):
+                raise CheckpointMismatchError(f"{key}: not the standard Swin relative-position index; this file was "
+                                              "not written by POSTER_V2/ARBEx code")
+            return
+
+
+def convert_backbone_state_dict(
+    sd: Mapping[str, Tensor], cfg: PosterBackboneConfig, backbone: nn.Module | None = None, prefix: str = ""
+) -> tuple[dict[str, Tensor], str | None, list[str], dict[str, Tensor]]:
+    """Official POSTER_V2 or ARBEx backbone keys -> fernb backbone keys.
+
+    Args:
+        sd: a flat state dict (``module.`` already stripped) in ``pyramid_trans_expr2`` naming (``face_landback.``,
+            ``ir_back.``, ``VIT.``, ``attn1`` ...), ARBEx naming (``vit.landmark.``, ``vit.ir.``, ``vit.vit.`` ...),
+            or a bare IR-50 / MobileFaceNet file (only that branch is converted: load it with ``strict=False``, or
+            better through ``ir50_weights`` / ``landmark_weights``); fernb keys pass through unchanged.
+        cfg: the backbone config (block counts decide MobileFaceNet / IR indices).
+        backbone: the model's backbone, to verify dropped relative-position index buffers (optional).
+        prefix: put before every converted key (``"backbone."`` inside a model).
+
+    Returns:
+        (converted, naming, dropped, rest): converted backbone tensors, ``"poster_v2"`` / ``"arbex"`` / ``"ir50"`` /
+        ``"mobilefacenet"`` (None: no official key found), the official keys dropped because their modules are unused, and the keys that are not
+        backbone keys (passed through untouched).
+    """
+    keys = list(sd)
+    if any(k.startswith(("face_landback.", "ir_back.", "VIT.")) for k in keys):
+        naming, fn = "poster_v2", _poster_key
+    elif any(k.startswith("vit.") for k in keys):
+        naming, fn = "arbex", _arbex_key
+    elif any(k.startswith(("input_layer.", "body1.", "body.", "net_1.net.")) for k in keys):  # a bare IR-50 file
+
+        def fn(k: str, c: PosterBackboneConfig) -> str | object | None:
+            return _prefixed("image.", _ir_key(k, c.ir_depths))
+
+        naming = "ir50"
+    elif any(k.startswith(("conv1.conv.", "conv_23.", "path_1.")) for k in keys):  # a bare MobileFaceNet file
+
+        def fn(k: str, c: PosterBackboneConfig) -> str | object | None:
+            return _prefixed("landmark.", _mfn_key(k, c.landmark_depths))
+
+        naming = "mobilefacenet"
+    else:
+        return {}, None, [], dict(sd)
+    out: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    rest: dict[str, Tensor] = {}
+    for k in keys:
+        new = fn(k, cfg)
+        if new is _DROP:
+            dropped.append(k)
+            if "index" in k:
+                _check_index(k, sd[k], backbone)
+        elif isinstance(new, str):
+            if prefix + new in out:
+                raise CheckpointMismatchError(f"two checkpoint keys map to {prefix + new} (second: {k})")
+            out[prefix + new] = sd[k]
+        else:
+            rest[k] = sd[k]
+    return out, naming, dropped, rest
+
+
+# ---------------------------------------------------------------------------------------------------- pretrained files
+
+_WEIGHTS_HELP = (
+    "POSTER_V2's README links both files (ir50.pth: Google Drive id 17QAIPlpZUwkQzOTNiu-gUFLTqAxS-qHt; "
+    "mobilefacenet_model_best.pth.tar: 1SMYP5NDkmDE3eLlciN7Z4px-bvFEuHEX, also in py-feat's v0.1 release)"
+)
+
+
+def _load_branch(backbone: PosterV2Backbone, path: str | Path, branch: str) -> KeyReport:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{branch} weights {path} do not exist. {_WEIGHTS_HELP}; or set "
+                                f"{'ir50_weights' if branch == 'image' else 'landmark_weights'}=None for random init.")
+    sd = read_state_dict(path)
+    module: nn.Module = getattr(backbone, branch)
+    conv = _ir_key if branch == "image" else _mfn_key
+    depths = backbone.cfg.ir_depths if branch == "image" else backbone.cfg.landmark_depths
+    own = module.state_dict()
+    rep = KeyReport(str(path))
+    mapped: dict[str, Tensor] = {}
+    naming = None
+    for k, v in sd.items():
+        new = k if k in own else conv(k, depths)
+        if new is not k and new is not None:
+            naming = "official"
+        if new is _DROP:
+            rep.dropped.append(k)
+        elif new is None or new not in own:
+            rep.unexpected.append(k)
+        elif tuple(own[new].shape) != tuple(v.shape):
+            rep.shape_mismatch.append((new, tuple(own[new].shape), tuple(v.shape)))
+        else:
+            mapped[new] = v
+            rep.loaded.append(k)
+    rep.missing = [k for k in own if k not in mapped]
+    rep.converted_from = naming
+    what = "IR-50" if branch == "image" else "MobileFaceNet"
+    if not rep.ok:
+        raise CheckpointMismatchError(
+            f"{path} does not fit the {what} branch of this POSTER_V2 backbone:\n{rep}\n"
+            f"  what to do: pass the {what} file of the published models ({_WEIGHTS_HELP}) with the 'official' "
+            "preset; the 'tiny' preset has other widths and cannot use pretrained backbones.")
+    module.load_state_dict(mapped, strict=True)
+    return rep
+
+
+def load_pretrained_backbones(
+    backbone: PosterV2Backbone, ir50: str | Path | None = None, landmark: str | Path | None = None
+) -> list[KeyReport]:
+    """Load pretrained IR-50 and/or MobileFaceNet weights into a backbone, with strict key and shape checks.
+
+    Accepted files (torch files are read with ``weights_only=True``; safetensors too; ``module.`` prefixes and
+    ``{'state_dict': ...}`` wrappers are removed):
+
+    - IR-50: POSTER_V2's ``ir50.pth`` (``input_layer``, ``body1-3``, ``output_layer``), the original face.evoLVe
+      ``Backbone(50)`` (``body.0-23``), ARBEx's ``ir50.pth`` (``net_1-3.net``) or fernb naming.
+    - MobileFaceNet: ``mobilefacenet_model_best.pth.tar`` (``{'state_dict': ...}`` with ``conv1`` ... ``conv_6_sep``,
+      ``output_layer``), ARBEx's ``mobilefacenet.pth`` (``path_1-3``) or fernb naming.
+
+    Keys of modules POSTER_V2 never uses (IR ``output_layer`` and stage 4, the GDC landmark head) are reported as
+    ``dropped``. When neither path is given, warns once per process that the backbone starts from random init.
+
+    Returns:
+        One :class:`KeyReport` per file loaded.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (the message says where the files come from).
+        CheckpointMismatchError: missing, unexpected or mis-shaped keys, or a file that cannot be read safely.
+    """
+    reports = []
+    if ir50 is not None:
+        reports.append(_load_branch(backbone, ir50, "image"))
+    if landmark is not None:
+        reports.append(_load_branch(backbone, landmark, "landmark"))
+    if ir50 is None and landmark is None:
+        _warn_once("poster-random-init",
+                   "fernb POSTER_V2 backbone: no ir50_weights / landmark_weights given, so IR-50 and MobileFaceNet "
+                   "start from random init (the published POSTER_V2 and ARBEx start from pretrained face backbones; "
+                   f"{_WEIGHTS_HELP}). Said once per process.")
+    return reports
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+
+@register_model
+def poster_v2(preset: str = "tiny", **overrides: Any) -> PosterV2:
+    """POSTER_V2 classifier. Presets: ``official`` (224 -> 112 px, 768-d, 7 classes), ``tiny`` (48 px, 128-d)."""
+    return PosterV2(build_config(PosterV2Config, preset, overrides))
+
