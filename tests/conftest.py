@@ -64,5 +64,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
         terminalreporter.section("notebook timings (smoke mode)")
         for name, sec in TIMINGS.items():
             terminalreporter.write_line(f"{name:40s} {sec:7.1f} s")
-        smoke = sum(v for k, v in TIMINGS.items() if k.endswith(".ipynb"))
-        terminalreporter.write_line(f"smoke notebook suite total: {smoke:.1f} s (target < 300 s)")
+        smoke = [v for k, v in TIMINGS.items() if k.endswith(".ipynb")]
+        if smoke:
+            terminalreporter.write_line(f"smoke notebook suite total: {sum(smoke):.1f} s (target < 300 s)")
