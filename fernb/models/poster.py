@@ -134,11 +134,11 @@ class PosterBackboneConfig:
 
 def _tiny_backbone() -> dict[str, Any]:
     # Every component kept, each at its smallest: 48 px seen as is (a 3x3 token grid, 27 tokens + CLS), one IR unit
-    # and one MobileFaceNet block per stage, widths 12/24/48, one ViT block of 128: ~40 MFLOPs per image against the
-    # official ~17 GFLOPs (benchmarks/bench_models.py measures both).
+    # and one MobileFaceNet block per stage, widths 8/16/32 (the IR stem and first unit run at full resolution and
+    # dominate the cost), one ViT block of 128.
     return dict(
-        img_size=48, backbone_size=None, dims=(12, 24, 48), ir_depths=(1, 1, 1), landmark_depths=(1, 1, 1),
-        num_heads=(1, 1, 2), embed_dim=128, depth=1, vit_heads=4, drop_path=(0.0, 0.05, 0.1),
+        img_size=48, backbone_size=None, dims=(8, 16, 32), ir_depths=(1, 1, 1), landmark_depths=(1, 1, 1),
+        num_heads=(1, 1, 1), embed_dim=128, depth=1, vit_heads=4, drop_path=(0.0, 0.05, 0.1),
     )
 
 
@@ -162,7 +162,7 @@ class PosterV2Config(PosterBackboneConfig):
 
     @classmethod
     def tiny(cls) -> PosterV2Config:
-        """48 px, widths 12/24/48, one unit per stage, 27 tokens + CLS, one 128-d ViT block, 8 classes: for notebooks
+        """48 px, widths 8/16/32, one unit per stage, 27 tokens + CLS, one 128-d ViT block, 8 classes: for notebooks
         and CI on a 2-core CPU."""
         return cls(num_classes=8, **_tiny_backbone())
 
