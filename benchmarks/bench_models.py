@@ -5,10 +5,10 @@ CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident-set size samp
 after the model and inputs are built (glibc keeps freed memory, so the train figure includes the forward pass).
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one image in eval mode (2 FLOPs per
 multiply-add; thop-style "MACs" are half of it). The train step is forward + the model's registered loss (plain
-cross-entropy when it has none) + backward + AdamW (foreach) step, in train mode. ``--bf16`` adds rows under bfloat16 autocast:
-on CPUs without AVX-512 BF16 (AVX2 only, as the 2-core CI machine) oneDNN has no bf16 convolution kernels and PyTorch
-falls back to slow reference convolutions, so bf16 is then much slower than fp32; it pays on CUDA and recent x86.
-Timings on a shared machine are only as good as its idle time: check the load average.
+cross-entropy when it has none) + backward + AdamW (foreach) step, in train mode. ``--bf16`` adds rows under bfloat16
+autocast: on CPUs without AVX-512 BF16 (AVX2 only, as the 2-core CI machine) oneDNN has no bf16 convolution kernels
+and PyTorch falls back to slow reference convolutions, so bf16 is then much slower than fp32.
+It pays on CUDA and recent x86. Timings on a shared machine are only as good as its idle time: check the load average.
 
 Usage::
 

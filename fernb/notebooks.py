@@ -190,6 +190,6 @@ def method_config(
         f"{method}/{dataset}", smoke,
         data__root=root, data__img_size=img_size, data__batch_size=batch_size, schedule__epochs=epochs,
         optim__lr=lr, model__preset=preset, model__kwargs=dict(model_kwargs) if model_kwargs else None,
-        run__seed=seed, run__device=device, run__out_dir=runs, run__quiet=quiet,
+        run__seed=seed, run__device=device, run__out_dir=runs, run__quiet=quiet, run__keep_epochs=True,
         run__name=f"{method}-{dataset}-s{seed}" + ("-smoke" if smoke else ""),
     )

@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests that need ``../shared`` (real data, fidelity fixtures) skip with a reason where it is absent."""
+"""Shared fixtures. Tests that need ``../shared`` (real data, fidelity fixtures) skip with a reason where it is
+absent."""
 
 from __future__ import annotations
 

@@ -257,6 +257,64 @@ def test_trust_ramp_step_info_goes_from_zero_to_one(tmp_path):
     assert [i.epoch for i in seen] == [0] * 4 + [1] * 4 + [2] * 4 and seen[0].num_epochs == 3
 
 
+
+def test_keep_epochs_writes_one_loadable_checkpoint_per_epoch(tmp_path):
+    from fernb.engine import RunDir, fit, load_run
+
+    res = fit(toy_config(tmp_path, **{"schedule.epochs": 3, "run.keep_epochs": True}), train_data=toy_data(32),
+              valid_data=toy_data(14, 1))
+    rd = RunDir(res.run_dir)
+    assert rd.checkpoints() == ["epoch-001", "epoch-002", "epoch-003", "best", "last"]
+    assert rd.epoch_checkpoints() == [1, 2, 3]
+    _, first, meta1 = load_run(rd.path, 1)
+    _, third, meta3 = load_run(rd.path, "epoch-003")
+    assert meta1["epoch"] == 1 and meta3["epoch"] == 3 and meta3["class_names"] == meta1["class_names"]
+    assert weights_digest(third) == weights_digest(res.model) != weights_digest(first)
+    plain = fit(toy_config(tmp_path, **{"schedule.epochs": 2, "run.name": "plain"}), train_data=toy_data(32),
+                valid_data=toy_data(14, 1))
+    assert RunDir(plain.run_dir).checkpoints() == ["best", "last"]
+
+
+def test_predict_keeps_named_extras_in_dataset_order():
+    from fernb.engine.data import build_transform
+    from fernb.engine.predict import predict
+
+    ds = toy_data(30).with_transform(build_transform("default", False, 16))
+    net = ToyNet().eval()
+    pred = predict(net, ds, batch_size=8, extras=["embedding"])
+    assert set(pred.extras) == {"embedding"} and pred.extras["embedding"].shape == (30, 8 * 16)
+    x = torch.stack([ds[i]["image"] for i in range(30)])
+    with torch.no_grad():
+        np.testing.assert_allclose(pred.extras["embedding"], net(x).embedding.numpy(), rtol=1e-5, atol=1e-6)
+    assert set(predict(net, ds, batch_size=8, extras=True).extras) == {"embedding", "features"}
+    assert predict(net, ds, batch_size=8).extras == {}
+    with pytest.raises(KeyError, match="primary_dist"):
+        predict(net, ds, batch_size=8, extras=["primary_dist"])
+
+
+def test_engine_sets_arbex_trust_to_the_ramp_while_training_and_full_trust_for_validation(tmp_path):
+    from fernb.engine import fit
+
+    seen: list[tuple[bool, float]] = []
+
+    class Spy(Callback):
+        def on_fit_start(self, trainer) -> None:
+            model = trainer.model
+            forward = model.forward
+
+            def spy(x):
+                seen.append((model.training, float(model.trust)))
+                return forward(x)
+            model.forward = spy
+
+    cfg = toy_config(tmp_path, **{"model.name": "arbex", "model.preset": "tiny", "data.img_size": 32,
+                                  "schedule.epochs": 2, "optim.lr": 1e-3})
+    fit(cfg, train_data=toy_data(16, size=32), valid_data=toy_data(8, 1, size=32), callbacks=[Spy()])
+    train = [t for training, t in seen if training]
+    valid = [t for training, t in seen if not training]
+    assert train == pytest.approx([0.0, 0.25, 0.5, 0.75])  # 2 epochs x 2 steps: t = step / total
+    assert valid and set(valid) == {1.0}
+
 @pytest.mark.parametrize("over", [
     {"optim.name": "sgd", "optim.momentum": 0.9, "schedule.name": "step", "schedule.step_size": 1,
      "schedule.gamma": 0.5},

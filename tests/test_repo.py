@@ -64,7 +64,8 @@ def test_ci_runs_the_readme_test_command():
 @pytest.mark.parametrize("nb", list_notebooks(), ids=lambda p: p.name)
 def test_notebook_is_committed_without_outputs(nb: Path):
     cells = json.loads(nb.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [i for i, c in enumerate(cells)
+             if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
     assert not dirty, f"{nb.name}: cells {dirty} have outputs; strip them (nbstripout {nb})"
 
 

@@ -254,6 +254,8 @@ class RunConfig:
         quiet: no progress bars and no per-epoch lines (CI).
         checkpoint_every_steps: also checkpoint every this many optimiser steps inside an epoch (0: epoch ends only).
         save_last: keep the last checkpoint (needed for resume).
+        keep_epochs: also keep the weights after every epoch (``checkpoints/epoch-001``, ...), for explorers that
+            show how a model changed during training.
         max_steps: stop after this many optimiser steps (None: no limit).
         time_budget_s: stop once the run has spent this many seconds (training and the validations so far; None:
             no limit); the run still validates and saves at the stop.
@@ -272,6 +274,7 @@ class RunConfig:
     quiet: bool = False
     checkpoint_every_steps: int = 0
     save_last: bool = True
+    keep_epochs: bool = False
     max_steps: int | None = None
     time_budget_s: float | None = None
     threads: int | None = None

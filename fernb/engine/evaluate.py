@@ -29,9 +29,12 @@ from .rundir import RunDir, now_iso, write_json
 __all__ = ["load_run", "evaluate", "map_predictions", "cross_validate", "repeat_seeds"]
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", *, device: str = "cpu"
+def load_run(run_dir: str | Path, checkpoint: str | int = "best", *, device: str = "cpu"
              ) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
-    """Rebuild a run's model from its config and a checkpoint (``"best"`` or ``"last"``), in eval mode.
+    """Rebuild a run's model from its config and a checkpoint, in eval mode.
+
+    ``checkpoint``: ``"best"``, ``"last"``, or an epoch kept by ``run.keep_epochs`` (``3`` or ``"epoch-003"``;
+    :meth:`RunDir.checkpoints` lists them).
 
     Returns:
         ``(config, model, checkpoint_meta)``.

@@ -39,7 +39,7 @@ from .factory import build_model
 from .metrics import classification_metrics
 from .optim import SAM, LRSchedule, build_optimizer
 from .predict import autocast_context, float_output, predict
-from .rundir import RunDir, environment_record, now_iso
+from .rundir import RunDir, environment_record, epoch_tag, now_iso
 
 __all__ = ["fit", "FitResult", "Callback", "History", "NonFiniteLossError", "Trainer", "seed_everything",
            "resolve_precision"]
@@ -345,6 +345,13 @@ class Trainer:
                                   "stage_calls": list(self.stage_calls),
                                   "class_names": list(self.bundle.label_space.names), "saved": now_iso()})
 
+    def _save_epoch(self, row: dict[str, Any]) -> None:
+        if self.cfg.run.keep_epochs and self.env.is_main:
+            save_checkpoint(self.run_dir.checkpoint(epoch_tag(int(row["epoch"]))), self.model.state_dict(),
+                            meta={"epoch": row["epoch"], "step": self.global_step, "metrics": row,
+                                  "stage_calls": list(self.stage_calls),
+                                  "class_names": list(self.bundle.label_space.names), "saved": now_iso()})
+
     def _resume(self) -> tuple[int, dict[str, Any]]:
         path = self.run_dir.checkpoint("last")
         if not checkpoint_exists(path):
@@ -388,6 +395,13 @@ class Trainer:
         out = float_output(out)
         return out, self.loss_fn(out, y, dist=dist, info=info)
 
+    def _set_trust(self, info: StepInfo | None) -> None:
+        """Models with a trust ramp (ARBEx) predict at the loss's current trust while training, at full trust
+        (their configured value) otherwise, so that train accuracy and validation read the distribution each trains."""
+        ramp = getattr(self.loss_fn, "trust", None)
+        if hasattr(self.model, "trust") and callable(ramp):
+            self.model.trust = ramp(info) if info is not None else float(getattr(self.model.config, "trust", 1.0))
+
     def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> None:
         value = float(lo.total.detach())
         bad = not math.isfinite(value)
@@ -415,6 +429,7 @@ class Trainer:
         info = StepInfo(epoch=self.epoch, step=self.global_step, num_epochs=self.total_epochs,
                         progress=min(1.0, self.global_step / total_steps))
         lr = self.schedule.apply(self.optimizer, self._schedule_epoch(self.epoch), batch_in_epoch)
+        self._set_trust(info)
         self.optimizer.zero_grad(set_to_none=True)
         out, lo = self._forward_loss(x, y, dist, info)
         self._check_finite(lo, batch_in_epoch, n_batches)
@@ -442,6 +457,7 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Metrics of the current weights on the validation split (keys prefixed ``valid_``)."""
         d = self.cfg.data
+        self._set_trust(None)
         pred = predict(self.model, self.bundle.valid, batch_size=d.eval_batch_size or d.batch_size,
                        device=self.device, precision=self.precision, env=self.env, order=d.eval_order)
         m = classification_metrics(pred.targets, probs=pred.probs, dists=pred.dists,
@@ -610,6 +626,7 @@ class Trainer:
             if not partial:
                 self.epoch += 1
                 self.history.append(row)
+                self._save_epoch(row)
                 self._save_last(0, {"n": 0, "loss": 0.0, "correct": 0, "terms": {}})
             rows = self.history + ([row] if partial else [])
             if env.is_main:

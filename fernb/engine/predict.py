@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +28,15 @@ class Predictions:
         targets: (N,) int64 labels.
         indices: (N,) int64 dataset positions.
         dists: (N, C) reference label distributions, or None.
+        extras: the named per-sample outputs asked for with ``predict(..., extras=...)`` (``embedding``,
+            ARBEx's ``primary_dist``, ...), each (N, ...) float32.
     """
 
     logits: np.ndarray
     targets: np.ndarray
     indices: np.ndarray
     dists: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def probs(self) -> np.ndarray:
@@ -70,6 +74,16 @@ def _logits(out: object) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
+def _extras(out: object, names: Sequence[str] | bool) -> dict[str, torch.Tensor]:
+    available = out.extras() if hasattr(out, "extras") else {}
+    if names is True:
+        return available
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise KeyError(f"{type(out).__name__} has no per-sample output(s) {missing}; it has {sorted(available)}")
+    return {n: available[n] for n in names}
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -82,6 +96,7 @@ def predict(
     num_workers: int = 0,
     order: str = "shuffled",
     seed: int = 0,
+    extras: Sequence[str] | bool = (),
 ) -> Predictions:
     """Run ``model`` in eval mode over ``dataset``; the predictions come back in dataset order.
 
@@ -91,6 +106,7 @@ def predict(
             batch attention): readers list samples class by class, so sequential batches are nearly single-class
             and leak the label through the batch statistics (baselines.md §2.6).
         seed: seed of the shuffled order.
+        extras: names of the output's per-sample extras to keep (``True``: all of them).
 
     Under DDP each process predicts every ``world_size``-th sample and the results are gathered, so every process
     returns the full predictions. The model's mode is restored afterwards.
@@ -106,12 +122,16 @@ def predict(
         idx = idx[env.rank::env.world_size]
     loader = make_loader(dataset, idx, batch_size, num_workers=num_workers)
     logits, targets, indices, dists = [], [], [], []
+    kept: dict[str, list[np.ndarray]] = {}
     try:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
             with autocast_context(device, precision):
                 out = model(x)
             logits.append(_logits(out).float().cpu().numpy())
+            if extras:
+                for name, value in _extras(out, extras).items():
+                    kept.setdefault(name, []).append(value.float().cpu().numpy())
             targets.append(batch["label"].numpy())
             indices.append(batch["index"].numpy())
             if "dist" in batch:
@@ -125,9 +145,11 @@ def predict(
     ds = None
     if dataset.dists is not None:  # decided by the dataset, so that every process takes part in the gather
         ds = np.concatenate(dists) if dists else np.zeros((0, num_classes), np.float32)
+    ex = {k: np.concatenate(v) for k, v in kept.items()}
     if env is not None and env.distributed:
         lg, tg, ix = env.all_gather_array(lg), env.all_gather_array(tg), env.all_gather_array(ix)
         ds = env.all_gather_array(ds) if ds is not None else None
+        ex = {k: env.all_gather_array(v) for k, v in ex.items()}
     order = np.argsort(ix, kind="stable")
     return Predictions(lg[order].astype(np.float32), tg[order].astype(np.int64), ix[order].astype(np.int64),
-                       None if ds is None else ds[order])
+                       None if ds is None else ds[order], {k: v[order].astype(np.float32) for k, v in ex.items()})

@@ -35,6 +35,8 @@ __all__ = [
     "read_json",
     "environment_record",
     "git_commit",
+    "epoch_tag",
+    "now_iso",
 ]
 
 
@@ -168,8 +170,20 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
-    def checkpoint(self, tag: str) -> Path:
-        return self.checkpoint_dir / tag
+    def checkpoint(self, tag: str | int) -> Path:
+        """The folder of checkpoint ``tag``: ``"best"``, ``"last"``, ``"epoch-003"`` or the epoch number ``3``."""
+        return self.checkpoint_dir / (epoch_tag(tag) if isinstance(tag, int) else tag)
+
+    def checkpoints(self) -> list[str]:
+        """The complete checkpoints of the run: the epoch checkpoints in order, then ``best`` and ``last``."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        have = {p.name for p in self.checkpoint_dir.iterdir() if (p / "state.json").is_file()}
+        return sorted(t for t in have if t.startswith("epoch-")) + [t for t in ("best", "last") if t in have]
+
+    def epoch_checkpoints(self) -> list[int]:
+        """Epoch numbers (1-based) with a kept checkpoint (``run.keep_epochs``)."""
+        return [int(t.split("-")[1]) for t in self.checkpoints() if t.startswith("epoch-")]
 
     @property
     def eval_dir(self) -> Path:
@@ -262,6 +276,11 @@ def _parse_csv(v: str | None) -> Any:
         return float(v)
     except ValueError:
         return v
+
+
+def epoch_tag(epoch: int) -> str:
+    """The checkpoint tag of 1-based epoch ``epoch``: ``epoch-003``."""
+    return f"epoch-{int(epoch):03d}"
 
 
 def now_iso() -> str:

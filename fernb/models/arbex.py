@@ -50,8 +50,8 @@ head over C*k-wide projections; k = 1 anchor per class by default (``train.py``)
 saved by the official code (an official checkpoint keeps our initialisation for it, with a warning).
 
 The trust of ``forward`` is ``model.trust`` (1.0 by default: a trained model); the loss takes its own t from
-``StepInfo``, so training is right either way. An engine that wants train-time ``logits`` at the current ramp can set
-``model.trust = info.progress`` before each step.
+``StepInfo``, so training is right either way. fernb's engine sets ``model.trust`` to the loss's trust before each
+training step (train-time ``logits`` follow the ramp) and back to the configured value for validation.
 """
 
 from __future__ import annotations

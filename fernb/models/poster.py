@@ -743,8 +743,8 @@ def convert_backbone_state_dict(
 
     Returns:
         (converted, naming, dropped, rest): converted backbone tensors, ``"poster_v2"`` / ``"arbex"`` / ``"ir50"`` /
-        ``"mobilefacenet"`` (None: no official key found), the official keys dropped because their modules are unused, and the keys that are not
-        backbone keys (passed through untouched).
+        ``"mobilefacenet"`` (None: no official key found), the official keys dropped because their modules are
+        unused, and the keys that are not backbone keys (passed through untouched).
     """
     keys = list(sd)
     if any(k.startswith(("face_landback.", "ir_back.", "VIT.")) for k in keys):
