@@ -543,6 +543,18 @@ def test_missing_data_root_falls_back_to_synthetic_only_when_asked(tmp_path):
     assert res.info["data"]["source"] == "synthetic" and res.info["data"]["label_space"]["name"] == "ferplus8"
 
 
+def test_an_existing_root_without_the_split_never_falls_back_to_synthetic(tmp_path):
+    from fernb.data.errors import DataRootError
+    from fernb.engine import DataConfig
+    from fernb.engine.data import load_split
+
+    root = tmp_path / "ferplus"
+    (root / "FER2013Train").mkdir(parents=True)  # a root, but not a FER+ layout holding the asked split
+    cfg = DataConfig(dataset="ferplus", root=str(root), label_space="ferplus8", fallback="synthetic")
+    with pytest.raises(DataRootError, match="ferplus"):
+        load_split(cfg, "test")
+
+
 @pytest.mark.parametrize("sampler, kwargs", [("shuffle", {}), ("oversample", {}), ("capped", {"cap": 3})])
 def test_epoch_order_is_a_pure_function_of_seed_epoch_and_rank(sampler, kwargs):
     from fernb.engine import DataConfig

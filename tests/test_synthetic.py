@@ -261,6 +261,10 @@ def test_load_dataset_ferplus8_and_label_space_restriction(tmp_path: Path) -> No
     assert ds.class_counts()["contempt"] == 5
     seven = load_dataset("synthetic", tmp_path, split="all", classes="ferplus8", label_space="basic7", **opts)
     assert seven.class_names == list(LABEL_SPACES["basic7"].names) and len(seven) == 35
+    # the label columns of meta follow the restriction (no noise here: true labels are the given ones)
+    assert np.array_equal(ds.meta["true_label"], ds.targets)
+    assert np.array_equal(seven.meta["true_label"], seven.targets)
+    assert seven.meta["second_label"].max() < 7 and seven.meta["second_label"].min() >= -1
 
 
 # -- the faces ---------------------------------------------------------------------------------------------------------

@@ -317,5 +317,14 @@ def restrict_label_space(ds: FERDataset, space: LabelSpace) -> FERDataset:
         d = np.stack([sub.dists[:, c] if c >= 0 else np.zeros(len(sub), np.float32) for c in cols], axis=1)
         s = d.sum(1, keepdims=True)
         dists = np.where(s > 0, d / np.maximum(s, 1e-12), 0).astype(np.float32)
+    meta = {k: _remap_label_column(v, table) if k.endswith("_label") else v for k, v in sub.meta.items()}
     return sub._like(ds.split, space, new_targets[keep], paths=sub.paths, pixels=sub.pixels, dists=dists,
-                     subjects=sub.subjects, meta=sub.meta)
+                     subjects=sub.subjects, meta=meta)
+
+
+def _remap_label_column(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Class indices of a ``*_label`` meta column (e.g. the synthetic ``true_label``) in the new space; -1 stays -1
+    and marks classes the new space lacks."""
+    if not np.issubdtype(values.dtype, np.integer):
+        return values
+    return np.where(values >= 0, table[np.clip(values, 0, len(table) - 1)], -1).astype(values.dtype)

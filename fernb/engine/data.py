@@ -10,6 +10,7 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,9 +66,13 @@ def _transform(cfg: TrainConfig, train: bool) -> Callable[[Any], torch.Tensor]:
 
 
 def _is_missing_root(exc: BaseException) -> bool:
+    """True when the data root itself is absent (not when it exists but lacks a split or has another layout: a
+    smoke run must not quietly swap a real dataset's missing test split for synthetic data)."""
     from ..data.errors import DataRootError
 
-    return isinstance(exc, DataRootError)
+    if not isinstance(exc, DataRootError):
+        return False
+    return exc.root is None or not Path(exc.root).is_dir()
 
 
 _FROM_CONFIG = object()
