@@ -5,13 +5,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fernb-installed
 OUT    ?= outputs
+# passive OpenMP waiting: spinning threads slow torch down many-fold when another process shares the cores
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv run smoke test bench lab clean-outputs help
+.PHONY: venv run smoke test browser bench lab clean-outputs help
 
 help:
 	@echo "make run    - set up .venv if needed, run every notebook top to bottom (papermill) -> $(OUT)/notebooks"
 	@echo "make smoke  - the same in smoke mode (seconds per notebook, as CI runs them)"
 	@echo "make test   - set up .venv if needed, run the test suite (what .ci/run calls)"
+	@echo "make browser - install Debian's chromium for the JupyterLab browser test (apt-get; root or sudo)"
 	@echo "make bench  - print the benchmark tables"
 	@echo "make lab    - open JupyterLab on the notebooks"
 
@@ -33,6 +36,13 @@ smoke: venv
 test: venv
 	$(PY) benchmarks/bench_synthetic.py --n 10000 --size 64
 	$(PY) -m pytest
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	/usr/bin/chromium --version
 
 bench: venv
 	$(PY) benchmarks/bench_synthetic.py

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
+
+# OpenMP threads that spin while waiting make a 2-thread torch process up to 15x slower as soon as another process
+# wants the same cores (a notebook kernel beside a test run, a second training): passive waiting costs little when
+# the machine is idle. Only effective when fernb is imported before torch; export it to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import labels  # noqa: E402
 

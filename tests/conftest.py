@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see fernb/__init__.py
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERNB_SHARED", REPO.parent / "shared"))
