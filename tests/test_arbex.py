@@ -308,6 +308,10 @@ def test_trust_ramp_follows_progress():
     loss = ARBExLoss()
     assert [loss.trust(StepInfo(progress=p)) for p in (0.0, 0.25, 1.0)] == [0.0, 0.25, 1.0]
     assert ARBExLoss(ramp_end=0.5).trust(StepInfo(progress=0.25)) == 0.5
+    held = ARBExLoss(ramp_start=0.5)
+    assert [held.trust(StepInfo(progress=p)) for p in (0.0, 0.5, 0.75, 1.0)] == [0.0, 0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="ramp_start"):
+        ARBExLoss(ramp_start=0.6, ramp_end=0.5)
     assert loss.trust(None) == 1.0
 
 

@@ -8,7 +8,12 @@ Reference: ``shared/specs/arbex.md`` §2-3 (``arbex/loss.py`` and ``arbex/train.
 **The trust ramp.** ``train.py`` sets t = n_iter / num_iters: a linear ramp from 0 at the first step to 1 at the last,
 over the whole run. Here t = min(1, progress / ramp_end) with ``progress`` from :class:`~fernb.losses.StepInfo`
 (fraction of training done); ``ramp_end=1.0`` (the default) is exactly the official schedule, a smaller value
-reaches full trust earlier. At t = 0 the loss is the class-weighted NLL of the primary distribution alone.
+reaches full trust earlier. ``ramp_start`` (0 officially) holds t at 0 for that first fraction of training:
+t = clip((progress - ramp_start) / (ramp_end - ramp_start), 0, 1). At t = 0 the loss is the class-weighted NLL of
+the primary distribution alone. Why a from-scratch run wants a late start: the corrected distribution weighs the
+primary one by its confidence c_p (1 - normalised entropy), so once t is high the head's gradient is scaled by c_p;
+a head that is still near uniform when trust arrives (c_p ~ 0.01, as an untrained backbone gives) hardly learns
+after that. The official code starts from pretrained backbones, whose heads are confident within few steps.
 
 Terms (B samples, C classes, k anchors per class, D embedding width):
 
@@ -103,6 +108,7 @@ class ARBExLoss(FERLoss):
         lambda_ce, lambda_anchor, lambda_center: term weights (1, 1, 1 in ``train.py``).
         behaviour: ``"official"`` or ``"fixed"``; None follows the model output's ``behaviour``.
         ramp_end: the trust reaches 1 at this fraction of training (1.0: the official linear ramp).
+        ramp_start: the trust stays 0 until this fraction of training (0.0: the official ramp).
         anchor_margin: margin of the bounded (``fixed``) anchor loss.
         eps: clamp of the ``fixed`` logs.
         use_dist: with label distributions (``dist``, e.g. FER+ votes), use the soft-target NLL
@@ -112,24 +118,26 @@ class ARBExLoss(FERLoss):
     def __init__(
         self, class_weights: Sequence[float] | Tensor | None = None, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,
         lambda_center: float = 1.0, behaviour: str | None = None, ramp_end: float = 1.0, anchor_margin: float = 1.0,
-        eps: float = 1e-8, use_dist: bool = False,
+        eps: float = 1e-8, use_dist: bool = False, ramp_start: float = 0.0,
     ) -> None:
         super().__init__()
         if behaviour not in (None, "official", "fixed"):
             raise ValueError(f"behaviour must be None, 'official' or 'fixed', got {behaviour!r}")
-        if not 0 < ramp_end <= 1:
-            raise ValueError(f"ramp_end must be in (0, 1], got {ramp_end}")
+        if not 0 <= ramp_start < ramp_end <= 1:
+            raise ValueError(f"need 0 <= ramp_start < ramp_end <= 1, got ramp_start={ramp_start}, ramp_end={ramp_end}")
         w = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", w, persistent=False)
         self.lambda_ce, self.lambda_anchor, self.lambda_center = lambda_ce, lambda_anchor, lambda_center
-        self.behaviour, self.ramp_end, self.anchor_margin = behaviour, ramp_end, anchor_margin
+        self.behaviour, self.anchor_margin = behaviour, anchor_margin
+        self.ramp_start, self.ramp_end = ramp_start, ramp_end
         self.eps, self.use_dist = eps, use_dist
 
     def trust(self, info: StepInfo | None) -> float:
-        """t = min(1, progress / ramp_end); 1 when no StepInfo is given (a trained model)."""
+        """t = clip((progress - ramp_start) / (ramp_end - ramp_start), 0, 1); 1 when no StepInfo is given (a trained
+        model)."""
         if info is None:
             return 1.0
-        return float(min(1.0, max(0.0, info.progress / self.ramp_end)))
+        return float(min(1.0, max(0.0, (info.progress - self.ramp_start) / (self.ramp_end - self.ramp_start))))
 
     def forward(self, output, target: Tensor, dist: Tensor | None = None, info: StepInfo | None = None) -> LossOutput:
         """``output``: ARBExOutput; ``target`` (B,); ``dist`` (B, C) or None; ``info`` gives the trust."""
