@@ -1,0 +1,12 @@
+"""What a trained model learned, as data: embeddings and their projections, Grad-CAM maps, reliability corrections.
+
+Each module computes from run folders (``fernb.engine.load_run``) and returns arrays or frames; ``fernb.viz`` plots
+them and ``fernb.widgets`` wraps both in interactive explorers. Heavy dependencies (umap, numba, pytorch-grad-cam)
+load on first use.
+"""
+
+from . import embeddings, reliability
+from .embeddings import *  # noqa: F403
+from .reliability import *  # noqa: F403
+
+__all__ = ["embeddings", "reliability", *embeddings.__all__, *reliability.__all__]
