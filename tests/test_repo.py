@@ -58,7 +58,8 @@ def test_ci_runs_the_readme_test_command():
     assert "make run" in head and "make test" in head, "the README's first lines must give the two commands"
     ci = (REPO / ".ci" / "run").read_text()
     commands = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.strip().startswith(("#", "set ", "cd "))]
-    assert commands == ["make test"]
+    assert commands == ["make browser", "FERNB_REQUIRE_BROWSER=1 make test"]
+    assert "make browser" in readme
 
 
 @pytest.mark.parametrize("nb", list_notebooks(), ids=lambda p: p.name)
@@ -79,3 +80,15 @@ def test_notebook_has_a_parameters_cell_with_smoke(nb: Path):
 
 def test_there_are_notebooks():
     assert list_notebooks(), "notebooks/ holds no NN_*.ipynb"
+
+
+def test_code_passes_ruff():
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    res = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "fernb", "tests", "benchmarks"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
