@@ -5,8 +5,9 @@ them and ``fernb.widgets`` wraps both in interactive explorers. Heavy dependenci
 load on first use.
 """
 
-from . import embeddings, reliability
+from . import embeddings, gradcam, reliability
 from .embeddings import *  # noqa: F403
+from .gradcam import *  # noqa: F403
 from .reliability import *  # noqa: F403
 
-__all__ = ["embeddings", "reliability", *embeddings.__all__, *reliability.__all__]
+__all__ = ["embeddings", "gradcam", "reliability", *embeddings.__all__, *gradcam.__all__, *reliability.__all__]

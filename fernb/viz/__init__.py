@@ -32,3 +32,6 @@ from .reliability import (  # noqa: E402
 )
 
 __all__ += ["plot_reliability_sample", "plot_confidence_scatter", "plot_noise_report", "plot_divergence_by_class"]
+from .gradcam import cam_titles, plot_cam_overlay, plot_gradcam_grid, plot_method_cams, to_gray  # noqa: E402
+
+__all__ += ["cam_titles", "plot_cam_overlay", "plot_gradcam_grid", "plot_method_cams", "to_gray"]

@@ -1,8 +1,9 @@
 """ipywidgets explorers: each builder returns ``(widget, state)``; the state holds the selection and the latest
 figure and has the methods the widget callbacks call, so tests drive an explorer without a browser."""
 
-from . import embeddings, reliability
+from . import embeddings, gradcam, reliability
 from .embeddings import *  # noqa: F403
+from .gradcam import *  # noqa: F403
 from .reliability import *  # noqa: F403
 
-__all__ = [*embeddings.__all__, *reliability.__all__]
+__all__ = [*embeddings.__all__, *gradcam.__all__, *reliability.__all__]

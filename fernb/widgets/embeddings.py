@@ -29,6 +29,7 @@ from ..explore.embeddings import (
     run_maps,
 )
 from ..viz.embeddings import plot_embedding_map
+from ._common import show
 
 __all__ = ["EmbeddingExplorerState", "embedding_explorer", "find_runs"]
 
@@ -237,7 +238,6 @@ def embedding_explorer(
     classes to show, and a sample (-1: none) whose nearest samples and anchor are drawn and listed.
     """
     import ipywidgets as w
-    from IPython.display import display
 
     if isinstance(runs, (str, os.PathLike)):
         found = find_runs(runs)
@@ -284,18 +284,16 @@ def embedding_explorer(
         finally:
             syncing[0] = False
 
-    def show(s: EmbeddingExplorerState) -> None:
+    def redraw(s: EmbeddingExplorerState) -> None:
         t0 = time.perf_counter()
-        with out:
-            out.clear_output(wait=True)
-            display(s.figure)
+        show(out, s.figure)
         s.replot_seconds += time.perf_counter() - t0
         note.value = s.describe()
         status.value = (f"<small>{html.escape(s.run)} · {html.escape(s.checkpoint)} · map of "
                         f"{len(s.checkpoints())} checkpoint(s) computed in {s.map_seconds.get(s.run, 0):.1f} s · "
                         f"re-drawn in {s.replot_seconds:.2f} s</small>")
 
-    state.listeners.append(show)
+    state.listeners.append(redraw)
 
     def guarded(action: Callable[[Any], Any]) -> Callable[[dict[str, Any]], None]:
         def handler(change: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from ..explore.reliability import ReliabilityTable
 from ..viz.reliability import plot_reliability_sample
+from ._common import show
 
 __all__ = ["FILTERS", "SORTS", "ReliabilityExplorerState", "reliability_explorer"]
 
@@ -136,7 +137,6 @@ def reliability_explorer(table: ReliabilityTable, filter: str = "all", sort: str
         ``(widget, state)``: display the widget; ``state`` holds the selection and ``state.figure``.
     """
     import ipywidgets as w
-    from IPython.display import display
 
     state = ReliabilityExplorerState(table=table, image=image)
     if filter not in state.filters:
@@ -166,12 +166,7 @@ def reliability_explorer(table: ReliabilityTable, filter: str = "all", sort: str
         info.value = (f"{len(s.order)} of {len(s.table)} samples pass '{s.filter}'"
                       + (f"; showing split position {s.index} (re-plot {s.seconds:.2f} s)" if s.index is not None
                          else ""))
-        with out:
-            out.clear_output(wait=True)
-            if s.figure is not None:
-                display(s.figure)
-            else:
-                print("no sample passes this filter")
+        show(out, s.figure if s.figure is not None else "no sample passes this filter")
 
     state.on_change = redraw
     flt.observe(lambda ch: state.set_filter(ch["new"]), names="value")
