@@ -35,6 +35,7 @@ smoke: venv
 
 test: venv
 	$(PY) benchmarks/bench_synthetic.py --n 10000 --size 64
+	$(PY) -c "from fernb.explore.embeddings import warm_numba_cache as w; print(f'UMAP kernels compiled or loaded from the numba cache in {w():.1f} s')"
 	$(PY) -m pytest
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
