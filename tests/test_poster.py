@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import fernb
+from fernb.models import LogitsOnly
 from fernb.models._weights import load_checkpoint
-from fernb.models.poster import LogitsOnly, PosterV2, PosterV2Config, PosterV2Output
+from fernb.models.poster import PosterV2, PosterV2Config, PosterV2Output
 
 # Official modules POSTER_V2 builds but never uses in its forward pass (plus buffers fernb recomputes).
 UNUSED_OFFICIAL = re.compile(

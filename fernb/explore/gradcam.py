@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..models.poster import LogitsOnly
+from ..models._base import LogitsOnly
 
 __all__ = [
     "CamResult",

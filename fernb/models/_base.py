@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModelOutput", "FERModel"]
+__all__ = ["ModelOutput", "FERModel", "LogitsOnly"]
 
 
 @dataclass
@@ -61,3 +61,15 @@ class FERModel(nn.Module):
 
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class LogitsOnly(nn.Module):
+    """Wraps a fernb model so that ``forward`` returns ``model(x).logits`` (B, C): what pytorch-grad-cam and other
+    tools that expect a plain classifier want."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits

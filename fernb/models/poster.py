@@ -57,7 +57,6 @@ __all__ = [
     "PosterV2Backbone",
     "PosterV2",
     "PosterV2Output",
-    "LogitsOnly",
     "convert_backbone_state_dict",
     "load_pretrained_backbones",
     "poster_v2",
@@ -520,17 +519,6 @@ class PosterV2(FERModel):
             m = re.fullmatch(r"VIT\.head\.linear\.(weight|bias)", k)
             out[f"head.{m.group(1)}" if m else k] = v
         return out, naming, dropped
-
-
-class LogitsOnly(nn.Module):
-    """Wraps a fernb model so that ``forward`` returns ``model(x).logits`` (B, C): what pytorch-grad-cam expects."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x).logits
 
 
 # ---------------------------------------------------------------------------------------------------- weight naming
