@@ -29,6 +29,7 @@ __all__ = [
     "load_split",
     "build_datasets",
     "build_test_dataset",
+    "run_split",
     "class_weights",
     "epoch_indices",
     "make_loader",
@@ -284,6 +285,20 @@ def build_test_dataset(cfg: TrainConfig, split: str, *, dataset: str | None = No
     if transform_method(cfg) is not None:
         ds = ds.with_transform(_transform(cfg, False))
     return ds, source
+
+
+def run_split(cfg: TrainConfig, split: str) -> FERDataset:
+    """A run's samples of ``split`` with the evaluation-time transform, for looking inside a trained model.
+
+    ``train`` and ``valid`` are exactly the samples the run trained and selected on (limits, holdout and folds
+    applied; training images without augmentation); other splits load as :func:`build_test_dataset` loads them.
+    """
+    if split not in ("train", "valid"):
+        return build_test_dataset(cfg, split)[0]
+    bundle = build_datasets(cfg)
+    if split == "valid":
+        return bundle.valid
+    return bundle.train.with_transform(_transform(cfg, False)) if transform_method(cfg) is not None else bundle.train
 
 
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -269,23 +269,6 @@ def _write_cache(path: Path, data: bytes) -> None:
         warnings.warn(f"could not write the cache file {path}: {exc}", stacklevel=3)
 
 
-def _split_dataset(cfg: Any, split: str):
-    """The run's ``split`` with its evaluation transform: ``valid`` as in training (same limit), ``test``, or
-    ``train`` (without augmentation)."""
-    from ..engine.data import build_datasets, build_test_dataset, build_transform, transform_method
-
-    if split == "valid":
-        return build_datasets(cfg).valid
-    if split == "train":
-        train = build_datasets(cfg).train
-        method = transform_method(cfg)
-        if method is None:
-            return train
-        return train.with_transform(build_transform(method, False, cfg.data.img_size,
-                                                    strict=cfg.data.transform != "auto"))
-    return build_test_dataset(cfg, split)[0]
-
-
 def collect_embeddings(
     run_dir: str | os.PathLike,
     checkpoint: str | int = "best",
@@ -346,11 +329,12 @@ def _embed(run_dir: Path, tag: str, *, split: str, limit: int | None, seed: int,
     import torch
 
     from ..engine import load_run, predict
+    from ..engine.data import run_split
     from ..engine.distributed import resolve_device
     from ..engine.metrics import softmax
 
     cfg, model, meta = load_run(run_dir, tag, device=device)
-    ds = _split_dataset(cfg, split)
+    ds = run_split(cfg, split)
     rows = np.arange(len(ds))
     if limit is not None and limit < len(ds):
         rows = np.sort(np.random.default_rng([seed, 17]).choice(len(ds), size=limit, replace=False))

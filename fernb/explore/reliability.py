@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..data.base import FERDataset
 from ..engine import load_config, load_run, predict
-from ..engine.data import build_datasets, build_test_dataset, transform_method
+from ..engine.data import run_split
 from ..engine.distributed import resolve_device
 from ..engine.metrics import js_divergence, kl_divergence
 from ..engine.rundir import RunDir
@@ -253,17 +253,6 @@ def reliability_from_predictions(
     return ReliabilityTable(frame=frame, dists=dists, class_names=names, reference=reference, **info)
 
 
-def _split_dataset(cfg: Any, split: str) -> FERDataset:
-    """The run's samples of ``split`` with its evaluation-time transform (training samples included)."""
-    if split in ("train", "valid"):
-        bundle = build_datasets(cfg)  # the run's own samples: train_limit / valid_limit and the holdout applied
-        ds = bundle.valid if split == "valid" else bundle.train
-        if split == "train" and transform_method(cfg) is not None:
-            ds = ds.with_transform(bundle.valid.transform)  # no augmentation
-        return ds
-    return build_test_dataset(cfg, split)[0]
-
-
 def reliability_table(
     run_dir: str | Path, split: str = "train", checkpoint: str | int = "best", limit: int | None = None, *,
     seed: int = 0, batch_size: int | None = None, device: str = "cpu", order: str | None = None,
@@ -290,7 +279,7 @@ def reliability_table(
     if cfg.model.name != "arbex":
         raise ValueError(f"{rd.path.name}: method {cfg.model.name!r} has no reliability balancing; reliability "
                          "tables need an ARBEx run (model.name='arbex')")
-    ds = _split_dataset(cfg, split)
+    ds = run_split(cfg, split)
     keep = np.arange(len(ds))
     if limit is not None and limit < len(ds):
         keep = np.sort(np.random.default_rng([seed, 13]).permutation(len(ds))[:limit])
