@@ -111,8 +111,12 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     return cfg
 
 
-def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=None) -> dict[str, Any]:
+def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=None, test: bool = True
+                   ) -> dict[str, Any]:
     """Train ``cfg`` and evaluate it once on its test split; reuse a finished run with the same config.
+
+    ``test=False`` only trains (or reuses) the run, for notebooks that look at its train or validation split, also
+    on dataset copies without a test split (such as the shared FER+ subset); ``"test"`` is then None.
 
     Returns:
         ``{"run_dir", "config", "history", "best_epoch", "best_value", "train_seconds", "test": metrics,
@@ -129,7 +133,7 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
         same = _comparable(json.loads(rd.config_path.read_text())) == _comparable(
             json.loads(json.dumps(config_to_dict(cfg), default=str)))
         tests = [e for e in record.get("evaluations", []) if e.get("test")]
-        if same and record.get("status") == "completed" and tests:
+        if same and record.get("status") == "completed" and (tests or not test):
             import csv
 
             with open(rd.path / "metrics.csv", newline="") as f:
@@ -137,12 +141,13 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
             best = record.get("best") or {}
             return {"run_dir": rd.path, "config": cfg, "history": history, "best_epoch": best.get("epoch"),
                     "best_value": best.get("value"), "train_seconds": record.get("train_seconds"),
-                    "test": json.loads((rd.path / tests[-1]["file"]).read_text()), "reused": True}
+                    "test": json.loads((rd.path / tests[-1]["file"]).read_text()) if test and tests else None,
+                    "reused": True}
     cfg = _with_overwrite(cfg)
     result = fit(cfg, callbacks=list(callbacks or []))
-    test = evaluate(result.run_dir, "test", bootstrap=bootstrap)
+    metrics = evaluate(result.run_dir, "test", bootstrap=bootstrap) if test else None
     return {"run_dir": result.run_dir, "config": cfg, "history": result.history, "best_epoch": result.best_epoch,
-            "best_value": result.best_value, "train_seconds": result.train_seconds, "test": test, "reused": False}
+            "best_value": result.best_value, "train_seconds": result.train_seconds, "test": metrics, "reused": False}
 
 
 def _with_overwrite(cfg):

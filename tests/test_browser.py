@@ -1,4 +1,5 @@
-"""The embedding explorer in a real browser: JupyterLab + Debian's headless Chromium, driven by Playwright.
+"""The explorers in a real browser: JupyterLab + Debian's headless Chromium, driven by Playwright. Notebook 05 runs
+and a widget is moved (the plot must change); 06 and 07 run top to bottom without an error and show their figures.
 
 Skipped with a message where Chromium or Playwright is missing; ``.ci/run`` installs Chromium and sets
 ``FERNB_REQUIRE_BROWSER=1``, which turns that skip into a failure so that CI cannot pass without running it.
@@ -15,7 +16,8 @@ import pytest
 from browser import LabServer, cell_errors, missing_requirements, open_lab, run_all_cells, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "05_anchor_embeddings.ipynb"
+EXPLORERS = ["05_anchor_embeddings.ipynb", "06_attention_gradcam.ipynb", "07_reliability.ipynb"]
+NOTEBOOK = REPO / "notebooks" / EXPLORERS[0]
 SHOTS = REPO / "outputs" / "browser"
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -47,10 +49,19 @@ def _src(locator) -> str | None:
     return locator.get_attribute("src") if locator.count() else None
 
 
-def test_embedding_explorer_replots_when_a_widget_moves(browser_ready, tmp_path):
-    copy = smoke_copy(NOTEBOOK, tmp_path / "lab", REPO / "runs")
+@pytest.fixture(scope="module")
+def lab(browser_ready, tmp_path_factory) -> LabServer:
+    """One JupyterLab for the module, serving smoke copies of the explorer notebooks."""
+    folder = tmp_path_factory.mktemp("lab")
+    for name in EXPLORERS:
+        smoke_copy(REPO / "notebooks" / name, folder, REPO / "runs")
+    with LabServer(folder, env={"FERNB_SMOKE": "1"}) as server:
+        yield server
+
+
+def test_embedding_explorer_replots_when_a_widget_moves(lab):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with LabServer(copy.parent, env={"FERNB_SMOKE": "1"}) as server, open_lab(server, copy.name) as page:
+    with open_lab(lab, NOTEBOOK.name) as page:
         t0 = time.perf_counter()
         run_all_cells(page)
         explorer = page.locator(".widget-vbox", has=page.locator("label", has_text="Colour by")).first
@@ -79,3 +90,18 @@ def test_embedding_explorer_replots_when_a_widget_moves(browser_ready, tmp_path)
         assert after and after != before, "moving the 'Colour by' dropdown did not change the plot"
     print(f"\nbrowser: notebook ran in {ran:.1f} s in JupyterLab; re-plot seen after {replot:.2f} s; "
           f"screenshots in {SHOTS}")
+
+
+@pytest.mark.parametrize("name", EXPLORERS[1:])
+def test_explorer_notebook_runs_in_jupyterlab(lab, name: str):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with open_lab(lab, name) as page:
+        t0 = time.perf_counter()
+        run_all_cells(page)
+        page.locator(".widget-vbox img, .widget-hbox img").first.wait_for(timeout=300_000)
+        wait_idle(page, timeout_s=300)
+        errors = cell_errors(page)
+        page.screenshot(path=str(SHOTS / f"{name[:2]}.png"), full_page=True)
+        assert not errors, f"{name}: cells raised in JupyterLab:\n{errors[0]}"
+        assert page.locator(".jp-OutputArea-output img").count() >= 2, "no figures rendered"
+    print(f"\nbrowser: {name} ran in {time.perf_counter() - t0:.1f} s in JupyterLab")

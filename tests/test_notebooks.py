@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,14 @@ def test_data_notebook_runs_on_real_ferplus(ferplus_root: Path):
     assert run.ok, f"{nb.name} on FER+ failed: {run.error}; executed copy: {run.output}"
 
 
+
+
+@pytest.mark.shared
+def test_reliability_notebook_compares_with_ferplus_votes(ferplus_root: Path):
+    nb = REPO / "notebooks" / "07_reliability.ipynb"
+    run = run_notebook(nb, OUT / "ferplus", smoke=True, parameters={"FERPLUS_ROOT": str(ferplus_root)})
+    TIMINGS["07 with FER+ votes"] = run.seconds
+    assert run.ok, f"{nb.name} with FER+ failed: {run.error}; executed copy: {run.output}"
+    cells = json.loads(run.output.read_text())["cells"]
+    shown = json.dumps([o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])])
+    assert "FER+ comparison skipped" not in shown and "kl_primary" in shown, "the FER+ section did not run"
