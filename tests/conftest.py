@@ -58,7 +58,8 @@ def _threads() -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
-    """Print the notebook suite's wall time (the smoke suite must finish in under 5 minutes on 2 cores)."""
+    """Print the notebook suite's wall time (the smoke suite must finish in under 5 minutes on 2 cores), and what the
+    real-data and browser tests measured."""
     import sys
 
     module = sys.modules.get("test_notebooks")
@@ -70,3 +71,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
         smoke = [v for k, v in TIMINGS.items() if k.endswith(".ipynb")]
         if smoke:
             terminalreporter.write_line(f"smoke notebook suite total: {sum(smoke):.1f} s (target < 300 s)")
+    for name, title in (("test_realdata", "real-data smoke runs (FER+ valid)"), ("test_browser", "browser test")):
+        lines = getattr(sys.modules.get(name), "REPORT", None)
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPLORERS = ["05_anchor_embeddings.ipynb", "06_attention_gradcam.ipynb", "07_reliability.ipynb"]
 NOTEBOOK = REPO / "notebooks" / EXPLORERS[0]
 SHOTS = REPO / "outputs" / "browser"
+REPORT: list[str] = []  # printed in the terminal summary (tests/conftest.py)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -88,8 +89,7 @@ def test_embedding_explorer_replots_when_a_widget_moves(lab):
         replot = time.perf_counter() - t1
         page.screenshot(path=str(SHOTS / "05_after.png"), full_page=True)
         assert after and after != before, "moving the 'Colour by' dropdown did not change the plot"
-    print(f"\nbrowser: notebook ran in {ran:.1f} s in JupyterLab; re-plot seen after {replot:.2f} s; "
-          f"screenshots in {SHOTS}")
+    REPORT.append(f"05 ran in {ran:.1f} s in JupyterLab; re-plot seen after {replot:.2f} s; screenshots in {SHOTS}")
 
 
 @pytest.mark.parametrize("name", EXPLORERS[1:])
@@ -104,4 +104,4 @@ def test_explorer_notebook_runs_in_jupyterlab(lab, name: str):
         page.screenshot(path=str(SHOTS / f"{name[:2]}.png"), full_page=True)
         assert not errors, f"{name}: cells raised in JupyterLab:\n{errors[0]}"
         assert page.locator(".jp-OutputArea-output img").count() >= 2, "no figures rendered"
-    print(f"\nbrowser: {name} ran in {time.perf_counter() - t0:.1f} s in JupyterLab")
+    REPORT.append(f"{name[:2]} ran in {time.perf_counter() - t0:.1f} s in JupyterLab")

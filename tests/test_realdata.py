@@ -14,6 +14,7 @@ import pytest
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.timeout(900)]
 
+REPORT: list[str] = []  # printed in the terminal summary (tests/conftest.py)
 CLASSES = 8
 CHANCE = 1 / CLASSES
 
@@ -42,9 +43,9 @@ def test_tiny_model_beats_chance_on_ferplus_valid(method: str, ferplus_root: Pat
     res = fit(cfg)
     m = res.best_metrics
     steps = RunDir(res.run_dir).read_metrics()[-1]["step"]  # the run stops inside its first epoch
-    print(f"\n{method}: {steps} steps in {res.train_seconds:.0f} s -> valid accuracy {m['valid_accuracy']:.3f}, "
-          f"mean class accuracy {m['valid_mean_class_accuracy']:.3f}, macro-F1 {m['valid_macro_f1']:.3f} "
-          f"(chance {CHANCE:.3f})")
+    REPORT.append(f"{method}: {steps} steps in {res.train_seconds:.0f} s -> valid accuracy "
+                  f"{m['valid_accuracy']:.3f}, mean class accuracy {m['valid_mean_class_accuracy']:.3f}, "
+                  f"macro-F1 {m['valid_macro_f1']:.3f} (chance {CHANCE:.3f})")
     assert steps == over["run.max_steps"]
     assert m["valid_mean_class_accuracy"] > factor * CHANCE, m
     assert m["valid_accuracy"] > 2 * CHANCE, m
