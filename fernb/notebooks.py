@@ -39,13 +39,14 @@ def run_notebook(
     *,
     smoke: bool = False,
     parameters: Mapping[str, Any] | None = None,
-    timeout: int = 1800,
+    timeout: int | None = None,
     progress: bool = False,
 ) -> NotebookRun:
     """Execute one notebook with papermill, writing the executed copy to ``out_dir``.
 
     ``SMOKE`` is injected into the parameters cell; the working directory is the notebook's folder so that relative
-    paths behave as in JupyterLab.
+    paths behave as in JupyterLab. ``timeout`` bounds each cell (seconds); None: 1800 s in smoke mode and no bound
+    in full mode, where a training cell may run for hours.
     """
     import papermill as pm
 
@@ -59,7 +60,8 @@ def run_notebook(
     error = None
     try:
         pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(nb.parent),
-                            execution_timeout=timeout, progress_bar=progress, log_output=False)
+                            execution_timeout=timeout if timeout is not None else (1800 if smoke else None),
+                            progress_bar=progress, log_output=False)
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
     finally:
@@ -105,6 +107,8 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     cfg = config_from_preset(preset, smoke=False)
     given = {k.replace("__", "."): v for k, v in params.items() if v is not None}
     cfg = apply_overrides(cfg, given)
+    if "schedule.epochs" in given and cfg.schedule.stages:  # a staged recipe (ESR) fits its stages to the epochs
+        cfg.schedule.stages = cfg.schedule.scaled_stages(int(given["schedule.epochs"]))
     if smoke:
         method, _, dataset = preset.partition("/")
         cfg = apply_overrides(cfg, {**smoke_overrides(method, dataset or "synthetic"), "smoke": True})

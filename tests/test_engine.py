@@ -646,3 +646,16 @@ def test_predictions_under_bf16_autocast_run(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_notebook_epochs_rescale_a_staged_recipe():
+    from fernb.engine import ConfigError, ScheduleConfig, StageConfig
+    from fernb.notebooks import method_config
+
+    esr = method_config("esr", "synthetic", False, epochs=12)  # ESR's recipe: 100 + 8 x 60 epochs
+    assert [s.epochs for s in esr.schedule.stages] == [4] + [1] * 8 and esr.schedule.total_epochs == 12
+    assert all(s.call == "add_branch" for s in esr.schedule.stages[1:])
+    sched = ScheduleConfig(stages=[StageConfig(epochs=10), StageConfig(epochs=30)])
+    assert [s.epochs for s in sched.scaled_stages(8)] == [2, 6]
+    with pytest.raises(ConfigError, match="stages"):
+        sched.scaled_stages(1)

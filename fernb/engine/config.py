@@ -236,6 +236,20 @@ class ScheduleConfig:
     def total_epochs(self) -> int:
         return sum(s.epochs for s in self.stages) if self.stages else self.epochs
 
+    def scaled_stages(self, total: int) -> list[StageConfig]:
+        """The stages with their epochs rescaled to sum to ``total`` (each keeps at least one; the remainder goes to
+        the first stage), e.g. ESR's 100 + 8 x 60 epochs -> 4 + 8 x 1 for ``total=12``."""
+        if not self.stages:
+            return []
+        if total < len(self.stages):
+            raise ConfigError(f"{total} epochs cannot hold {len(self.stages)} stages of at least one epoch each")
+        old = self.total_epochs
+        epochs = [max(1, s.epochs * total // old) for s in self.stages]
+        while sum(epochs) > total:
+            epochs[epochs.index(max(epochs))] -= 1
+        epochs[0] += total - sum(epochs)
+        return [dataclasses.replace(s, epochs=e) for s, e in zip(self.stages, epochs)]
+
 
 @dataclass
 class RunConfig:
