@@ -13,7 +13,7 @@ import torch
 
 from fernb.losses import create_loss
 from fernb.models import create_model
-from fernb.models._weights import load_checkpoint
+from fernb.models._weights import CheckpointMismatchError, load_checkpoint
 from fernb.models.esr import read_official_esr
 
 pytestmark = pytest.mark.shared
@@ -43,25 +43,38 @@ def esr9(fidelity_dir, tmp_path_factory):
     for i in range(9):
         pre = f"convolutional_branches.{i}."
         torch.save({k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}, folder / f"Net-Branch_{i + 1}.pt")
-    model = create_model("esr", "official", checkpoint=read_official_esr(folder)).eval()
+    model = create_model("esr", "official", checkpoint=folder).eval()  # the release folder itself
     sig: dict[str, torch.Tensor] = {}
     hook = model.base.register_forward_hook(lambda m, i, o: sig.__setitem__("shared", o.mean((2, 3))))
     with torch.no_grad():
         out = model(x)
     hook.remove()
-    return data, sd, x, model, out, sig
+    return data, sd, x, model, out, sig, folder
 
 
-def test_official_per_branch_files_load_and_activate_nine_branches(esr9):
-    data, sd, _, model, _, _ = esr9
+def test_official_release_folder_loads_with_a_full_key_report(esr9):
+    data, sd, _, model, _, _, folder = esr9
     assert model.num_active_branches == 9
-    fresh = create_model("esr", "official")
-    report = load_checkpoint(fresh, sd)  # the flat official naming of the manifest works as well
-    assert report.ok and len(report.loaded) == len(data["manifest"]) + 1  # + the active-branch buffer
+    report = load_checkpoint(create_model("esr", "official"), folder)
+    assert report.ok and report.source == str(folder) and report.converted_from.startswith("official ESR")
+    assert len(report.loaded) == len(data["manifest"]) + 1  # + the active-branch buffer
+    flat = load_checkpoint(create_model("esr", "official"), sd)  # the flat official naming of the manifest
+    assert flat.ok and sorted(flat.loaded) == sorted(report.loaded)
+    assert read_official_esr(folder, max_branches=2).keys() >= {"convolutional_branches.1.fc.weight"}
+
+
+def test_a_folder_that_is_not_an_esr_release_is_refused_by_name(esr9, tmp_path):
+    folder = esr9[-1]
+    (tmp_path / "weights.pt").write_bytes((folder / "Net-Branch_1.pt").read_bytes())
+    with pytest.raises(CheckpointMismatchError, match=r"not an official ESR release.*Net-Base-Shared_Representations"
+                       r"\.pt and Net-Branch_1\.pt.*holds weights\.pt"):
+        create_model("esr", "official", checkpoint=tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="is a folder, but ResNet checkpoints are single files"):
+        create_model("resnet18", checkpoint=tmp_path)
 
 
 def test_branch_logits_affect_and_shared_signature_match(esr9):
-    data, _, _, _, out, sig = esr9
+    data, _, _, _, out, sig, _ = esr9
     ref = data["outputs"]
     close(out.branch_logits, ref["emotions"])
     close(out.affect, ref["affect"])
@@ -69,12 +82,12 @@ def test_branch_logits_affect_and_shared_signature_match(esr9):
 
 
 def test_plurality_votes_match_exactly(esr9):
-    data, _, _, _, out, _ = esr9
+    data, _, _, _, out, _, _ = esr9
     assert torch.equal(out.vote_counts, data["outputs"]["vote_counts"].long())
 
 
 def test_training_script_evaluate_losses_and_counts_match(esr9):
-    data, _, _, _, out, _ = esr9
+    data, _, _, _, out, _, _ = esr9
     extra = data["extra"]["training_ensemble_main_fer_plus"]
     y = extra["labels"]
     res = create_loss("esr")(out, y)

@@ -55,8 +55,9 @@ def create_model(
         name: registry name (``"arbex"``, ``"poster_v2"``, ``"resnet18"``, ``"arm"``, ...; see :func:`list_models`).
         preset: ``"tiny"`` (trains on a 2-core CPU at 48-64 px) or ``"official"`` (the published sizes).
         num_classes: number of output classes (overrides the preset).
-        checkpoint: a path (safetensors, or a torch file loaded with ``weights_only=True``) or a state dict, in fernb's
-            naming or the official naming (converted automatically).
+        checkpoint: a path (safetensors, a torch file loaded with ``weights_only=True``, a Keras ``.h5`` for
+            ``adcorre``, or the official release folder for ``esr``) or a state dict, in fernb's naming or the
+            official naming (converted automatically; :func:`fernb.models._weights.load_checkpoint`).
         strict: refuse a checkpoint with missing or unexpected keys.
         **overrides: fields of the model's config dataclass.
     """

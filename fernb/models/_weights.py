@@ -1,4 +1,10 @@
-"""Safe checkpoint loading with a key report. Never unpickles arbitrary objects."""
+"""Safe checkpoint loading with a key report. Never unpickles arbitrary objects.
+
+Formats: safetensors; torch files (``weights_only=True``); Keras HDF5 (``.h5`` / ``.hdf5``, arrays only, read with
+``h5py`` by :mod:`fernb.models._keras`, then translated by the model's ``convert_state_dict``); a folder, for models
+whose official release is one file per part (the model's ``read_checkpoint_dir(path)``, e.g. ESR's
+``Net-Base-Shared_Representations.pt`` + ``Net-Branch_{i}.pt``); or an in-memory state dict.
+"""
 
 from __future__ import annotations
 
@@ -49,17 +55,34 @@ class KeyReport:
         return "\n".join(lines)
 
 
+KERAS_SUFFIXES = (".h5", ".hdf5")
+
+
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
-    """Read a flat ``{name: tensor}`` dict from safetensors, a torch file (``weights_only=True``) or a mapping.
+    """Read a flat ``{name: tensor}`` dict from safetensors, a torch file (``weights_only=True``), a Keras HDF5 file
+    (``{"<layer>/<weight>:0": array as stored}``, see :func:`fernb.models._keras.read_keras_h5`) or a mapping.
 
     Unwraps ``{"state_dict": ...}``-style containers and strips a DataParallel ``module.`` prefix.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        CheckpointMismatchError: ``source`` is a folder (see :func:`load_checkpoint`) or cannot be read safely.
     """
     if isinstance(source, Mapping):
         obj: Any = dict(source)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise CheckpointMismatchError(
+                f"{path} is a folder; a checkpoint is one file (safetensors, a torch state dict, a Keras .h5) unless "
+                "the model's official release is a folder (ESR: load it with load_checkpoint(model, folder) or "
+                "create_model('esr', ..., checkpoint=folder))")
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
+        if path.suffix.lower() in KERAS_SUFFIXES:
+            from ._keras import read_keras_h5
+
+            return read_keras_h5(path)
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -108,20 +131,32 @@ def load_checkpoint(
     """Load a checkpoint into ``model``, converting official key names when the model knows how.
 
     A model that defines ``convert_state_dict(sd) -> (sd, naming)`` gets the chance to translate official names
-    first; the report says which naming was found.
+    first; the report says which naming was found. A folder is read by the model's ``read_checkpoint_dir(path)``
+    (official releases stored as one file per part, such as ESR's); other models refuse a folder.
 
     Raises:
         CheckpointMismatchError: with ``strict`` and any missing, unexpected or mis-shaped key; the message names
             the file, the first offending keys, and what to do.
     """
     name = str(source) if not isinstance(source, Mapping) else "state dict"
-    sd = read_state_dict(source)
+    read_dir = getattr(model, "read_checkpoint_dir", None)
+    if not isinstance(source, Mapping) and Path(source).is_dir():
+        if read_dir is None:
+            raise CheckpointMismatchError(
+                f"{source} is a folder, but {type(model).__name__} checkpoints are single files (safetensors, a torch "
+                "state dict, a Keras .h5); give the path of the file inside it.")
+        sd = read_dir(Path(source))
+    else:
+        sd = read_state_dict(source)
     naming = None
     dropped: list[str] = []
     convert = getattr(model, "convert_state_dict", None)
     own_keys = set(model.state_dict())
     if convert is not None and not set(sd) <= own_keys:
-        sd, naming, *extra = convert(sd)  # (sd, naming) or (sd, naming, dropped keys)
+        try:
+            sd, naming, *extra = convert(sd)  # (sd, naming) or (sd, naming, dropped keys)
+        except CheckpointMismatchError as exc:
+            raise CheckpointMismatchError(f"{name}: {exc}") from None
         dropped = list(extra[0]) if extra else []
     rep = report_keys(model, sd, name)
     rep.converted_from = naming

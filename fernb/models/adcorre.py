@@ -22,21 +22,32 @@ Differences from the official code:
   ``official`` preset follows the code. Set ``num_embeddings=7`` for the paper's value.
 * The official k heads are separate Dense layers; here they are one Linear layer with k * 256 outputs, split in k
   (the same function).
-* The official checkpoints are Keras ``.h5`` files (not released offline either); there is no converter for them.
+* ``keras_compat`` (on in the ``official`` preset) gives the backbone Keras's numerics: BatchNorm epsilon 1e-3
+  (timm: 1e-5) and TensorFlow "same" padding for the stride-2 max pools, which pads only the bottom/right when the
+  side is even (at 224 px the pools 28 -> 14 and 14 -> 7; timm pads both sides, shifting those windows by a pixel).
+
+Checkpoints. The official models (``AffectNet_6336.h5``, ``RafDB_8696.h5``, ``Fer2013_7203.h5``; not available
+offline) and the Keras ImageNet Xception (``xception_weights_tf_dim_ordering_tf_kernels_notop.h5``, backbone only:
+load it with ``strict=False``) are Keras HDF5 files: ``create_model("adcorre", "official", checkpoint="x.h5")``
+reads them with h5py (``pip install h5py``) and :meth:`AdCorre.convert_state_dict` maps the Keras names and layouts
+(:func:`fernb.models._keras.convert_keras_adcorre`; the heads' Keras names are inferred, see there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import timm
 import torch.nn.functional as F
+from timm.layers import create_pool2d
+from timm.models.xception import Xception
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
 from ._registry import build_config, register_model
+from ._weights import CheckpointMismatchError
 
 __all__ = ["AdCorre", "AdCorreConfig", "AdCorreOutput"]
 
@@ -53,6 +64,8 @@ class AdCorreConfig:
         embedding_dim: size of each embedding (256).
         drop_rate: dropout before the classifier (0.5).
         img_size: the input side the preset is meant for (224; pixels / 255, no mean/std).
+        keras_compat: Keras numerics in the backbone: BatchNorm eps 1e-3 and TensorFlow "same" padding for the
+            stride-2 max pools (on in ``official``; use it with Keras weights).
     """
 
     num_classes: int = 7
@@ -62,11 +75,13 @@ class AdCorreConfig:
     embedding_dim: int = 256
     drop_rate: float = 0.5
     img_size: int = 224
+    keras_compat: bool = False
 
     @classmethod
     def official(cls) -> AdCorreConfig:
-        """Xception (timm ``legacy_xception``) at 224 px, k = 10 heads of 256, 7 classes, as the official code."""
-        return cls()
+        """Xception (timm ``legacy_xception``, with Keras numerics) at 224 px, k = 10 heads of 256, 7 classes, as the
+        official code."""
+        return cls(keras_compat=True)
 
     @classmethod
     def tiny(cls) -> AdCorreConfig:
@@ -100,6 +115,8 @@ class AdCorre(FERModel):
         except RuntimeError as exc:  # timm's "Unknown model"
             raise ValueError(f"AdCorreConfig.backbone={cfg.backbone!r}: {exc}. Use a name from timm.list_models(), "
                              "e.g. 'legacy_xception' or 'resnet18'.") from None
+        if cfg.keras_compat:
+            _keras_numerics(self.backbone)
         # size of forward_head(pre_logits=True): the pooled features (after a conv head for e.g. MobileNetV3)
         self.num_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         k, d = cfg.num_embeddings, cfg.embedding_dim
@@ -126,6 +143,29 @@ class AdCorre(FERModel):
         flat = emb.transpose(0, 1).flatten(1)
         return AdCorreOutput(logits=self.fc(self.drop(flat)), embedding=flat, embeddings=emb)
 
+    def convert_state_dict(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str | None, list[str]]:
+        """Keras weights (keys ``"<layer>/<weight>:0"``, as :func:`fernb.models._keras.read_keras_h5` reads an
+        ``.h5``) -> fernb names and layouts; other state dicts pass through unchanged.
+
+        Raises:
+            CheckpointMismatchError: the backbone is not the Keras Xception (timm ``legacy_xception``), a Keras weight
+                has another shape than the model's (naming the layer, both shapes and the fernb key), or the head
+                counts differ.
+        """
+        if not any(k.endswith(":0") for k in sd):
+            return dict(sd), None, []
+        from ._keras import convert_keras_adcorre, format_mismatch
+
+        if not isinstance(self.backbone, Xception):
+            raise CheckpointMismatchError(
+                f"Keras Ad-Corre weights hold a Keras Xception backbone; this model's backbone is "
+                f"{self.config.backbone!r}: build it with backbone='legacy_xception' (the 'official' preset)")
+        out, dropped, mismatch = convert_keras_adcorre(sd, self.state_dict(), self.config.num_embeddings,
+                                                       self.config.embedding_dim)
+        if mismatch:
+            raise CheckpointMismatchError(format_mismatch("Keras weights", mismatch))
+        return out, "Keras Ad-Corre / Xception (.h5)", dropped
+
     def cam_target_layers(self) -> list[nn.Module]:
         """The backbone's last feature stage (timm ``feature_info``)."""
         return [self.backbone.get_submodule(self.backbone.feature_info[-1]["module"])]
@@ -141,6 +181,17 @@ class AdCorre(FERModel):
             return t[:, prefix:].reshape(t.shape[0], grid[0], grid[1], t.shape[-1]).permute(0, 3, 1, 2)
 
         return reshape
+
+
+def _keras_numerics(backbone: nn.Module) -> None:
+    """In place: BatchNorm eps 1e-3 (Keras's default) and TensorFlow "same" padding for stride-2 max pools."""
+    for module in list(backbone.modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = 1e-3
+        for child_name, child in list(module.named_children()):
+            k = child.kernel_size if isinstance(child, nn.MaxPool2d) else None
+            if isinstance(k, int) and child.stride == 2 and child.padding == (k - 1) // 2 and not child.ceil_mode:
+                setattr(module, child_name, create_pool2d("max", child.kernel_size, child.stride, padding="same"))
 
 
 @register_model

@@ -1,0 +1,148 @@
+"""A faster CPU CBAM with the same maths as :class:`fernb.models.manet.CBAM` (used by the Diversified ESR).
+
+On a CPU, CBAM's cost is not its arithmetic but PyTorch's kernels for its odd shapes:
+
+* the spatial gate's 7x7 convolution has 2 input channels and 1 output channel; oneDNN runs it, and above all its
+  backward, with almost no vectorisation (on a (64, 2, 60, 60) map ~120 ms forward + backward on one core, more than
+  all the model's other convolutions together). :class:`GateConv` computes the same convolution with NNPACK (forward,
+  and the input gradient as the convolution of the output gradient with the flipped kernel) and the weight gradient
+  as one depthwise convolution of the padded input with the output gradient (batch x channels groups), which oneDNN
+  vectorises: ~10 ms in all;
+* ``amax`` + ``mean`` over the same map and their gradients are separate autograd nodes, each a full pass over the
+  feature map; :class:`ChannelPool` and :class:`GateAndPool` compute each pooling pair in one node and write its
+  gradient in fewer passes.
+
+The maths is unchanged: the forward values are those of ``CBAM`` up to float rounding (NNPACK sums the 98 products of
+the 7x7x2 convolution in another order), and so are the gradients, including the tie rule of ``amax`` (tied maxima
+share the gradient equally). The fast path runs for float32 CPU tensors outside autocast (without NNPACK its
+convolutions fall back to ``F.conv2d``); anything else (CUDA, bfloat16 autocast, float64) takes
+:class:`~fernb.models.manet.CBAM`'s own code. Double backward (``create_graph=True``) through the fast path is not
+supported. MA-Net's CBAMs could use it as well.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from .manet import CBAM
+
+__all__ = ["FastCBAM", "GateConv", "ChannelPool", "GateAndPool"]
+
+
+@functools.lru_cache(maxsize=1)
+def _nnpack_ok() -> bool:
+    """NNPACK is built in and initialised (``torch._nnpack_available`` also initialises it)."""
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _conv_same(x: Tensor, w: Tensor, pad: int) -> Tensor:
+    """Stride-1 convolution without bias, NNPACK when it can, else the default backend."""
+    if _nnpack_ok():
+        try:
+            return torch._nnpack_spatial_convolution(x, w, x.new_zeros(w.shape[0]), [pad, pad])
+        except RuntimeError:
+            pass
+    return F.conv2d(x, w, padding=pad)
+
+
+def _float_mask(x: Tensor, ref: Tensor) -> Tensor:
+    """``(x == ref)`` as 0/1 in x's dtype, written directly (a bool mask costs a slow conversion with floats)."""
+    return torch.eq(x, ref, out=torch.empty_like(x))
+
+
+class GateConv(torch.autograd.Function):
+    """``conv2d(x, w, padding=pad)`` (stride 1, no bias, square kernel) for few channels:
+    (B, c, H, W) -> (B, o, H', W')."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, w: Tensor, pad: int) -> Tensor:
+        x, w = x.contiguous(), w.contiguous()
+        ctx.save_for_backward(x, w)
+        ctx.pad = pad
+        return _conv_same(x, w, pad)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, gy: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, w = ctx.saved_tensors
+        p, k = ctx.pad, w.shape[-1]
+        gy = gy.contiguous()
+        gx = gw = None
+        if ctx.needs_input_grad[0]:  # the transposed convolution = convolution with the flipped, transposed kernel
+            gx = _conv_same(gy, w.flip(2, 3).transpose(0, 1).contiguous(), k - 1 - p)
+        if ctx.needs_input_grad[1]:
+            # gw[o, c, i, j] = sum_{b, h, w} xpad[b, c, h + i, w + j] * gy[b, o, h, w]: one depthwise convolution with
+            # a (H', W') kernel per (b, o, c), summed over b
+            b, c = x.shape[:2]
+            o, (ho, wo) = gy.shape[1], gy.shape[-2:]
+            xp = F.pad(x, (p, p, p, p))
+            inp = xp.unsqueeze(1).expand(b, o, c, *xp.shape[-2:]).reshape(1, b * o * c, *xp.shape[-2:])
+            ker = gy.unsqueeze(2).expand(b, o, c, ho, wo).reshape(b * o * c, 1, ho, wo)
+            gw = F.conv2d(inp, ker, groups=b * o * c).reshape(b, o, c, k, k).sum(0)
+        return gx, gw, None
+
+
+class ChannelPool(torch.autograd.Function):
+    """(B, C, H, W) -> mean and max over H, W, (B, C) each (the inputs of CBAM's channel MLP)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor) -> tuple[Tensor, Tensor]:
+        mx = x.amax(dim=(2, 3))
+        ctx.save_for_backward(x, mx)
+        return x.mean(dim=(2, 3)), mx
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_avg: Tensor, g_mx: Tensor) -> Tensor:
+        x, mx = ctx.saved_tensors
+        mask = _float_mask(x, mx[:, :, None, None])
+        count = mask.sum(dim=(2, 3))  # ties share the gradient, as amax's
+        avg = (g_avg / (x.shape[2] * x.shape[3]))[:, :, None, None].expand_as(x)
+        return torch.addcmul(avg, mask, (g_mx / count)[:, :, None, None])
+
+
+class GateAndPool(torch.autograd.Function):
+    """x (B, C, H, W), channel gate (B, C) -> gated map x1 = x * gate and its channel max and mean (B, 2, H, W) (the
+    input of CBAM's spatial gate)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, gate: Tensor) -> tuple[Tensor, Tensor]:
+        x1 = x * gate[:, :, None, None]
+        mx = x1.amax(dim=1, keepdim=True)
+        ctx.save_for_backward(x, gate, x1, mx)
+        return x1, torch.cat([mx, x1.mean(dim=1, keepdim=True)], dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_x1: Tensor, g_pooled: Tensor) -> tuple[Tensor, Tensor]:
+        x, gate, x1, mx = ctx.saved_tensors
+        mask = _float_mask(x1, mx)
+        count = mask.sum(dim=1, keepdim=True)  # ties share the gradient, as amax's
+        gt = g_x1 + g_pooled[:, 1:] / x1.shape[1]
+        gt.addcmul_(mask, g_pooled[:, :1] / count)
+        return gt * gate[:, :, None, None], (gt * x).sum(dim=(2, 3))
+
+
+class FastCBAM(CBAM):
+    """:class:`~fernb.models.manet.CBAM` (same parameters and outputs) computed by the nodes above on float32 CPU
+    tensors; elsewhere (CUDA, autocast, other dtypes) by ``CBAM``'s own code."""
+
+    def forward_attention(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        conv = self.spatial.conv
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+                or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding[0] != conv.padding[1]):
+            return super().forward_attention(x)
+        ch = self.channel
+        avg, mx = ChannelPool.apply(x)
+        gate = torch.sigmoid(ch.fc2(F.relu(ch.fc1(avg))) + ch.fc2(F.relu(ch.fc1(mx))))
+        x1, pooled = GateAndPool.apply(x, gate)
+        sp = torch.sigmoid(self.spatial.bn(GateConv.apply(pooled, conv.weight, conv.padding[0])))
+        return x1 * sp, gate, sp
