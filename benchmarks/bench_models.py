@@ -16,6 +16,10 @@ Usage::
     python benchmarks/bench_models.py --models arbex poster_v2 --presets tiny --batch-sizes 64 --bf16
     python benchmarks/bench_models.py --quick                 # small batches, few iterations
     python benchmarks/bench_models.py --threads 2 --json out.json
+    python benchmarks/bench_models.py --models esr+diversity manet+diversity   # a variant: name+flag sets flag=True
+
+The default model list is every registered model plus the Diversified ESR and MA-Net (``esr+diversity``,
+``manet+diversity``); their losses add the diversity terms (the loss sees the attention heads in the output).
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ from typing import Any
 DEFAULT_BATCHES = {"tiny": (1, 16, 64), "official": (1, 4, 16)}
 QUICK_BATCHES = {"tiny": (8,), "official": (2,)}
 _DEFAULT_SIZE = {"tiny": 48, "official": 224}
+VARIANTS = ("esr+diversity", "manet+diversity")
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, bool]]:
+    """``"esr+diversity"`` -> ``("esr", {"diversity": True})``; a plain name has no overrides."""
+    name, *flags = spec.split("+")
+    return name, {flag: True for flag in flags}
 
 
 @dataclass
@@ -126,9 +137,10 @@ def measure(name: str, preset: str, device: str, dtype: str, batch: int, warmup:
     if threads:
         torch.set_num_threads(threads)
     row = Row(name, preset, device, dtype, batch)
+    base, overrides = parse_model_spec(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = fernb.create_model(name, preset=preset).to(device)
+        model = fernb.create_model(base, preset=preset, **overrides).to(device)
     cfg = getattr(model, "config", None)
     size = _input_size(cfg, preset)
     in_chans = int(getattr(cfg, "in_chans", 3) or 3)
@@ -181,7 +193,7 @@ def measure(name: str, preset: str, device: str, dtype: str, batch: int, warmup:
     row.fwd_ms, row.fwd_img_s = t * 1e3, batch / t
 
     try:
-        loss_fn = create_loss(name)
+        loss_fn = create_loss(base)
     except KeyError:
         import torch.nn.functional as F
 
@@ -249,7 +261,8 @@ def format_table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> list[Row]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="*", help="registry names (default: every registered model)")
+    p.add_argument("--models", nargs="*", help="registry names, name+flag for a variant (default: every registered "
+                                                "model and the diversity variants)")
     p.add_argument("--presets", nargs="*", default=["tiny", "official"])
     p.add_argument("--batch-sizes", nargs="*", type=int, help="default: 1 16 64 (tiny), 1 4 16 (official)")
     p.add_argument("--devices", nargs="*", help="default: cpu, plus cuda when available")
@@ -271,8 +284,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     import fernb
 
-    models = args.models or fernb.list_models()
-    unknown = sorted(set(models) - set(fernb.list_models()))
+    models = args.models or [*fernb.list_models(), *VARIANTS]
+    unknown = sorted({parse_model_spec(m)[0] for m in models} - set(fernb.list_models()))
     if unknown:
         p.error(f"unknown model(s) {unknown}; registered: {fernb.list_models()}")
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

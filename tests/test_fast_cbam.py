@@ -1,12 +1,11 @@
-"""The fast CPU CBAM of the Diversified ESR computes CBAM's forward and gradients (tie rule included)."""
+"""The fast CPU CBAM (MA-Net, Diversified ESR) computes CBAM's forward and gradients (tie rule included)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fernb.models._cbam import FastCBAM, GateConv
-from fernb.models.manet import CBAM
+from fernb.models._cbam import CBAM, FastCBAM, GateConv
 
 
 def _inputs(shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -229,31 +229,3 @@ def test_cross_entropy_loss_hard_soft_weighted_smoothed():
     torch.testing.assert_close(soft.total, -(w * qn * out.logits.log_softmax(1)).sum(1).mean())
     with pytest.raises(ValueError, match="label_smoothing"):
         CrossEntropyLoss(label_smoothing=1.0)
-
-
-def load_bench(repo_root: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_models", repo_root / "benchmarks" / "bench_models.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_models"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_benchmark_counts_every_registered_model(repo_root: Path):
-    bench = load_bench(repo_root)
-    for name in fernb.list_models():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = fernb.create_model(name, preset="tiny")
-        size = bench._input_size(model.config, "tiny")
-        assert bench.count_flops(model, torch.randn(1, 3, size, size)) > 0, name
-
-
-def test_benchmark_measures_a_row(repo_root: Path):
-    bench = load_bench(repo_root)
-    rows = bench.main(["--models", "arbex", "--presets", "tiny", "--batch-sizes", "4", "--quick", "--in-process"])
-    (row,) = rows
-    assert row.gflops > 0.01 and row.params_m > 0.5 and row.fwd_img_s > 0 and row.train_img_s > 0
-    assert row.train_peak_mib is not None and "arbex" in bench.format_table(rows)

@@ -1,4 +1,6 @@
-"""A faster CPU CBAM with the same maths as :class:`fernb.models.manet.CBAM` (used by the Diversified ESR).
+"""CBAM (Woo et al., ECCV 2018) and :class:`FastCBAM`, the same maths computed faster on a CPU.
+
+MA-Net and the Diversified ESR build :class:`FastCBAM`; :class:`CBAM` is the plain reference it is tested against.
 
 On a CPU, CBAM's cost is not its arithmetic but PyTorch's kernels for its odd shapes:
 
@@ -16,8 +18,7 @@ The maths is unchanged: the forward values are those of ``CBAM`` up to float rou
 the 7x7x2 convolution in another order), and so are the gradients, including the tie rule of ``amax`` (tied maxima
 share the gradient equally). The fast path runs for float32 CPU tensors outside autocast (without NNPACK its
 convolutions fall back to ``F.conv2d``); anything else (CUDA, bfloat16 autocast, float64) takes
-:class:`~fernb.models.manet.CBAM`'s own code. Double backward (``create_graph=True``) through the fast path is not
-supported. MA-Net's CBAMs could use it as well.
+:class:`CBAM`'s own code. Double backward (``create_graph=True``) through the fast path is not supported.
 """
 
 from __future__ import annotations
@@ -26,12 +27,75 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .manet import CBAM
+__all__ = ["CBAM", "ChannelGate", "SpatialGate", "FastCBAM", "GateConv", "ChannelPool", "GateAndPool",
+           "convert_cbam_key"]
 
-__all__ = ["FastCBAM", "GateConv", "ChannelPool", "GateAndPool"]
+
+# -- CBAM (Woo et al., ECCV 2018), as in MA-Net's attention.py and the Diversified code's cbam.py ---------------------
+class ChannelGate(nn.Module):
+    """Channel attention: a shared MLP (C -> C/r -> C) on the global average- and max-pooled vectors, summed, sigmoid.
+
+    Shapes: (B, C, H, W) -> gated map (B, C, H, W) and gate (B, C).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        avg = x.mean(dim=(2, 3))
+        mx = x.amax(dim=(2, 3))
+        raw = self.fc2(F.relu(self.fc1(avg))) + self.fc2(F.relu(self.fc1(mx)))
+        gate = torch.sigmoid(raw)
+        return x * gate[:, :, None, None], gate
+
+
+class SpatialGate(nn.Module):
+    """Spatial attention: [max over C, mean over C] -> conv 7x7 (no bias) -> BN (momentum 0.01) -> sigmoid.
+
+    Shapes: (B, C, H, W) -> gated map (B, C, H, W) and gate (B, 1, H, W).
+    """
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        gate = torch.sigmoid(self.bn(self.conv(pooled)))
+        return x * gate, gate
+
+
+class CBAM(nn.Module):
+    """Channel gate then spatial gate. ``forward`` returns the gated map; :meth:`forward_attention` also the gates.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W) [, channel gate (B, C), spatial gate (B, 1, H, W)].
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.channel = ChannelGate(channels, reduction)
+        self.spatial = SpatialGate()
+
+    def forward_attention(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x, ch = self.channel(x)
+        x, sp = self.spatial(x)
+        return x, ch, sp
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_attention(x)[0]
+
+
+def convert_cbam_key(k: str) -> str:
+    """Official CBAM key fragments (Jongchan/attention-module naming) -> fernb's :class:`CBAM` naming."""
+    k = k.replace("ChannelGate.mlp.1.", "channel.fc1.").replace("ChannelGate.mlp.3.", "channel.fc2.")
+    return k.replace("SpatialGate.spatial.conv.", "spatial.conv.").replace("SpatialGate.spatial.bn.", "spatial.bn.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,7 +196,7 @@ class GateAndPool(torch.autograd.Function):
 
 
 class FastCBAM(CBAM):
-    """:class:`~fernb.models.manet.CBAM` (same parameters and outputs) computed by the nodes above on float32 CPU
+    """:class:`~fernb.models._cbam.CBAM` (same parameters and outputs) computed by the nodes above on float32 CPU
     tensors; elsewhere (CUDA, autocast, other dtypes) by ``CBAM``'s own code."""
 
     def forward_attention(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -51,10 +51,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
-from ._cbam import FastCBAM
+from ._cbam import FastCBAM, convert_cbam_key
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, read_state_dict
-from .manet import convert_cbam_key
 from .resnet import drop_mismatched_heads, strip_module_prefix
 
 __all__ = ["ESR", "ESRConfig", "ESROutput", "read_official_esr", "plurality_vote"]

@@ -16,7 +16,8 @@ Architecture (official sizes, 224 px)::
     global branch: layer3 + layer4 of MulScaleBlocks (both stride 2) -> (B, 512, 7, 7), GAP, fc_global
     prediction:    beta * logits_local + (1 - beta) * logits_global, beta = 0.6
 
-AttentionBlock = BasicBlock with CBAM on the residual path before the addition. MulScaleBlock = conv3x3 + BN + ReLU,
+AttentionBlock = BasicBlock with CBAM on the residual path before the addition (:class:`fernb.models._cbam.FastCBAM`:
+the official CBAM's parameters and maths, computed faster on a CPU). MulScaleBlock = conv3x3 + BN + ReLU,
 then the channels split in four groups processed by two hierarchical paths whose outputs are added (with the shortcut).
 
 Options beyond the official code:
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
+from ._cbam import CBAM, FastCBAM, convert_cbam_key
 from ._registry import build_config, register_model
 from .resnet import (
     BasicBlock,
@@ -55,64 +57,6 @@ from .resnet import (
 )
 
 __all__ = ["MANet", "MANetConfig", "MANetOutput", "CBAM", "AttentionBlock", "MulScaleBlock"]
-
-
-# -- CBAM (Woo et al., ECCV 2018), as in MA-Net's attention.py and the Diversified code's cbam.py ---------------------
-class ChannelGate(nn.Module):
-    """Channel attention: a shared MLP (C -> C/r -> C) on the global average- and max-pooled vectors, summed, sigmoid.
-
-    Shapes: (B, C, H, W) -> gated map (B, C, H, W) and gate (B, C).
-    """
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        avg = x.mean(dim=(2, 3))
-        mx = x.amax(dim=(2, 3))
-        raw = self.fc2(F.relu(self.fc1(avg))) + self.fc2(F.relu(self.fc1(mx)))
-        gate = torch.sigmoid(raw)
-        return x * gate[:, :, None, None], gate
-
-
-class SpatialGate(nn.Module):
-    """Spatial attention: [max over C, mean over C] -> conv 7x7 (no bias) -> BN (momentum 0.01) -> sigmoid.
-
-    Shapes: (B, C, H, W) -> gated map (B, C, H, W) and gate (B, 1, H, W).
-    """
-
-    def __init__(self, kernel_size: int = 7) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        gate = torch.sigmoid(self.bn(self.conv(pooled)))
-        return x * gate, gate
-
-
-class CBAM(nn.Module):
-    """Channel gate then spatial gate. ``forward`` returns the gated map; :meth:`forward_attention` also the gates.
-
-    Shapes: (B, C, H, W) -> (B, C, H, W) [, channel gate (B, C), spatial gate (B, 1, H, W)].
-    """
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        self.channel = ChannelGate(channels, reduction)
-        self.spatial = SpatialGate()
-
-    def forward_attention(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x, ch = self.channel(x)
-        x, sp = self.spatial(x)
-        return x, ch, sp
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_attention(x)[0]
 
 
 def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
@@ -131,7 +75,7 @@ class AttentionBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(out_ch, out_ch)
         self.bn2 = nn.BatchNorm2d(out_ch)
-        self.cbam = CBAM(out_ch, reduction)
+        self.cbam = FastCBAM(out_ch, reduction)
         self.downsample = _downsample(in_ch, out_ch, stride)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -344,12 +288,6 @@ class MANet(FERModel):
         heads = ("fc_local.", "fc_global.")
         out, dropped = drop_mismatched_heads(out, self.state_dict(), lambda k: k.startswith(heads))
         return out, "official MA-Net (model/manet.py)", dropped
-
-
-def convert_cbam_key(k: str) -> str:
-    """Official CBAM key fragments (Jongchan/attention-module naming) -> fernb's :class:`CBAM` naming."""
-    k = k.replace("ChannelGate.mlp.1.", "channel.fc1.").replace("ChannelGate.mlp.3.", "channel.fc2.")
-    return k.replace("SpatialGate.spatial.conv.", "spatial.conv.").replace("SpatialGate.spatial.bn.", "spatial.bn.")
 
 
 def _manet_key(k: str) -> str:

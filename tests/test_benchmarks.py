@@ -1,0 +1,62 @@
+"""The model benchmark counts, times and names every model and the diversity variants."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import fernb
+
+
+@pytest.fixture(scope="module")
+def bench(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("bench_models", repo_root / "benchmarks" / "bench_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_models"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_counts_every_registered_model(bench):
+    for name in fernb.list_models():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = fernb.create_model(name, preset="tiny")
+        size = bench._input_size(model.config, "tiny")
+        assert bench.count_flops(model, torch.randn(1, 3, size, size)) > 0, name
+
+
+def test_benchmark_measures_a_row(bench):
+    rows = bench.main(["--models", "arbex", "--presets", "tiny", "--batch-sizes", "4", "--quick", "--in-process"])
+    (row,) = rows
+    assert row.gflops > 0.01 and row.params_m > 0.5 and row.fwd_img_s > 0 and row.train_img_s > 0
+    assert row.train_peak_mib is not None and "arbex" in bench.format_table(rows)
+
+
+def test_model_spec_names_a_variant(bench):
+    assert bench.parse_model_spec("esr") == ("esr", {})
+    assert bench.parse_model_spec("manet+diversity") == ("manet", {"diversity": True})
+    assert {bench.parse_model_spec(v)[0] for v in bench.VARIANTS} == {"esr", "manet"}
+
+
+def test_diversity_variant_row_builds_the_diversified_model(bench, monkeypatch: pytest.MonkeyPatch):
+    built = []
+    real = fernb.create_model
+    monkeypatch.setattr(fernb, "create_model", lambda *a, **kw: built.append(kw) or real(*a, **kw))
+    rows = bench.main(["--models", "esr+diversity", "--presets", "tiny", "--batch-sizes", "4", "--quick",
+                       "--in-process"])
+    assert built and built[0].get("diversity") is True
+    (row,) = rows
+    assert row.model == "esr+diversity" and row.train_img_s > 0 and not row.notes
+    plain = bench.main(["--models", "esr", "--presets", "tiny", "--batch-sizes", "4", "--quick", "--in-process"])
+    assert row.params_m > plain[0].params_m  # the CBAMs are there
+
+
+def test_unknown_model_is_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.main(["--models", "nosuchnet+diversity", "--quick", "--in-process"])
