@@ -644,8 +644,20 @@ def test_predictions_under_bf16_autocast_run(tmp_path):
     assert math.isfinite(res.history[0]["train_loss"])
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_precision_resolution():
+    from fernb.engine import ConfigError
+    from fernb.engine.fit import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) in ("bf16", "fp32")  # never fp16 on a CPU unless asked
+    assert resolve_precision("fp16", cpu) == "fp16"
+    with pytest.raises(ConfigError, match="SAM"):
+        resolve_precision("fp16", cpu, sam=True)
+    with pytest.raises(ConfigError, match="expected auto"):
+        resolve_precision("half", cpu)
+    with pytest.raises(ConfigError, match="on CUDA or CPU"):
+        resolve_precision("fp16", torch.device("meta"))
+
 
 
 def test_notebook_epochs_rescale_a_staged_recipe():
@@ -659,3 +671,6 @@ def test_notebook_epochs_rescale_a_staged_recipe():
     assert [s.epochs for s in sched.scaled_stages(8)] == [2, 6]
     with pytest.raises(ConfigError, match="stages"):
         sched.scaled_stages(1)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

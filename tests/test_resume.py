@@ -58,14 +58,19 @@ def _csv_rows(run: Path):
     return _comparable(RunDir(run).read_metrics())
 
 
-def _reference(tmp_path: Path):
-    return fit(te.toy_config(tmp_path, **{**OVER, "run.name": "ref"}), train_data=te.toy_data(40),
+# fp16 with GradScaler (on CPU here, the code path CUDA takes): a start scale of 2^24 overflows the toy's fp16
+# gradients for the first steps, so the scale is halved and steps skipped on both sides of the kill.
+FP16 = {"run.precision": "fp16", "run.loss_scale": 2.0**24}
+
+
+def _reference(tmp_path: Path, extra: dict | None = None):
+    return fit(te.toy_config(tmp_path, **{**OVER, **(extra or {}), "run.name": "ref"}), train_data=te.toy_data(40),
                valid_data=te.toy_data(14, 1))
 
 
-def _resume_and_compare(tmp_path: Path, ref) -> None:
+def _resume_and_compare(tmp_path: Path, ref, extra: dict | None = None) -> None:
     run = tmp_path / "cut"
-    res = fit(te.toy_config(tmp_path, **{**OVER, "run.name": "cut", "run.resume": True}),
+    res = fit(te.toy_config(tmp_path, **{**OVER, **(extra or {}), "run.name": "cut", "run.resume": True}),
               train_data=te.toy_data(40), valid_data=te.toy_data(14, 1))
     assert _comparable(res.history) == _comparable(ref.history)
     assert _csv_rows(run) == _csv_rows(tmp_path / "ref")
@@ -77,16 +82,18 @@ def _resume_and_compare(tmp_path: Path, ref) -> None:
     assert rec["status"] == "completed" and len(rec["resumed"]) == 1
 
 
-def test_run_killed_mid_epoch_in_a_subprocess_resumes_bit_identically(tmp_path):
-    ref = _reference(tmp_path)
+@pytest.mark.parametrize("extra", [{}, FP16], ids=["fp32", "fp16-gradscaler"])
+def test_run_killed_mid_epoch_in_a_subprocess_resumes_bit_identically(tmp_path, extra: dict):
+    ref = _reference(tmp_path, extra)
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS), over=OVER, out=str(tmp_path), name="cut", kill_step=8))
+    script.write_text(SCRIPT.format(tests=str(TESTS), over={**OVER, **extra}, out=str(tmp_path), name="cut",
+                                    kill_step=8))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr[-2000:]
     _, meta, _ = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
     assert (meta["epoch"], meta["batch"], meta["step"]) == (1, 1, 6)  # the mid-epoch checkpoint of step 6
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "running"  # killed, not finished
-    _resume_and_compare(tmp_path, ref)
+    _resume_and_compare(tmp_path, ref, extra)
 
 
 def test_run_interrupted_after_an_epoch_resumes_bit_identically(tmp_path):
@@ -105,6 +112,20 @@ def test_run_interrupted_after_an_epoch_resumes_bit_identically(tmp_path):
     assert (meta["epoch"], meta["batch"]) == (1, 0)
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "interrupted"
     _resume_and_compare(tmp_path, ref)
+
+
+def test_fp16_skips_overflowing_steps_and_keeps_training(tmp_path):
+    from fernb.engine.checkpoint import load_checkpoint as load
+
+    res = fit(te.toy_config(tmp_path, **{**OVER, **FP16, "run.name": "half"}), train_data=te.toy_data(40),
+              valid_data=te.toy_data(14, 1))
+    losses = [r["train_loss"] for r in res.history]
+    assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0]
+    assert res.history[-1]["valid_accuracy"] > 2 / 7  # it learned despite the skipped steps
+    _, _, state = load(tmp_path / "half" / "checkpoints" / "last")
+    assert 1.0 <= state["scaler"]["scale"] < 2.0**24  # overflowing steps halved the scale; training went on
+    rec = json.loads((tmp_path / "half" / "run.json").read_text())
+    assert rec["precision"] == "fp16" and rec["status"] == "completed"
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):

@@ -261,7 +261,9 @@ class RunConfig:
         seed: fixes data order, initialisation and augmentation.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision: ``"auto"`` (fp16 + GradScaler on CUDA, bf16 autocast on CPUs with native bf16, else fp32),
-            ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (fp16 also runs on a CPU, slowly: ``auto`` never picks it there).
+        loss_scale: GradScaler's initial loss scale under fp16 (halved after each step whose gradients overflow,
+            which is then skipped; doubled after 2000 good steps).
         deterministic: ask torch for deterministic algorithms (CPU results are then bit-reproducible).
         resume: continue the run in ``run_dir`` from its last checkpoint.
         overwrite: delete an existing run in ``run_dir`` first.
@@ -282,6 +284,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    loss_scale: float = 2.0**16
     deterministic: bool = True
     resume: bool = False
     overwrite: bool = False

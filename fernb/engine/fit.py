@@ -147,7 +147,8 @@ def _cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device, sam: bool = False) -> str:
     """The concrete precision: ``auto`` picks fp16 (+GradScaler) on CUDA (bf16 with SAM where supported, else fp32),
-    bf16 on CPUs with native bf16 and fp32 elsewhere."""
+    bf16 on CPUs with native bf16 and fp32 elsewhere. An explicit fp16 also runs on a CPU (CPU autocast and
+    GradScaler support it; slower than fp32 there, but the same code path as on CUDA)."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"run.precision={precision!r}; expected auto, fp32, bf16 or fp16")
     if precision == "auto":
@@ -156,8 +157,8 @@ def resolve_precision(precision: str, device: torch.device, sam: bool = False) -
                 return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
             return "fp16"
         return "bf16" if _cpu_has_bf16() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("run.precision=fp16 needs CUDA (GradScaler); on CPU use bf16 or fp32")
+    if precision == "fp16" and device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"run.precision=fp16 (GradScaler) runs on CUDA or CPU, not {device.type}; use bf16 or fp32")
     if precision == "fp16" and sam:
         raise ConfigError("SAM's two passes are not combined with fp16 loss scaling; use run.precision=bf16 or fp32")
     return precision
@@ -480,7 +481,10 @@ class Trainer:
         num_classes = self.bundle.train.num_classes
         self.model = self._build_model(num_classes).to(self.device)
         self.loss_fn = self._build_loss(self.bundle).to(self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        if cfg.run.loss_scale <= 0:
+            raise ConfigError(f"run.loss_scale={cfg.run.loss_scale}; expected a positive initial fp16 loss scale")
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=cfg.run.loss_scale,
+                                           enabled=self.precision == "fp16")
         d = cfg.data
         first = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, 0, env.rank, env.world_size)
         n0 = len(first)
