@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_poster import assert_matches, gradcam_maps, load_recipe, make_state_dict
+from fidelity import assert_matches, load_recipe, make_state_dict
+from test_poster import gradcam_maps
 
 import fernb
 from fernb.losses import StepInfo, create_loss

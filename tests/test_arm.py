@@ -6,10 +6,9 @@ Tolerances follow ``shared/fidelity/README.md``: rtol 1e-5, atol 1e-5 * max(1, m
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
+from fidelity import close, load_fixture, load_recipe
 
 from fernb.models import create_model
 from fernb.models._weights import load_checkpoint
@@ -17,21 +16,12 @@ from fernb.models._weights import load_checkpoint
 pytestmark = pytest.mark.shared
 
 
-def close(actual: torch.Tensor, ref: torch.Tensor) -> None:
-    atol = 1e-5 * max(1.0, ref.abs().max().item())
-    torch.testing.assert_close(actual.float(), ref.float(), rtol=1e-5, atol=atol)
-
-
 @pytest.fixture(scope="module")
 def fx(fidelity_dir):
-    sys.path.insert(0, str(fidelity_dir))
-    import recipe
-
-    data = torch.load(fidelity_dir / "arm_resnet18_raf.pt", weights_only=True)
+    data, sd, x = load_fixture(fidelity_dir, "arm_resnet18_raf.pt")
     rec = data["inputs"]["x"]
-    x = recipe.make_input(rec["shape"], rec["seed"], rec["mean"], rec["std"])
-    assert torch.equal(recipe.make_pixels(rec["shape"], rec["seed"]), rec["pixels_uint8"])
-    return data, recipe.make_state_dict(data["manifest"]), x
+    assert torch.equal(load_recipe(fidelity_dir).make_pixels(rec["shape"], rec["seed"]), rec["pixels_uint8"])
+    return data, sd, x
 
 
 @pytest.fixture(scope="module")

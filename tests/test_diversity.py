@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fidelity import close
 
 from fernb.losses.diversity import diversity, manet_local_heads, similarity_matrix
-
-
-def close(actual: torch.Tensor, ref: torch.Tensor, equal_nan: bool = False) -> None:
-    atol = 1e-5 * max(1.0, ref.float().abs().nan_to_num(0, 0, 0).max().item())
-    torch.testing.assert_close(actual.float(), ref.float(), rtol=1e-5, atol=atol, equal_nan=equal_nan)
 
 
 @pytest.fixture(scope="module")

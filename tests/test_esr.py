@@ -6,10 +6,9 @@ and loaded through fernb's converter. Tolerances: ``shared/fidelity/README.md`` 
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
+from fidelity import close, load_fixture
 
 from fernb.losses import create_loss
 from fernb.models import create_model
@@ -19,24 +18,9 @@ from fernb.models.esr import read_official_esr
 pytestmark = pytest.mark.shared
 
 
-def close(actual: torch.Tensor, ref: torch.Tensor, equal_nan: bool = False) -> None:
-    atol = 1e-5 * max(1.0, ref.float().abs().nan_to_num(0, 0, 0).max().item())
-    torch.testing.assert_close(actual.float(), ref.float(), rtol=1e-5, atol=atol, equal_nan=equal_nan)
-
-
-def _load(fidelity_dir, name: str):
-    sys.path.insert(0, str(fidelity_dir))
-    import recipe
-
-    data = torch.load(fidelity_dir / name, weights_only=True)
-    rec = data["inputs"]["x"]
-    x = recipe.make_input(rec["shape"], rec["seed"], rec["mean"], rec["std"])
-    return data, recipe.make_state_dict(data["manifest"]), x
-
-
 @pytest.fixture(scope="module")
 def esr9(fidelity_dir, tmp_path_factory):
-    data, sd, x = _load(fidelity_dir, "esr9.pt")
+    data, sd, x = load_fixture(fidelity_dir, "esr9.pt")
     folder = tmp_path_factory.mktemp("esr9")  # the official per-file layout
     torch.save({k[len("base."):]: v for k, v in sd.items() if k.startswith("base.")},
                folder / "Net-Base-Shared_Representations.pt")
@@ -99,7 +83,7 @@ def test_training_script_evaluate_losses_and_counts_match(esr9):
 
 @pytest.fixture(scope="module")
 def div_esr9(fidelity_dir):
-    data, sd, x = _load(fidelity_dir, "diversified_esr9.pt")
+    data, sd, x = load_fixture(fidelity_dir, "diversified_esr9.pt")
     model = create_model("esr", "official", diversity=True).eval()
     report = load_checkpoint(model, {f"module.{k}": v for k, v in sd.items()})  # DataParallel-style prefix
     with torch.no_grad():

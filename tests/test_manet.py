@@ -6,10 +6,9 @@ through fernb's converter. Tolerances: ``shared/fidelity/README.md``.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
+from fidelity import close, load_fixture
 
 from fernb.losses import create_loss
 from fernb.losses.diversity import diversity, manet_local_heads
@@ -19,24 +18,9 @@ from fernb.models._weights import load_checkpoint
 pytestmark = pytest.mark.shared
 
 
-def close(actual: torch.Tensor, ref: torch.Tensor, equal_nan: bool = False) -> None:
-    atol = 1e-5 * max(1.0, ref.float().abs().nan_to_num(0, 0, 0).max().item())
-    torch.testing.assert_close(actual.float(), ref.float(), rtol=1e-5, atol=atol, equal_nan=equal_nan)
-
-
-def _load(fidelity_dir, name: str):
-    sys.path.insert(0, str(fidelity_dir))
-    import recipe
-
-    data = torch.load(fidelity_dir / name, weights_only=True)
-    rec = data["inputs"]["x"]
-    x = recipe.make_input(rec["shape"], rec["seed"], rec["mean"], rec["std"])
-    return data, recipe.make_state_dict(data["manifest"]), x
-
-
 @pytest.fixture(scope="module")
 def manet(fidelity_dir):
-    data, sd, x = _load(fidelity_dir, "manet_raf7.pt")
+    data, sd, x = load_fixture(fidelity_dir, "manet_raf7.pt")
     model = create_model("manet", "official", checkpoint={f"module.{k}": v for k, v in sd.items()}).eval()
     sig: dict[str, torch.Tensor] = {}
     hooks = [model.layer2.register_forward_hook(lambda m, i, o: sig.__setitem__("layer2", o.mean((2, 3)))),
@@ -76,7 +60,7 @@ def test_beta_weighted_ce_matches(manet):
 
 @pytest.fixture(scope="module")
 def div_manet(fidelity_dir):
-    data, sd, x = _load(fidelity_dir, "diversified_manet_raf7.pt")
+    data, sd, x = load_fixture(fidelity_dir, "diversified_manet_raf7.pt")
     model = create_model("manet", "official", diversity=True).eval()
     report = load_checkpoint(model, sd)
     with torch.no_grad():

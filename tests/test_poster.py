@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+from fidelity import assert_matches, load_recipe, official_state_dict
 
 import fernb
 from fernb.models import LogitsOnly
@@ -22,38 +20,6 @@ UNUSED_OFFICIAL = re.compile(
     r"face_landback\.output_layer\.|ir_back\.output_layer\.|attn[123]\.relative_position_index$"
     r"|VIT\.(patch_embed|eca_block|CON1|IRLinear1|IRLinear2)\.|VIT\.blocks\.\d+\.conv\."
 )
-
-
-def load_recipe(fidelity_dir: Path):
-    if str(fidelity_dir) not in sys.path:
-        sys.path.insert(0, str(fidelity_dir))
-    import recipe
-
-    return recipe
-
-
-@functools.lru_cache(maxsize=2)
-def official_state_dict(fidelity_dir: Path, name: str) -> dict[str, torch.Tensor]:
-    """The recipe state dict of a fixture, built once per session (test_weights reuses POSTER_V2's)."""
-    fx = torch.load(fidelity_dir / name, weights_only=True)
-    return make_state_dict(load_recipe(fidelity_dir), fx["manifest"])
-
-
-def make_state_dict(recipe, manifest: list[dict]) -> dict[str, torch.Tensor]:
-    """recipe.make_state_dict on two threads (numpy releases the GIL): same tensors, half the wall time."""
-    with ThreadPoolExecutor(2) as ex:
-        tensors = ex.map(lambda e: recipe.make_tensor(e["key"], e["shape"], e["dtype"], e["rule"]), manifest)
-        return dict(zip([e["key"] for e in manifest], tensors))
-
-
-def assert_matches(actual: torch.Tensor, ref: torch.Tensor, name: str) -> None:
-    """The fidelity README's tolerance (rtol 1e-5, atol 1e-5 * max(1, |ref|max)); small-scale tensors also within
-    1e-4 of their own scale, so a tolerance of 1e-5 on a 1e-2-sized gradient cannot hide a 10% error."""
-    scale = ref.abs().max().item()
-    torch.testing.assert_close(actual, ref, rtol=1e-5, atol=1e-5 * max(1.0, scale), msg=lambda m: f"{name}: {m}")
-    if scale < 1.0:
-        err = (actual - ref).abs().max().item()
-        assert err <= 1e-4 * scale + 1e-9, f"{name}: max error {err:.2e} on a scale of {scale:.2e}"
 
 
 @pytest.fixture(scope="module")

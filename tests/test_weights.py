@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_poster import official_state_dict
+from fidelity import official_state_dict
 
 import fernb
 from fernb.models import poster as poster_mod

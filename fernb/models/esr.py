@@ -143,78 +143,72 @@ def plurality_vote(branch_logits: Tensor) -> tuple[Tensor, Tensor]:
     return counts.argmax(dim=-1), counts
 
 
-class ESRBase(nn.Module):
+class _ConvStages(nn.Module):
+    """Four stages conv -> BN -> ReLU [-> maxpool 2] [-> CBAM], as ESR's base and branches build them (modules
+    ``conv{i}``, ``bn{i}``, ``cbam{i}``, i = 1..4, the official names)."""
+
+    def __init__(self, convs: Sequence[nn.Conv2d], pooled: Sequence[bool], cbam: bool, reduction: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.conv3, self.conv4 = convs
+        chans = [conv.out_channels for conv in convs]
+        self.bn1, self.bn2, self.bn3, self.bn4 = (nn.BatchNorm2d(c) for c in chans)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.pooled = tuple(pooled)
+        self.use_cbam = cbam
+        if cbam:
+            self.cbam1, self.cbam2, self.cbam3, self.cbam4 = (FastCBAM(c, reduction) for c in chans)
+
+    def stages(self, x: Tensor, last_gates: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The four stages; with ``last_gates`` (and CBAM) also the last CBAM's channel (B, D) and spatial
+        (B, h, w) gates, else None."""
+        ch = sp = None
+        for i, pooled in enumerate(self.pooled, 1):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+            if pooled:
+                x = self.pool(x)
+            if not self.use_cbam:
+                continue
+            gate = getattr(self, f"cbam{i}")
+            if i == 4 and last_gates:
+                x, ch, sp = gate.forward_attention(x)
+                sp = sp[:, 0]
+            else:
+                x = gate(x)
+        return x, ch, sp
+
+
+class ESRBase(_ConvStages):
     """Shared base: (B, 3, H, W) -> (B, c4, h, w), h = ((H - 6) // 2 - 4) // 2; (B, 128, 20, 20) at 96 px.
 
-    Each stage is conv -> BN -> ReLU [-> maxpool 2] [-> CBAM].
+    Each stage is conv -> BN -> ReLU [-> maxpool 2] [-> CBAM]; stages 2 and 4 pool.
     """
 
     def __init__(self, channels: Sequence[int] = (64, 128, 128, 128), cbam: bool = False, reduction: int = 16) -> None:
-        super().__init__()
         c1, c2, c3, c4 = channels
-        self.conv1 = nn.Conv2d(3, c1, 5, 1)
-        self.conv2 = nn.Conv2d(c1, c2, 3, 1)
-        self.conv3 = nn.Conv2d(c2, c3, 3, 1)
-        self.conv4 = nn.Conv2d(c3, c4, 3, 1)
-        self.bn1, self.bn2, self.bn3, self.bn4 = (nn.BatchNorm2d(c) for c in (c1, c2, c3, c4))
-        self.pool = nn.MaxPool2d(2, 2)
-        self.use_cbam = cbam
-        if cbam:
-            self.cbam1, self.cbam2, self.cbam3, self.cbam4 = (FastCBAM(c, reduction) for c in (c1, c2, c3, c4))
+        convs = [nn.Conv2d(3, c1, 5, 1), nn.Conv2d(c1, c2, 3, 1), nn.Conv2d(c2, c3, 3, 1), nn.Conv2d(c3, c4, 3, 1)]
+        super().__init__(convs, (False, True, False, True), cbam, reduction)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        if self.use_cbam:
-            x = self.cbam1(x)
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
-        if self.use_cbam:
-            x = self.cbam2(x)
-        x = F.relu(self.bn3(self.conv3(x)))
-        if self.use_cbam:
-            x = self.cbam3(x)
-        x = self.pool(F.relu(self.bn4(self.conv4(x))))
-        if self.use_cbam:
-            x = self.cbam4(x)
-        return x
+        return self.stages(x)[0]
 
 
-class ESRBranch(nn.Module):
+class ESRBranch(_ConvStages):
     """One convolutional branch: (B, c_in, h, w) base map -> logits (B, C), pooled features (B, D) and, with CBAM,
-    the last CBAM's channel (B, D) and spatial (B, h', w') gates."""
+    the last CBAM's channel (B, D) and spatial (B, h', w') gates. Stage 2 pools; the last conv pads by 1."""
 
     def __init__(self, in_ch: int = 128, channels: Sequence[int] = (128, 256, 256, 512), num_classes: int = 8,
                  affect_head: bool = True, cbam: bool = False, reduction: int = 16) -> None:
-        super().__init__()
         c1, c2, c3, c4 = channels
-        self.conv1 = nn.Conv2d(in_ch, c1, 3, 1)
-        self.conv2 = nn.Conv2d(c1, c2, 3, 1)
-        self.conv3 = nn.Conv2d(c2, c3, 3, 1)
-        self.conv4 = nn.Conv2d(c3, c4, 3, 1, 1)
-        self.bn1, self.bn2, self.bn3, self.bn4 = (nn.BatchNorm2d(c) for c in (c1, c2, c3, c4))
-        self.pool = nn.MaxPool2d(2, 2)
-        self.use_cbam = cbam
-        if cbam:
-            self.cbam1, self.cbam2, self.cbam3, self.cbam4 = (FastCBAM(c, reduction) for c in (c1, c2, c3, c4))
+        convs = [nn.Conv2d(in_ch, c1, 3, 1), nn.Conv2d(c1, c2, 3, 1), nn.Conv2d(c2, c3, 3, 1),
+                 nn.Conv2d(c3, c4, 3, 1, 1)]
+        super().__init__(convs, (False, True, False, False), cbam, reduction)
         self.last_map = nn.Identity()  # the final (B, D, h', w') map passes here (a Grad-CAM target)
         self.fc = nn.Linear(c4, num_classes)
         self.fc_affect = nn.Linear(num_classes, 2) if affect_head else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """Returns logits (B, C), pooled (B, D), affect (B, 2) or None, channel gate or None, spatial gate or None."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        if self.use_cbam:
-            x = self.cbam1(x)
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
-        if self.use_cbam:
-            x = self.cbam2(x)
-        x = F.relu(self.bn3(self.conv3(x)))
-        if self.use_cbam:
-            x = self.cbam3(x)
-        x = F.relu(self.bn4(self.conv4(x)))
-        ch = sp = None
-        if self.use_cbam:
-            x, ch, sp = self.cbam4.forward_attention(x)
-            sp = sp[:, 0]
+        x, ch, sp = self.stages(x, last_gates=True)
         pooled = self.last_map(x).mean(dim=(2, 3))
         logits = self.fc(pooled)
         affect = self.fc_affect(F.relu(logits)) if self.fc_affect is not None else None

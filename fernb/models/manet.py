@@ -50,6 +50,7 @@ from .resnet import (
     BasicBlock,
     ResNetStem,
     conv3x3,
+    downsample,
     drop_mismatched_heads,
     init_resnet_weights,
     make_layer,
@@ -59,24 +60,12 @@ from .resnet import (
 __all__ = ["MANet", "MANetConfig", "MANetOutput", "CBAM", "AttentionBlock", "MulScaleBlock"]
 
 
-def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
-    if stride == 1 and in_ch == out_ch:
-        return None
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
-
-
-class AttentionBlock(nn.Module):
+class AttentionBlock(BasicBlock):
     """BasicBlock with CBAM on the residual path before the addition. (B, in, H, W) -> (B, out, H/s, W/s)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, reduction: int = 16) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_ch, out_ch, stride)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(out_ch, out_ch)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        super().__init__(in_ch, out_ch, stride)
         self.cbam = FastCBAM(out_ch, reduction)
-        self.downsample = _downsample(in_ch, out_ch, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -124,7 +113,7 @@ class MulScaleBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.path1 = ScalePath(self.scale_width)
         self.path2 = ScalePath(self.scale_width)
-        self.downsample = _downsample(in_ch, out_ch, stride)
+        self.downsample = downsample(in_ch, out_ch, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

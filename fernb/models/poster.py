@@ -622,6 +622,26 @@ def _vit_key(rest: str) -> str | object | None:
     return None
 
 
+def _attn_key(m: re.Match) -> str | object:
+    if m[2] == "relative_position_index":
+        return _DROP
+    sub = {"relative_position_bias_table": "rel_pos_table", "qkv": "kv", "proj": "proj"}[m[2]]
+    return f"scales.{int(m[1]) - 1}.attn.{sub}{m[3] or ''}"
+
+
+# Official top-level POSTER_V2 modules (pattern on the whole key) -> fernb key.
+_POSTER_TOP_KEYS: list[tuple[str, Callable[[re.Match], str | object]]] = [
+    (r"attn([123])\.(relative_position_bias_table|relative_position_index|qkv|proj)(\.\w+)?", _attn_key),
+    (r"window([123])\.norm\.(weight|bias)", lambda m: f"scales.{int(m[1]) - 1}.norm1.{m[2]}"),
+    (r"conv([123])\.(weight|bias)", lambda m: f"scales.{int(m[1]) - 1}.downsample.{m[2]}"),
+    (r"ffn([123])\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+|norm\.\w+)",
+     lambda m: f"scales.{int(m[1]) - 1}.{m[2].replace('norm.', 'norm2.')}"),
+    (r"last_face_conv\.(weight|bias)", lambda m: f"landmark_proj.{m[1]}"),
+    (r"embed_(q|k)\.(\d+)\.(weight|bias)", lambda m: f"scales.{'qk'.index(m[1])}.embed.{m[2]}.{m[3]}"),
+    (r"embed_v\.proj\.(weight|bias)", lambda m: f"scales.2.embed.0.{m[1]}"),
+]
+
+
 def _poster_key(key: str, cfg: PosterBackboneConfig) -> str | object | None:
     """A ``pyramid_trans_expr2`` key -> fernb backbone key, _DROP, or None (not a backbone key)."""
     if key.startswith("face_landback."):
@@ -630,31 +650,10 @@ def _poster_key(key: str, cfg: PosterBackboneConfig) -> str | object | None:
         return _prefixed("image.", _ir_key(key[len("ir_back."):], cfg.ir_depths))
     if key.startswith("VIT."):
         return _vit_key(key[4:])
-    m = re.fullmatch(r"attn([123])\.(relative_position_bias_table|relative_position_index|qkv|proj)(\.\w+)?", key)
-    if m:
-        i, what, tail = int(m.group(1)) - 1, m.group(2), m.group(3) or ""
-        if what == "relative_position_index":
-            return _DROP
-        sub = {"relative_position_bias_table": "rel_pos_table", "qkv": "kv", "proj": "proj"}[what]
-        return f"scales.{i}.attn.{sub}{tail}"
-    m = re.fullmatch(r"window([123])\.norm\.(weight|bias)", key)
-    if m:
-        return f"scales.{int(m.group(1)) - 1}.norm1.{m.group(2)}"
-    m = re.fullmatch(r"conv([123])\.(weight|bias)", key)
-    if m:
-        return f"scales.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
-    m = re.fullmatch(r"ffn([123])\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+|norm\.\w+)", key)
-    if m:
-        return f"scales.{int(m.group(1)) - 1}.{m.group(2).replace('norm.', 'norm2.')}"
-    m = re.fullmatch(r"last_face_conv\.(weight|bias)", key)
-    if m:
-        return f"landmark_proj.{m.group(1)}"
-    m = re.fullmatch(r"embed_(q|k)\.(\d+)\.(weight|bias)", key)
-    if m:
-        return f"scales.{'qk'.index(m.group(1))}.embed.{m.group(2)}.{m.group(3)}"
-    m = re.fullmatch(r"embed_v\.proj\.(weight|bias)", key)
-    if m:
-        return f"scales.2.embed.0.{m.group(1)}"
+    for pattern, rename in _POSTER_TOP_KEYS:
+        m = re.fullmatch(pattern, key)
+        if m:
+            return rename(m)
     return None
 
 
