@@ -5,6 +5,7 @@ and macro-F1 on FER+ ``valid`` (the model selected on validation is the one scor
 
     python benchmarks/bench_train.py --budget-s 60
     python benchmarks/bench_train.py --budget-s 30 --methods resnet18,arm --valid-limit 1000
+    python benchmarks/bench_train.py --methods esr+diversity,manet+diversity    # name+flag: a model option set True
 
 Each method trains with its published recipe (optimiser, learning rate, SAM, sampler; see
 ``fernb.engine.presets``) on the tiny model at its tiny input size, unless ``--common-optim`` puts every method on
@@ -26,20 +27,29 @@ sys.path.insert(0, str(REPO))
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ferplus"
 
 
-def run_method(method: str, args: argparse.Namespace, out_dir: Path) -> dict:
-    """Train one method for the budget; returns its row of the table."""
+def parse_method(spec: str) -> tuple[str, dict[str, bool]]:
+    """``"esr+diversity"`` -> ``("esr", {"diversity": True})``."""
+    name, *flags = spec.split("+")
+    return name, {flag: True for flag in flags}
+
+
+def run_method(spec: str, args: argparse.Namespace, out_dir: Path) -> dict:
+    """Train one method (a name, or name+flag for a variant) for the budget; returns its row of the table."""
     from fernb.engine import apply_overrides, config_from_preset, fit
     from fernb.engine.presets import smoke_overrides
     from fernb.engine.rundir import RunDir
 
+    method, model_kwargs = parse_method(spec)
     over = {
         "model.preset": "tiny", "data.root": str(args.root),
         "data.img_size": args.img_size or smoke_overrides(method, "ferplus")["data.img_size"],
         "data.batch_size": args.batch_size, "data.eval_batch_size": 128, "data.valid_limit": args.valid_limit,
         "data.train_limit": args.train_limit, "schedule.epochs": 10_000, "run.time_budget_s": args.budget_s,
-        "run.out_dir": str(out_dir), "run.name": method, "run.quiet": not args.progress, "run.seed": args.seed,
-        "run.threads": args.threads, "run.checkpoint_every_steps": 0,
+        "run.out_dir": str(out_dir), "run.name": spec.replace("+", "-"), "run.quiet": not args.progress,
+        "run.seed": args.seed, "run.threads": args.threads, "run.checkpoint_every_steps": 0,
     }
+    if model_kwargs:
+        over["model.kwargs"] = model_kwargs
     if method == "esr":  # one long stage: the branch-by-branch schedule does not fit a short budget
         over.update({"schedule.stages": [], "data.sampler_kwargs": {}})
     if args.common_optim:
@@ -56,7 +66,7 @@ def run_method(method: str, args: argparse.Namespace, out_dir: Path) -> dict:
     rec = RunDir(res.run_dir).read_record()
     best = res.best_metrics
     return {
-        "method": method, "params": rec["model"]["params"], "img_size": cfg.data.img_size,
+        "method": spec, "params": rec["model"]["params"], "img_size": cfg.data.img_size,
         "optim": f"{cfg.optim.name}{'+sam' if cfg.optim.sam else ''} lr={cfg.optim.lr:g}",
         "steps": res.steps, "epochs": round(res.steps / max(1, rec["steps_per_epoch"]), 2),
         "train_img_per_s": samples / max(train_time, 1e-9),
@@ -69,7 +79,8 @@ def run_method(method: str, args: argparse.Namespace, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=60.0, help="seconds per method (the final validation is extra)")
-    p.add_argument("--methods", default="", help="comma-separated methods (default: every registered one)")
+    p.add_argument("--methods", default="", help="comma-separated methods, name+flag for a variant (default: every "
+                                                 "registered one and the diversity variants)")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="FER+ data root (default ../shared/data/ferplus)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--img-size", type=int, default=None, help="input side (default: each tiny model's)")
@@ -90,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FER+ data not found at {args.root}; pass --root", file=sys.stderr)
         return 2
     available = [m for m in METHODS if m in fernb.list_models() and m in list_losses()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] or available
-    missing = [m for m in methods if m not in available]
+    variants = [v for v in ("esr+diversity", "manet+diversity") if parse_method(v)[0] in available]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] or [*available, *variants]
+    missing = [m for m in methods if parse_method(m)[0] not in available]
     if missing:
         print(f"not registered (model or loss): {', '.join(missing)}; available: {', '.join(available)}",
               file=sys.stderr)
@@ -104,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(f"{m}: {r['train_img_per_s']:.0f} img/s, {r['steps']} steps, valid acc {r['valid_accuracy']:.4f}",
                   file=sys.stderr, flush=True)
-    head = (f"{'method':<10} {'params':>9} {'px':>4} {'optimiser':<22} {'img/s':>7} {'steps':>6} {'epochs':>6} "
+    head = (f"{'method':<16} {'params':>9} {'px':>4} {'optimiser':<22} {'img/s':>7} {'steps':>6} {'epochs':>6} "
             f"{'acc':>6} {'mca':>6} {'f1':>6}")
     print(f"FER+ train ({args.budget_s:.0f} s budget per method, batch {args.batch_size}), scored on FER+ valid")
     print(head)
     print("-" * len(head))
     for r in results:
-        print(f"{r['method']:<10} {r['params']:>9,} {r['img_size']:>4} {r['optim']:<22} {r['train_img_per_s']:>7.0f} "
+        print(f"{r['method']:<16} {r['params']:>9,} {r['img_size']:>4} {r['optim']:<22} {r['train_img_per_s']:>7.0f} "
               f"{r['steps']:>6} {r['epochs']:>6} {r['valid_accuracy']:>6.3f} {r['valid_mean_class_accuracy']:>6.3f} "
               f"{r['valid_macro_f1']:>6.3f}")
     if args.json:

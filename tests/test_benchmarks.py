@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -60,3 +61,25 @@ def test_diversity_variant_row_builds_the_diversified_model(bench, monkeypatch: 
 def test_unknown_model_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--models", "nosuchnet+diversity", "--quick", "--in-process"])
+
+
+@pytest.fixture(scope="module")
+def bench_train(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("bench_train", repo_root / "benchmarks" / "bench_train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.shared
+def test_training_benchmark_runs_a_variant_on_ferplus(bench_train, ferplus_root: Path, tmp_path: Path, capsys):
+    out = tmp_path / "rows.json"
+    assert bench_train.main(["--budget-s", "3", "--methods", "resnet18,esr+diversity", "--root", str(ferplus_root),
+                             "--train-limit", "256", "--valid-limit", "64", "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"resnet18", "esr+diversity"}
+    for r in rows.values():
+        assert r["steps"] > 0 and r["train_img_per_s"] > 0 and 0 <= r["valid_accuracy"] <= 1
+    assert rows["esr+diversity"]["params"] > 0 and "esr+diversity" in capsys.readouterr().out
+    assert bench_train.parse_method("manet+diversity") == ("manet", {"diversity": True})
+    assert bench_train.main(["--methods", "nosuchnet", "--root", str(ferplus_root)]) == 2
