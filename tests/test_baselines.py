@@ -161,9 +161,12 @@ def test_esr_branch_schedule_adds_branches_and_routes_gradients():
     create_loss("esr")(model(x), y).total.backward()
     assert model.base.conv1.weight.grad is None and model.branches[0].fc.weight.grad is None
     assert model.branches[1].fc.weight.grad is not None
+    trainable = lambda m: [all(p.requires_grad for p in br.parameters()) for br in m.branches]  # noqa: E731
+    assert trainable(model) == [False, True, False, False]  # inactive branches never train (DDP needs this)
     sd = model.state_dict()
     assert int(sd["active_branches"]) == 2
-    assert create_model("esr", "tiny", checkpoint=sd).num_active_branches == 2
+    loaded = create_model("esr", "tiny", checkpoint=sd)
+    assert loaded.num_active_branches == 2 and trainable(loaded) == [True, True, False, False]
     model.set_active_branches(4)
     with pytest.raises(RuntimeError, match="already active"):
         model.add_branch()

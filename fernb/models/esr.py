@@ -241,7 +241,14 @@ class ESR(FERModel):
         if not 1 <= n <= len(self.branches):
             raise ValueError(f"ESR checkpoint has {n} active branches; this model has {len(self.branches)} "
                              "(build it with num_branches >= the checkpoint's)")
-        self._n_active = n
+        self._activate(n)
+
+    def _activate(self, n: int) -> None:
+        """Branches that become active train; inactive ones do not require gradients (DDP would otherwise wait for
+        gradients that their parameters never get)."""
+        for i in range(min(n, self._n_active), max(n, self._n_active, len(self.branches))):
+            self.branches[i].requires_grad_(i < n)
+        self._n_active = int(n)
 
     # -- branch schedule -------------------------------------------------------------------------------------------
     @property
@@ -258,7 +265,7 @@ class ESR(FERModel):
         if not 1 <= n <= len(self.branches):
             raise ValueError(f"ESR: active branches must be in 1..{len(self.branches)}, got {n}")
         self.active_branches.fill_(int(n))
-        self._n_active = int(n)
+        self._activate(int(n))
 
     def add_branch(self) -> ESRBranch:
         """Activate the next branch (the paper's "add a branch") and return it.
@@ -274,7 +281,8 @@ class ESR(FERModel):
         return self.branches[n]
 
     def freeze(self, base: bool = False, branches: Iterable[int] = ()) -> None:
-        """Stop gradients for the base and/or the given branch indices (0-based); everything else becomes trainable.
+        """Stop gradients for the base and/or the given branch indices (0-based); the rest of the base and the active
+        branches become trainable (inactive branches never are).
 
         BN layers of frozen parts still update their running statistics in train mode, as in the official code,
         which never freezes (it trains old branches at a lower learning rate; see :meth:`param_groups`).
@@ -284,7 +292,7 @@ class ESR(FERModel):
             p.requires_grad_(not base)
         for i, br in enumerate(self.branches):
             for p in br.parameters():
-                p.requires_grad_(i not in frozen)
+                p.requires_grad_(i not in frozen and i < self._n_active)
 
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer groups of the paper's schedule (the engine calls this with its learning rate ``lr``).
