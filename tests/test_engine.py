@@ -644,6 +644,22 @@ def test_predictions_under_bf16_autocast_run(tmp_path):
     assert math.isfinite(res.history[0]["train_loss"])
 
 
+def test_branch_stages_follow_the_model(tmp_path):
+    from fernb.engine import ConfigError, StageConfig, config_from_preset, fit
+
+    assert len(config_from_preset("esr/rafdb").schedule.stages) == 9  # ESR-9: one stage per branch
+    assert len(config_from_preset("esr/rafdb", model__preset="tiny").schedule.stages) == 4
+    wide = config_from_preset("esr/rafdb", model__preset="tiny", model__kwargs={"num_branches": 6})
+    assert len(wide.schedule.stages) == 6
+    too_many = [StageConfig(epochs=1)] + [StageConfig(epochs=1, call="add_branch")] * 4
+    cfg = config_from_preset("esr/synthetic", smoke=True, **{  # explicit stages are kept, and refused up front
+        "schedule.stages": too_many, "run.out_dir": str(tmp_path), "run.quiet": True, "data.train_limit": 16})
+    assert len(cfg.schedule.stages) == 5
+    with pytest.raises(ConfigError, match="'add_branch' 4 times.*allows 3"):
+        fit(cfg)
+    assert not list(tmp_path.rglob("metrics.csv"))  # refused before the first epoch
+
+
 def test_precision_resolution():
     from fernb.engine import ConfigError
     from fernb.engine.fit import resolve_precision
@@ -664,8 +680,9 @@ def test_notebook_epochs_rescale_a_staged_recipe():
     from fernb.engine import ConfigError, ScheduleConfig, StageConfig
     from fernb.notebooks import method_config
 
-    esr = method_config("esr", "synthetic", False, epochs=12)  # ESR's recipe: 100 + 8 x 60 epochs
-    assert [s.epochs for s in esr.schedule.stages] == [4] + [1] * 8 and esr.schedule.total_epochs == 12
+    esr = method_config("esr", "synthetic", False, epochs=12)  # ESR-9's recipe: 100 + 8 x 60 epochs
+    # the tiny ESR has 4 branches: 100 + 3 x 60 epochs, rescaled to 12 (a full-mode notebook 03 once asked it for 8)
+    assert [s.epochs for s in esr.schedule.stages] == [6, 2, 2, 2] and esr.schedule.total_epochs == 12
     assert all(s.call == "add_branch" for s in esr.schedule.stages[1:])
     sched = ScheduleConfig(stages=[StageConfig(epochs=10), StageConfig(epochs=30)])
     assert [s.epochs for s in sched.scaled_stages(8)] == [2, 6]

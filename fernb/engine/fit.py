@@ -219,7 +219,21 @@ class Trainer:
         m = self.cfg.model
         if m.num_classes is not None and m.num_classes != num_classes:
             raise ConfigError(f"model.num_classes={m.num_classes} but the label space has {num_classes} classes")
-        return build_model(m, num_classes, self.cfg.data.img_size)
+        model = build_model(m, num_classes, self.cfg.data.img_size)
+        self._check_stage_calls(model)
+        return model
+
+    def _check_stage_calls(self, model: nn.Module) -> None:
+        """Refuse, before training, a schedule that calls a stage method more often than the model allows (ESR
+        cannot add more branches than it has)."""
+        limits = model.stage_call_limits() if hasattr(model, "stage_call_limits") else {}
+        calls = [s.call for s in self.cfg.schedule.stages if s.call]
+        for call, limit in limits.items():
+            if calls.count(call) > limit:
+                raise ConfigError(
+                    f"schedule.stages call {call!r} {calls.count(call)} times, but {self.cfg.model.name} "
+                    f"({self.cfg.model.preset}) allows {limit} (e.g. ESR can add num_branches - 1 branches); "
+                    f"drop stages, or build a larger model (model.kwargs)")
 
     def _build_loss(self, bundle: DataBundle) -> nn.Module:
         kw = dict(self.cfg.loss.kwargs)

@@ -35,7 +35,8 @@ from typing import Any
 
 from .config import StageConfig, TrainConfig, apply_overrides
 
-__all__ = ["METHODS", "DATASETS", "list_presets", "config_from_preset", "smoke_overrides", "smoke_enabled"]
+__all__ = ["METHODS", "DATASETS", "list_presets", "config_from_preset", "smoke_overrides", "smoke_enabled",
+           "fit_branch_stages"]
 
 METHODS: tuple[str, ...] = ("arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet")
 DATASETS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet7", "affectnet8", "fer2013", "ckplus", "jaffe", "affwild2",
@@ -56,6 +57,28 @@ _DATA: dict[str, dict[str, Any]] = {
 }
 
 _AFFECTNET = ("affectnet7", "affectnet8")
+
+
+def fit_branch_stages(cfg: TrainConfig) -> TrainConfig:
+    """Keep one ``add_branch`` stage per branch the configured ESR can add: ESR-9's recipe has 1 + 8 stages, the
+    ``tiny`` ESR (4 branches) 1 + 3 stages of the same lengths. Other configs come back unchanged."""
+    if cfg.model.name != "esr" or not cfg.schedule.stages:
+        return cfg
+    from ..models._registry import build_config
+    from ..models.esr import ESRConfig
+
+    sizes = {k: v for k, v in cfg.model.kwargs.items() if k in ("num_branches", "active_branches")}
+    model = build_config(ESRConfig, cfg.model.preset, sizes)
+    room = model.num_branches - (model.num_branches if model.active_branches is None else model.active_branches)
+    kept, adds = [], 0
+    for stage in cfg.schedule.stages:
+        if stage.call == "add_branch":
+            adds += 1
+            if adds > room:
+                continue
+        kept.append(stage)
+    cfg.schedule.stages = kept
+    return cfg
 
 
 def _esr_stages(first: int, later: int, branches: int = 9) -> list[StageConfig]:
@@ -163,4 +186,6 @@ def config_from_preset(name: str, smoke: bool | None = None, **overrides: Any) -
         cfg = apply_overrides(cfg, smoke_overrides(method, dataset))
     if overrides:
         cfg = apply_overrides(cfg, None, **overrides)
-    return cfg
+    given = {k.replace("__", ".") for k in overrides} | {f"{k}.{sub}" for k, v in overrides.items()
+                                                         if isinstance(v, dict) for sub in v}
+    return cfg if "schedule.stages" in given else fit_branch_stages(cfg)

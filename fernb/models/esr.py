@@ -255,6 +255,10 @@ class ESR(FERModel):
     def num_active_branches(self) -> int:
         return self._n_active
 
+    def stage_call_limits(self) -> dict[str, int]:
+        """How many times a training schedule may still call each stage method (the engine checks it up front)."""
+        return {"add_branch": len(self.branches) - self._n_active}
+
     @property
     def active(self) -> list[ESRBranch]:
         """The active branches, in order."""
