@@ -644,6 +644,21 @@ def test_predictions_under_bf16_autocast_run(tmp_path):
     assert math.isfinite(res.history[0]["train_loss"])
 
 
+def test_notebook_tiny_runs_use_the_scratch_optimiser_and_official_runs_the_recipe():
+    from fernb.notebooks import SCRATCH_OPTIM, method_config
+
+    manet = method_config("manet", "synthetic", False)
+    assert (manet.optim.name, manet.optim.lr, manet.optim.weight_decay) == ("adam", 1e-3, 0.0)
+    assert method_config("arbex", "synthetic", False).optim.lr == 3e-4
+    assert method_config("arbex", "synthetic", False).loss.kwargs == {"ramp_start": 0.5}
+    official = method_config("manet", "synthetic", False, preset="official")
+    assert (official.optim.name, official.optim.lr) == ("sgd", 0.01)  # MA-Net's published recipe
+    given = method_config("esr", "synthetic", False, lr=0.02)
+    assert (given.optim.name, given.optim.lr) == ("adam", 0.02)  # lr overrides the scratch step only
+    assert method_config("resnet18", "synthetic", False).optim.lr == 1e-3  # no scratch entry: the recipe
+    assert set(SCRATCH_OPTIM) <= {"arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet"}
+
+
 def test_branch_stages_follow_the_model(tmp_path):
     from fernb.engine import ConfigError, StageConfig, config_from_preset, fit
 
