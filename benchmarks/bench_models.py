@@ -38,13 +38,6 @@ from typing import Any
 DEFAULT_BATCHES = {"tiny": (1, 16, 64), "official": (1, 4, 16)}
 QUICK_BATCHES = {"tiny": (8,), "official": (2,)}
 _DEFAULT_SIZE = {"tiny": 48, "official": 224}
-VARIANTS = ("esr+diversity", "manet+diversity")
-
-
-def parse_model_spec(spec: str) -> tuple[str, dict[str, bool]]:
-    """``"esr+diversity"`` -> ``("esr", {"diversity": True})``; a plain name has no overrides."""
-    name, *flags = spec.split("+")
-    return name, {flag: True for flag in flags}
 
 
 @dataclass
@@ -133,11 +126,12 @@ def measure(name: str, preset: str, device: str, dtype: str, batch: int, warmup:
 
     import fernb
     from fernb.losses import StepInfo, create_loss
+    from fernb.models import parse_variant
 
     if threads:
         torch.set_num_threads(threads)
     row = Row(name, preset, device, dtype, batch)
-    base, overrides = parse_model_spec(name)
+    base, overrides = parse_variant(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = fernb.create_model(base, preset=preset, **overrides).to(device)
@@ -283,9 +277,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     import torch
 
     import fernb
+    from fernb.models import VARIANTS, parse_variant
 
     models = args.models or [*fernb.list_models(), *VARIANTS]
-    unknown = sorted({parse_model_spec(m)[0] for m in models} - set(fernb.list_models()))
+    unknown = sorted({parse_variant(m)[0] for m in models} - set(fernb.list_models()))
     if unknown:
         p.error(f"unknown model(s) {unknown}; registered: {fernb.list_models()}")
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

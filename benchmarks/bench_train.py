@@ -27,19 +27,14 @@ sys.path.insert(0, str(REPO))
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ferplus"
 
 
-def parse_method(spec: str) -> tuple[str, dict[str, bool]]:
-    """``"esr+diversity"`` -> ``("esr", {"diversity": True})``."""
-    name, *flags = spec.split("+")
-    return name, {flag: True for flag in flags}
-
-
 def run_method(spec: str, args: argparse.Namespace, out_dir: Path) -> dict:
     """Train one method (a name, or name+flag for a variant) for the budget; returns its row of the table."""
     from fernb.engine import apply_overrides, config_from_preset, fit
     from fernb.engine.presets import smoke_overrides
     from fernb.engine.rundir import RunDir
+    from fernb.models import parse_variant
 
-    method, model_kwargs = parse_method(spec)
+    method, model_kwargs = parse_variant(spec)
     over = {
         "model.preset": "tiny", "data.root": str(args.root),
         "data.img_size": args.img_size or smoke_overrides(method, "ferplus")["data.img_size"],
@@ -96,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     import fernb
     from fernb.engine import METHODS
     from fernb.losses import list_losses
+    from fernb.models import VARIANTS, parse_variant
 
     if not args.root.is_dir():
         print(f"FER+ data not found at {args.root}; pass --root", file=sys.stderr)
         return 2
     available = [m for m in METHODS if m in fernb.list_models() and m in list_losses()]
-    variants = [v for v in ("esr+diversity", "manet+diversity") if parse_method(v)[0] in available]
+    variants = [v for v in VARIANTS if parse_variant(v)[0] in available]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or [*available, *variants]
-    missing = [m for m in methods if parse_method(m)[0] not in available]
+    missing = [m for m in methods if parse_variant(m)[0] not in available]
     if missing:
         print(f"not registered (model or loss): {', '.join(missing)}; available: {', '.join(available)}",
               file=sys.stderr)

@@ -102,13 +102,10 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     with double underscores (``schedule__epochs=12``).
     """
     from .engine import apply_overrides, config_from_preset
-    from .engine.presets import fit_branch_stages, smoke_overrides
+    from .engine.presets import smoke_overrides
 
-    cfg = config_from_preset(preset, smoke=False)
     given = {k.replace("__", "."): v for k, v in params.items() if v is not None}
-    cfg = apply_overrides(cfg, given)
-    if "schedule.stages" not in given:
-        cfg = fit_branch_stages(cfg)  # the model preset may have changed its number of branches
+    cfg = config_from_preset(preset, smoke=False, **given)  # also fits ESR's stages to the model's branches
     if "schedule.epochs" in given and cfg.schedule.stages:  # a staged recipe (ESR) fits its stages to the epochs
         cfg.schedule.stages = cfg.schedule.scaled_stages(int(given["schedule.epochs"]))
     if smoke:

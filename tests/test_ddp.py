@@ -55,18 +55,15 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     assert proc.stdout.count("run:") == 1 and proc.stdout.count("best epoch") == 1  # only rank 0 reports
 
 
-@pytest.mark.parametrize("spec", ["arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet",
-                                  "esr+diversity", "manet+diversity"])
+@pytest.mark.parametrize("spec", te.METHOD_SPECS)
 def test_every_method_trains_under_torchrun_with_two_processes(tmp_path, spec: str):
-    from fernb.engine import StageConfig, config_from_preset, save_config
+    from fernb.engine import StageConfig, save_config
 
-    method, *flags = spec.split("+")
-    over = {"data.dataset": "synthetic", "data.train_limit": 32, "data.valid_limit": 16, "data.batch_size": 4,
-            "data.eval_batch_size": 16, "schedule.epochs": 1, "run.threads": 1, "run.out_dir": str(tmp_path),
-            "run.name": "ddp", "run.quiet": True, "run.precision": "fp32", "model.kwargs": {f: True for f in flags}}
-    if method == "esr":  # a second branch joins in the second stage (its parameters are unused before)
-        over["schedule.stages"] = [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch")]
-    save_config(config_from_preset(f"{method}/synthetic", smoke=True, **over), tmp_path / "ddp.yaml")
+    # ESR: a second branch joins in the second stage (its parameters are unused before)
+    cfg = te.spec_config(spec, [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch")], **{
+        "data.train_limit": 32, "data.valid_limit": 16, "data.batch_size": 4, "data.eval_batch_size": 16,
+        "schedule.epochs": 1, "run.out_dir": str(tmp_path), "run.name": "ddp"})
+    save_config(cfg, tmp_path / "ddp.yaml")
     proc = _torchrun(tmp_path, ["--config", str(tmp_path / "ddp.yaml")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads((tmp_path / "ddp" / "run.json").read_text())

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from fernb.data.base import FERDataset
-from fernb.engine import Callback
+from fernb.engine import METHODS, Callback
 from fernb.labels import LABEL_SPACES
 from fernb.losses import FERLoss, LossOutput, StepInfo, register_loss
 from fernb.losses._base import _LOSSES
-from fernb.models import FERModel, ModelOutput, register_model
+from fernb.models import VARIANTS, FERModel, ModelOutput, parse_variant, register_model
 from fernb.models._registry import _MODELS
 
 TOY = "engine_toy"
@@ -124,6 +124,23 @@ def toy_config(tmp: Path, **over):
             "run.precision": "fp32", "run.threads": 1}
     base.update(over)
     return apply_overrides(TrainConfig(), base)
+
+
+# every method and the diversity variants, for the tests that run each one (resume, DDP)
+METHOD_SPECS = [*METHODS, *VARIANTS]
+
+
+def spec_config(spec: str, esr_stages: list, **over):
+    """The smoke config of a method or variant (``"esr+diversity"``) on the synthetic data, with ``over`` applied;
+    ESR trains with ``esr_stages``."""
+    from fernb.engine import config_from_preset
+
+    method, flags = parse_variant(spec)
+    over = {"data.dataset": "synthetic", "run.quiet": True, "run.precision": "fp32", "run.threads": 1,
+            "model.kwargs": flags, **over}
+    if method == "esr":
+        over["schedule.stages"] = esr_stages
+    return config_from_preset(f"{method}/synthetic", smoke=True, **over)
 
 
 def weights_digest(model: nn.Module) -> str:

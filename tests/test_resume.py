@@ -167,26 +167,20 @@ def test_checkpoint_swap_survives_a_crash_between_renames_and_detects_corruption
         load_checkpoint(path)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
-
 
 # -- every method on its tiny model: interrupted mid-epoch, resumed, equal to an uninterrupted run ---------------------
 def _method_config(tmp_path: Path, spec: str, name: str, **extra):
-    from fernb.engine import StageConfig, config_from_preset
+    from fernb.engine import StageConfig
 
-    method, *flags = spec.split("+")
-    over = {"data.dataset": "synthetic", "data.train_limit": 48, "data.valid_limit": 16, "data.batch_size": 8,
-            "data.eval_batch_size": 16, "schedule.epochs": 2, "run.checkpoint_every_steps": 4, "run.threads": 1,
-            "run.out_dir": str(tmp_path), "run.name": name, "run.quiet": True, "run.precision": "fp32",
-            "model.kwargs": {f: True for f in flags}, **extra}
-    if method == "esr":  # the interruption falls in the second branch's stage, after add_branch
-        over["schedule.stages"] = [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch", reload_best=True)]
-    return config_from_preset(f"{method}/synthetic", smoke=True, **over)
+    # ESR: the interruption falls in the second branch's stage, after add_branch
+    stages = [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch", reload_best=True)]
+    return te.spec_config(spec, stages, **{
+        "data.train_limit": 48, "data.valid_limit": 16, "data.batch_size": 8, "data.eval_batch_size": 16,
+        "schedule.epochs": 2, "run.checkpoint_every_steps": 4, "run.out_dir": str(tmp_path), "run.name": name,
+        **extra})
 
 
-@pytest.mark.parametrize("spec", ["arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet",
-                                  "esr+diversity", "manet+diversity"])
+@pytest.mark.parametrize("spec", te.METHOD_SPECS)
 def test_every_method_resumes_identically_after_an_interruption(tmp_path, spec: str):
     from fernb.engine import Callback
 
@@ -212,3 +206,6 @@ def test_every_method_resumes_identically_after_an_interruption(tmp_path, spec: 
     assert te.weights_digest(res.model) == te.weights_digest(ref.model)
     if spec.startswith("esr"):
         assert res.model.num_active_branches == 2  # the resumed run is in the second branch's stage
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -195,6 +195,8 @@ class Trainer:
             raise ConfigError("schedule.epochs (or the sum of schedule.stages[].epochs) must be >= 1")
         if cfg.schedule.monitor_mode not in ("max", "min"):
             raise ConfigError(f"schedule.monitor_mode={cfg.schedule.monitor_mode!r}; expected max or min")
+        if cfg.run.loss_scale <= 0:
+            raise ConfigError(f"run.loss_scale={cfg.run.loss_scale}; expected a positive initial fp16 loss scale")
         self.stage_bounds = _stage_bounds(cfg)
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
@@ -495,8 +497,6 @@ class Trainer:
         num_classes = self.bundle.train.num_classes
         self.model = self._build_model(num_classes).to(self.device)
         self.loss_fn = self._build_loss(self.bundle).to(self.device)
-        if cfg.run.loss_scale <= 0:
-            raise ConfigError(f"run.loss_scale={cfg.run.loss_scale}; expected a positive initial fp16 loss scale")
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=cfg.run.loss_scale,
                                            enabled=self.precision == "fp16")
         d = cfg.data

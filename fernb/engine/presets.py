@@ -69,7 +69,7 @@ def fit_branch_stages(cfg: TrainConfig) -> TrainConfig:
 
     sizes = {k: v for k, v in cfg.model.kwargs.items() if k in ("num_branches", "active_branches")}
     model = build_config(ESRConfig, cfg.model.preset, sizes)
-    room = model.num_branches - (model.num_branches if model.active_branches is None else model.active_branches)
+    room = model.num_branches - model.initial_branches
     kept, adds = [], 0
     for stage in cfg.schedule.stages:
         if stage.call == "add_branch":

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "model_entrypoint"]
+__all__ = ["register_model", "create_model", "list_models", "model_entrypoint", "parse_variant", "VARIANTS"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -30,6 +30,16 @@ def _ensure_models() -> None:
 def list_models() -> list[str]:
     _ensure_models()
     return sorted(_MODELS)
+
+
+# Model variants named "name+flag" (a config flag set to True) where benchmarks and tests list methods side by side.
+VARIANTS: tuple[str, ...] = ("esr+diversity", "manet+diversity")
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, bool]]:
+    """``"esr+diversity"`` -> ``("esr", {"diversity": True})``; a plain registry name has no overrides."""
+    name, *flags = spec.split("+")
+    return name, {flag: True for flag in flags}
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:

@@ -108,6 +108,11 @@ class ESRConfig:
                    affect_head=False)
 
     @property
+    def initial_branches(self) -> int:
+        """Branches active at construction (``active_branches``, or all when it is None)."""
+        return self.num_branches if self.active_branches is None else self.active_branches
+
+    @property
     def use_affect_head(self) -> bool:
         return (not self.diversity) if self.affect_head is None else self.affect_head
 
@@ -229,7 +234,7 @@ class ESR(FERModel):
                       cfg.diversity, cfg.cbam_reduction)
             for _ in range(cfg.num_branches))
         self.num_features = cfg.branch_channels[-1]
-        n = cfg.num_branches if cfg.active_branches is None else cfg.active_branches
+        n = cfg.initial_branches
         # the count lives in a buffer (saved in checkpoints) and in a Python int (read by forward without a GPU sync)
         self.register_buffer("active_branches", torch.tensor(0, dtype=torch.long))
         self._n_active = 0
@@ -246,7 +251,7 @@ class ESR(FERModel):
     def _activate(self, n: int) -> None:
         """Branches that become active train; inactive ones do not require gradients (DDP would otherwise wait for
         gradients that their parameters never get)."""
-        for i in range(min(n, self._n_active), max(n, self._n_active, len(self.branches))):
+        for i in range(min(n, self._n_active), len(self.branches)):  # the branches before keep their state
             self.branches[i].requires_grad_(i < n)
         self._n_active = int(n)
 
