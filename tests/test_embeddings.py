@@ -15,6 +15,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
+from fernb.data.cache import CACHE_ENV
 from fernb.explore import embeddings as emb
 from fernb.explore.embeddings import COLOURINGS, EmbeddingSet
 from fernb.viz import embeddings as vemb
@@ -26,7 +27,7 @@ def cache_dir(tmp_path_factory) -> Path:
     """Embedding and map caches in a temporary folder (the numba cache stays where it is: persistent)."""
     path = tmp_path_factory.mktemp("fernb-cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(emb.CACHE_ENV, str(path))
+        mp.setenv(CACHE_ENV, str(path))
         yield path
 
 

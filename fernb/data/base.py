@@ -65,6 +65,8 @@ class FERDataset(Dataset):
         subjects: (N,) subject ids (str) or None.
         paths: image paths (None for in-memory datasets).
         meta: per-sample extra columns (e.g. ``true_label`` of the synthetic data), each (N,).
+        batch_transform: a whole-batch transform of ``pixels`` (:class:`fernb.data.arrays.BatchTransform`) or None;
+            when set, the engine batches the pixels directly and ``transform`` serves single-item access only.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class FERDataset(Dataset):
         mode: str = "RGB",
         root: str | Path | None = None,
         source: str | Path | None = None,
+        batch_transform: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         if (paths is None) == (pixels is None):
             raise ValueError("give exactly one of paths= or pixels=")
@@ -106,6 +109,9 @@ class FERDataset(Dataset):
             raise ValueError(f"{name}/{split}: dists have {self.dists.shape[1]} columns, "
                              f"label space {len(label_space)}")
         self.transform, self.mode = transform, mode
+        self.batch_transform = batch_transform
+        # set by fernb.data.arrays.materialize: decoded pixels keep the identity of the samples they came from
+        self.source_fingerprint: str | None = None
         self.root = Path(root) if root is not None else None
 
     # -- the torch Dataset protocol -------------------------------------------------------------------------------
@@ -151,19 +157,23 @@ class FERDataset(Dataset):
     def subset(self, indices: Sequence[int] | np.ndarray, split: str | None = None) -> FERDataset:
         """A new dataset holding the given rows (keeps labels, distributions, subjects and meta)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return self._like(
+        whole = len(idx) == len(self) and bool((idx == np.arange(len(self))).all())
+        out = self._like(
             split or self.split, self.label_space, self.targets[idx],
             paths=[self.paths[i] for i in idx] if self.paths is not None else None,
-            pixels=self.pixels[idx] if self.pixels is not None else None,
+            pixels=(self.pixels if whole else self.pixels[idx]) if self.pixels is not None else None,
             dists=self.dists[idx] if self.dists is not None else None,
             subjects=self.subjects[idx] if self.subjects is not None else None,
             meta={k: v[idx] for k, v in self.meta.items()},
         )
+        if whole:
+            out.source_fingerprint = self.source_fingerprint
+        return out
 
     def _like(self, split: str, label_space: LabelSpace, targets: np.ndarray, **arrays: Any) -> FERDataset:
         """A dataset of the same (sub)class, transform, mode and root, holding other rows."""
         out = FERDataset(self.name, split, label_space, targets, transform=self.transform, mode=self.mode,
-                         root=self.root, **arrays)
+                         root=self.root, batch_transform=self.batch_transform, **arrays)
         out.__class__ = type(self)  # keeps a reader's subclass (e.g. one that crops face boxes) working
         return out
 
@@ -173,8 +183,21 @@ class FERDataset(Dataset):
         new.transform = transform
         return new
 
+    def with_batch_transform(self, batch_transform: Callable[..., torch.Tensor] | None) -> FERDataset:
+        """The same samples with a whole-batch transform (:class:`fernb.data.arrays.BatchTransform`); the engine
+        then batches its ``pixels`` directly instead of transforming image by image."""
+        if batch_transform is not None and self.pixels is None:
+            raise ValueError(f"{self.name}/{self.split}: a batch transform needs decoded pixels; use "
+                             "fernb.data.arrays.materialize(ds, img_size) first")
+        new = self.subset(np.arange(len(self)))
+        new.batch_transform = batch_transform
+        return new
+
     def fingerprint(self) -> str:
-        """A short hash of the sample list and labels (recorded in run records)."""
+        """A short hash of the sample list and labels (recorded in run records); a split decoded into an array at
+        some size keeps the fingerprint of the files it was decoded from."""
+        if self.source_fingerprint is not None:
+            return self.source_fingerprint
         h = hashlib.sha256()
         h.update(f"{self.name}|{self.split}|{','.join(self.label_space.names)}|{len(self)}".encode())
         h.update(self.targets.tobytes())

@@ -55,6 +55,7 @@ from PIL import Image
 
 from ..labels import LabelSpace, get_label_space
 from .base import FERDataset, register_dataset
+from .cache import cache_root
 
 __all__ = [
     "ACTIONS",
@@ -1203,23 +1204,13 @@ def _worker_init() -> None:
 
 
 # -- cache ------------------------------------------------------------------------------------------------------------
-def _default_cache_dir() -> Path:
-    env = os.environ.get("FERNB_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "pyproject.toml").is_file():
-        return repo / "data"
-    return Path.home() / ".cache" / "fernb"
-
-
 def cache_path(config: SyntheticConfig, cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache_dir>/synthetic/<config fingerprint>.npz``.
 
     ``cache_dir`` defaults to ``$FERNB_CACHE_DIR``, else the repository's ``data/`` folder (``~/.cache/fernb`` when
     fernb is not run from a checkout).
     """
-    root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     return root / "synthetic" / f"{config.fingerprint()}.npz"
 
 

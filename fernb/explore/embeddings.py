@@ -35,6 +35,8 @@ from typing import Any, overload
 
 import numpy as np
 
+from ..data.cache import cache_root
+
 __all__ = [
     "COLOURINGS",
     "EmbeddingSet",
@@ -55,20 +57,8 @@ __all__ = [
     "warm_numba_cache",
 ]
 
-CACHE_ENV = "FERNB_CACHE_DIR"
 COLOURINGS = ("label", "prediction", "confidence")
 _VERSION = 1  # bump when what is cached changes meaning
-
-
-def cache_root() -> Path:
-    """``$FERNB_CACHE_DIR``, else the checkout's ``data/`` folder (git-ignored), else ``~/.cache/fernb``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "pyproject.toml").is_file() and (repo / "data").is_dir():
-        return repo / "data"
-    return Path.home() / ".cache" / "fernb"
 
 
 def configure_numba_cache() -> Path:
