@@ -78,6 +78,12 @@ class DataConfig:
         fold: index of the test fold.
         fold_split: split that the folds are cut from.
         fallback: dataset to use when the data root is missing (smoke runs use ``"synthetic"``); None raises.
+        pipeline: ``"pil"``: per-sample PIL transforms (the published pipelines, :mod:`fernb.data.transforms`);
+            ``"tensor"``: every split decoded once into a uint8 array at ``img_size`` (cached on disk) and augmented
+            a whole batch at a time (:mod:`fernb.data.arrays`), with the method's normalisation: the budget recipes'
+            fast input on a CPU.
+        batch_augment: fields of :class:`fernb.data.arrays.BatchTransform` for the ``tensor`` pipeline's training
+            batches (``hflip``, ``degrees``, ``scale``, ``translate``, ``erase_p``, ``erase_scale``, ...).
     """
 
     dataset: str = "synthetic"
@@ -103,6 +109,8 @@ class DataConfig:
     fold: int = 0
     fold_split: str = "all"
     fallback: str | None = None
+    pipeline: str = "pil"
+    batch_augment: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +169,8 @@ class OptimConfig:
         clip_grad_norm: clip the global gradient norm to this value (None: off).
         lr_mult: parameter-name prefix -> learning-rate multiplier (first matching prefix wins); a model's own
             ``param_groups(lr)`` method takes precedence.
+        decay_norm_bias: apply ``weight_decay`` to every parameter; False exempts norms, biases and other 1-d
+            parameters, and what the model's ``no_weight_decay()`` names (ARBEx's anchors), as timm does.
     """
 
     name: str = "adam"
@@ -175,6 +185,7 @@ class OptimConfig:
     sam_adaptive: bool = False
     clip_grad_norm: float | None = None
     lr_mult: dict[str, float] = field(default_factory=dict)
+    decay_norm_bias: bool = True
 
 
 @dataclass
@@ -203,12 +214,20 @@ class ScheduleConfig:
     Attributes:
         epochs: number of epochs (ignored when ``stages`` is given: their sum is used).
         name: ``"none"``, ``"exponential"`` (lr * gamma^epoch), ``"step"`` (lr * gamma^(epoch // step_size)),
-            ``"cosine"`` (per step, down to ``min_lr``) or ``"plateau"`` (multiply by ``plateau_factor`` after
-            ``plateau_patience`` validations without improvement of ``monitor``).
+            ``"cosine"`` or ``"linear"`` (per step, down to ``min_lr`` exactly at the last step), or ``"plateau"``
+            (multiply by ``plateau_factor`` after ``plateau_patience`` validations without improvement of
+            ``monitor``).
         gamma: decay factor of ``exponential`` and ``step``.
         step_size: epochs per decay of ``step``.
         min_lr: floor of ``cosine`` and ``plateau``.
         warmup_epochs: linear warm-up from 0 (per step), before any schedule.
+        warmup_fraction: warm-up over this fraction of all steps instead (used when > 0).
+        steps: train exactly this many optimiser steps (``epochs`` is then derived, the last epoch cut short, and
+            ``cosine``/``linear`` end at the last step); a staged schedule shares them out by its stages' epochs.
+        budget_s: train for this many wall-clock seconds (validation included): before training, the engine times
+            a few steps and a validation on throw-away copies, turns the budget into ``steps`` and records it in
+            ``run.json`` (``budget``); the schedule then ends exactly at the budget's last step. Rerun with
+            ``schedule.steps=<recorded>`` for a bit-identical run on any machine.
         plateau_factor: see ``name``.
         plateau_patience: see ``name``.
         monitor: validation metric that selects the best checkpoint (and drives ``plateau``).
@@ -224,6 +243,9 @@ class ScheduleConfig:
     step_size: int = 10
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
+    warmup_fraction: float = 0.0
+    steps: int | None = None
+    budget_s: float | None = None
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     monitor: str = "valid_accuracy"
@@ -276,6 +298,8 @@ class RunConfig:
         time_budget_s: stop once the run has spent this many seconds (training and the validations so far; None:
             no limit); the run still validates and saves at the stop.
         threads: torch intra-op threads (None: leave torch's setting).
+        channels_last: keep the model and its inputs in channels-last memory (faster convolutions with oneDNN on
+            CPUs; the budget recipes set it).
         ddp_find_unused_parameters: DDP option for models whose forward leaves some trainable parameters unused.
     """
 
@@ -295,6 +319,7 @@ class RunConfig:
     max_steps: int | None = None
     time_budget_s: float | None = None
     threads: int | None = None
+    channels_last: bool = False
     ddp_find_unused_parameters: bool = False
 
 

@@ -6,6 +6,7 @@ mid-epoch skips the batches it had already seen without drawing from any RNG, an
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Callable
@@ -17,14 +18,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.arrays import ArrayBatches, BatchTransform, materialize
 from ..data.base import FERDataset, restrict_label_space
 from ..labels import get_label_space
-from .config import DataConfig, TrainConfig
+from .config import ConfigError, DataConfig, TrainConfig
 from .distributed import shard_indices
 
 __all__ = [
     "DataBundle",
     "build_transform",
+    "build_batch_transform",
     "transform_method",
     "load_split",
     "build_datasets",
@@ -64,6 +67,48 @@ def transform_method(cfg: TrainConfig) -> str | None:
 def _transform(cfg: TrainConfig, train: bool) -> Callable[[Any], torch.Tensor]:
     method = transform_method(cfg)
     return build_transform(method, train, cfg.data.img_size, strict=cfg.data.transform != "auto")
+
+
+PIPELINES = ("pil", "tensor")
+
+
+def build_batch_transform(cfg: TrainConfig, train: bool) -> BatchTransform:
+    """The ``tensor`` pipeline's whole-batch transform: the method's channels, normalisation and channel order
+    (from its transform preset, as the per-sample pipeline has them), plus ``data.batch_augment`` when training."""
+    from ..data.transforms import list_presets, transform_spec
+
+    method = transform_method(cfg) or "default"
+    if cfg.data.transform == "auto" and method not in list_presets():
+        try:
+            spec = transform_spec(method, False, cfg.data.img_size)
+        except ValueError:
+            spec = transform_spec("default", False, cfg.data.img_size)
+    else:
+        spec = transform_spec(method, False, cfg.data.img_size)
+    base = {"channels": spec.channels, "mean": spec.mean, "std": spec.std, "bgr": spec.bgr}
+    if not train:
+        return BatchTransform(**base, train=False)
+    known = {f.name for f in dataclasses.fields(BatchTransform)} - set(base) - {"train"}
+    unknown = sorted(set(cfg.data.batch_augment) - known)
+    if unknown:
+        raise ConfigError(f"data.batch_augment has unknown key(s) {unknown}; BatchTransform takes {sorted(known)}")
+    aug = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.data.batch_augment.items()}
+    return BatchTransform(**base, **aug)
+
+
+def _attach_transforms(cfg: TrainConfig, ds: FERDataset, train: bool) -> FERDataset:
+    """``ds`` with the run's transforms: the per-sample one always (single-item access, explorers), and under the
+    ``tensor`` pipeline the decoded pixels with the whole-batch one."""
+    if transform_method(cfg) is None and cfg.data.pipeline == "pil":
+        return ds
+    if cfg.data.pipeline not in PIPELINES:
+        raise ConfigError(f"data.pipeline={cfg.data.pipeline!r}; expected one of {', '.join(PIPELINES)}")
+    if cfg.data.pipeline == "tensor":
+        ds = materialize(ds, cfg.data.img_size, progress=not cfg.run.quiet)
+        ds = ds.with_batch_transform(build_batch_transform(cfg, train))
+    if transform_method(cfg) is not None:
+        ds = ds.with_transform(_transform(cfg, train))
+    return ds
 
 
 def _is_missing_root(exc: BaseException) -> bool:
@@ -254,9 +299,8 @@ def build_datasets(cfg: TrainConfig, train_data: FERDataset | None = None,
                 valid = restrict_label_space(valid, train.label_space)
     train = _limit(train, d.train_limit, seed)
     valid = _limit(valid, d.valid_limit, seed + 1)
-    if transform_method(cfg) is not None:
-        train = train.with_transform(_transform(cfg, True))
-        valid = valid.with_transform(_transform(cfg, False))
+    train = _attach_transforms(cfg, train, True)
+    valid = _attach_transforms(cfg, valid, False)
     if source != d.dataset and train_data is None:
         notes.append(f"data root of {d.dataset!r} missing: trained on {source!r} (fallback)")
     return DataBundle(train, valid, source, notes)
@@ -282,9 +326,7 @@ def build_test_dataset(cfg: TrainConfig, split: str, *, dataset: str | None = No
                                 options=options if options is not None else {}, label_space=None)
     if dataset is None and d.label_space is not None and ds.label_space != get_label_space(d.label_space):
         ds = restrict_label_space(ds, get_label_space(d.label_space))
-    if transform_method(cfg) is not None:
-        ds = ds.with_transform(_transform(cfg, False))
-    return ds, source
+    return _attach_transforms(cfg, ds, False), source
 
 
 def run_split(cfg: TrainConfig, split: str) -> FERDataset:
@@ -298,7 +340,10 @@ def run_split(cfg: TrainConfig, split: str) -> FERDataset:
     bundle = build_datasets(cfg)
     if split == "valid":
         return bundle.valid
-    return bundle.train.with_transform(_transform(cfg, False)) if transform_method(cfg) is not None else bundle.train
+    train = bundle.train
+    if train.batch_transform is not None:
+        train = train.with_batch_transform(build_batch_transform(cfg, False))
+    return train.with_transform(_transform(cfg, False)) if transform_method(cfg) is not None else train
 
 
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -343,9 +388,18 @@ def epoch_indices(cfg: DataConfig, targets: np.ndarray, seed: int, epoch: int, r
 
 
 def make_loader(ds: FERDataset, indices: np.ndarray, batch_size: int, *, num_workers: int = 0, seed: int = 0,
-                epoch: int = 0, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader that visits ``indices`` in order. Its own generator (seeded by seed and epoch) gives the
-    workers' base seed, so creating it never draws from the global torch RNG."""
+                epoch: int = 0, drop_last: bool = False, pin_memory: bool = False, stream: int = 0,
+                first_batch: int = 0) -> DataLoader | ArrayBatches:
+    """Batches that visit ``indices`` in order.
+
+    A dataset with pixels and a ``batch_transform`` gets :class:`~fernb.data.arrays.ArrayBatches` (batch ``b`` of
+    the epoch, counted from ``first_batch``, augmented by a generator seeded from seed, epoch, ``stream`` and b);
+    any other a DataLoader whose own generator (seeded by seed and epoch) gives the workers' base seed, so creating
+    it never draws from the global torch RNG.
+    """
+    if ds.batch_transform is not None and ds.pixels is not None:
+        return ArrayBatches(ds, indices, batch_size, seed=seed, epoch=epoch, stream=stream, first_batch=first_batch,
+                            drop_last=drop_last)
     gen = torch.Generator()
     gen.manual_seed(int(np.random.default_rng([seed, epoch, 3]).integers(2**62)))
     return DataLoader(ds, batch_size=batch_size, sampler=indices.tolist(), num_workers=num_workers,

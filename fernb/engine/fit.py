@@ -15,6 +15,7 @@ Hooks a model may define (all optional):
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -32,7 +33,7 @@ from torch import nn
 from ..data.base import FERDataset
 from ..losses import StepInfo, create_loss
 from .checkpoint import capture_rng, checkpoint_exists, load_checkpoint, restore_rng, save_checkpoint
-from .config import ConfigError, TrainConfig, save_config
+from .config import ConfigError, ScheduleConfig, StageConfig, TrainConfig, save_config
 from .data import DataBundle, build_datasets, class_weights, epoch_indices, make_loader
 from .distributed import DistEnv, init_distributed
 from .factory import build_model
@@ -164,15 +165,28 @@ def resolve_precision(precision: str, device: torch.device, sam: bool = False) -
     return precision
 
 
-def _stage_bounds(cfg: TrainConfig) -> list[tuple[int, int]]:
+def _stage_bounds(stages: Sequence[StageConfig], epochs: int) -> list[tuple[int, int]]:
     """[(first_epoch, last_epoch_exclusive)] per stage (one stage spanning the run without stages)."""
-    if not cfg.schedule.stages:
-        return [(0, cfg.schedule.epochs)]
+    if not stages:
+        return [(0, epochs)]
     out, start = [], 0
-    for s in cfg.schedule.stages:
+    for s in stages:
         out.append((start, start + s.epochs))
         start += s.epochs
     return out
+
+
+def check_schedule(s: ScheduleConfig) -> None:
+    """Refuse contradictory or out-of-range step plans and warm-ups before anything is built."""
+    if s.steps is not None and s.budget_s is not None:
+        raise ConfigError(f"schedule.steps={s.steps} and schedule.budget_s={s.budget_s}: give one (a budget is "
+                          "turned into steps)")
+    if s.steps is not None and s.steps < 1:
+        raise ConfigError(f"schedule.steps={s.steps}; expected a positive number of optimiser steps")
+    if s.budget_s is not None and not s.budget_s > 0:
+        raise ConfigError(f"schedule.budget_s={s.budget_s}; expected a positive number of seconds")
+    if not 0.0 <= s.warmup_fraction < 1.0:
+        raise ConfigError(f"schedule.warmup_fraction={s.warmup_fraction}; expected a fraction in [0, 1)")
 
 
 def _count(model: nn.Module, trainable: bool) -> int:
@@ -190,14 +204,18 @@ class Trainer:
         self._train_data, self._valid_data = train_data, valid_data
         self.device = env.device
         self.precision = resolve_precision(cfg.run.precision, self.device, cfg.optim.sam)
+        self.stages: list[StageConfig] = list(cfg.schedule.stages)
         self.total_epochs = cfg.schedule.total_epochs
+        self.planned_steps: int | None = None  # schedule.steps, or what schedule.budget_s came to
+        self.budget: dict[str, Any] | None = None
         if self.total_epochs < 1:
             raise ConfigError("schedule.epochs (or the sum of schedule.stages[].epochs) must be >= 1")
+        check_schedule(cfg.schedule)
         if cfg.schedule.monitor_mode not in ("max", "min"):
             raise ConfigError(f"schedule.monitor_mode={cfg.schedule.monitor_mode!r}; expected max or min")
         if cfg.run.loss_scale <= 0:
             raise ConfigError(f"run.loss_scale={cfg.run.loss_scale}; expected a positive initial fp16 loss scale")
-        self.stage_bounds = _stage_bounds(cfg)
+        self.stage_bounds = _stage_bounds(self.stages, self.total_epochs)
         self.history: list[dict[str, Any]] = []
         self.global_step = 0
         self.epoch = 0
@@ -229,13 +247,20 @@ class Trainer:
         """Refuse, before training, a schedule that calls a stage method more often than the model allows (ESR
         cannot add more branches than it has)."""
         limits = model.stage_call_limits() if hasattr(model, "stage_call_limits") else {}
-        calls = [s.call for s in self.cfg.schedule.stages if s.call]
+        calls = [s.call for s in self.stages if s.call]
         for call, limit in limits.items():
             if calls.count(call) > limit:
                 raise ConfigError(
                     f"schedule.stages call {call!r} {calls.count(call)} times, but {self.cfg.model.name} "
                     f"({self.cfg.model.preset}) allows {limit} (e.g. ESR can add num_branches - 1 branches); "
                     f"drop stages, or build a larger model (model.kwargs)")
+
+    def _place(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the run's device (and to channels-last memory with ``run.channels_last``)."""
+        model.to(self.device)
+        if self.cfg.run.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
 
     def _build_loss(self, bundle: DataBundle) -> nn.Module:
         kw = dict(self.cfg.loss.kwargs)
@@ -253,14 +278,14 @@ class Trainer:
         return len(self.stage_bounds) - 1
 
     def _stage_lr(self, stage: int) -> float:
-        stages = self.cfg.schedule.stages
+        stages = self.stages
         if stages and stages[stage].lr is not None:
             return float(stages[stage].lr)
         return self.cfg.optim.lr
 
     def _schedule_epoch(self, epoch: int) -> int:
         stage = self._stage_of(epoch)
-        stages = self.cfg.schedule.stages
+        stages = self.stages
         if stages and stages[stage].restart_schedule:
             return epoch - self.stage_bounds[stage][0]
         return epoch
@@ -272,13 +297,20 @@ class Trainer:
             base = self.optimizer.base if isinstance(self.optimizer, SAM) else self.optimizer
             lr = self._stage_lr(stage)
             base.add_param_group({"params": loss_params, "lr": lr, "base_lr": lr, "name": "loss"})
-        stages = self.cfg.schedule.stages
+        stages = self.stages
         restart = not stages or stages[stage].restart_schedule
-        span = (self.stage_bounds[stage][1] - self.stage_bounds[stage][0]) if restart else self.total_epochs
         old = getattr(self, "schedule", None)
-        self.schedule = LRSchedule(self.cfg.schedule, span, self.steps_per_epoch)
+        self.schedule = LRSchedule(self.cfg.schedule, self._span(stage, restart), self.steps_per_epoch)
         if old is not None and not restart:
             self.schedule.load_state_dict(old.state_dict())
+
+    def _span(self, stage: int, restart: bool) -> float:
+        """Epochs the schedule of ``stage`` spans; fractional when a step plan cuts the last epoch short."""
+        first, last = self.stage_bounds[stage] if restart else (0, self.total_epochs)
+        if self.planned_steps is None:
+            return float(last - first)
+        spe = self.steps_per_epoch
+        return (min(last * spe, self.planned_steps) - first * spe) / spe
 
     def _wrap(self) -> None:
         if self.env.distributed:
@@ -294,19 +326,19 @@ class Trainer:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def _call_stage(self, stage: int) -> None:
-        call = self.cfg.schedule.stages[stage].call if self.cfg.schedule.stages else None
+        call = self.stages[stage].call if self.stages else None
         if call:
             fn = getattr(self.model, call, None)
             if not callable(fn):
                 raise ConfigError(f"schedule.stages[{stage}].call={call!r}: {type(self.model).__name__} has no such "
                                   "method")
             fn()
-            self.model.to(self.device)
+            self._place(self.model)
             self.stage_calls.append(call)
 
     def _enter_stage(self, stage: int) -> None:
         """Apply stage ``stage``: reload the previous stage's best weights if asked, call its method, new optimiser."""
-        stages = self.cfg.schedule.stages
+        stages = self.stages
         if stages and stages[stage].reload_best and self.stage_best["state"] is not None:
             self.model.load_state_dict(self.stage_best["state"])
         self._call_stage(stage)
@@ -339,6 +371,7 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "stage_best_value": self.stage_best["value"],
+            "plan": {"steps": self.planned_steps, "budget": self.budget},
         }
         if self.stage_best["state"] is not None:
             state["stage_best_state"] = self.stage_best["state"]
@@ -369,7 +402,7 @@ class Trainer:
                                   "stage_calls": list(self.stage_calls),
                                   "class_names": list(self.bundle.label_space.names), "saved": now_iso()})
 
-    def _resume(self) -> tuple[int, dict[str, Any]]:
+    def _read_last(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         path = self.run_dir.checkpoint("last")
         if not checkpoint_exists(path):
             raise FileNotFoundError(f"{path}: no last checkpoint to resume from (the run stopped before its first "
@@ -377,6 +410,10 @@ class Trainer:
         model_state, _, ts = load_checkpoint(path)
         if ts is None:
             raise FileNotFoundError(f"{path}: the checkpoint has no training state; cannot resume")
+        return model_state, ts
+
+    def _resume(self, model_state: dict[str, torch.Tensor], ts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        path = self.run_dir.checkpoint("last")
         if int(ts["world_size"]) != self.env.world_size:
             raise RuntimeError(f"{path} was written by {ts['world_size']} processes; resume with the same number "
                                f"(now {self.env.world_size})")
@@ -385,7 +422,7 @@ class Trainer:
             self._call_stage(s)
         self.applied_stage = int(prog["applied_stage"])
         self.model.load_state_dict(model_state)
-        self.model.to(self.device)
+        self._place(self.model)
         hook = getattr(self.model, "on_epoch_start", None)
         if callable(hook) and int(prog["batch"]) > 0:  # the interrupted epoch had already called it
             hook(int(prog["epoch"]), self.total_epochs)
@@ -404,6 +441,103 @@ class Trainer:
         self.stage_best = {"value": ts.get("stage_best_value"), "state": ts.get("stage_best_state")}
         self._rng_to_restore = ts["rng"][self.env.rank]
         return int(prog["batch"]), dict(ts["sums"])
+
+    # -- step plans and time budgets ----------------------------------------------------------------------------------
+    def _apply_plan(self, steps: int, budget: dict[str, Any] | None) -> None:
+        """Train exactly ``steps`` optimiser steps: derive the epochs, share them out over the stages."""
+        if steps < 1:
+            raise ConfigError(f"a run needs at least one optimiser step, the plan has {steps}")
+        spe = self.steps_per_epoch
+        epochs = -(-steps // spe)
+        if self.cfg.schedule.stages:
+            if epochs < len(self.cfg.schedule.stages):
+                need = len(self.cfg.schedule.stages) * spe
+                raise ConfigError(
+                    f"{steps} steps ({epochs} epochs of {spe} steps) cannot hold the {len(self.cfg.schedule.stages)} "
+                    f"stages of schedule.stages (one epoch each at least: {need} steps); give more "
+                    "schedule.budget_s or schedule.steps, or fewer stages")
+            self.stages = self.cfg.schedule.scaled_stages(epochs)
+        self.planned_steps, self.budget, self.total_epochs = int(steps), budget, epochs
+        self.stage_bounds = _stage_bounds(self.stages, epochs)
+        self.total_steps = int(steps)
+
+    def _validations(self, epochs: int) -> int:
+        every = max(1, self.cfg.schedule.eval_every)
+        ends = {b for _, b in _stage_bounds(self.cfg.schedule.scaled_stages(epochs) if self.cfg.schedule.stages
+                                            and epochs >= len(self.cfg.schedule.stages) else [], epochs)}
+        return len({e for e in range(1, epochs + 1) if e % every == 0} | ends | {epochs})
+
+    def _calibrate(self) -> tuple[int, dict[str, Any]]:
+        """Turn ``schedule.budget_s`` into a step count: time a few training steps (per stage, as stages change the
+        model) and a validation on throw-away copies of the model, loss and optimiser, with the run's own batches;
+        the RNG states and the run's objects are left as they were."""
+        cfg, env = self.cfg, self.env
+        budget = float(cfg.schedule.budget_s)
+        t_start = time.perf_counter()
+        saved = {k: getattr(self, k, None) for k in ("model", "loss_fn", "net", "optimizer", "schedule", "scaler",
+                                                      "applied_stage", "stage_calls", "stages", "stage_bounds")}
+        rng = capture_rng()
+        min_time = min(2.0, max(0.3, 0.01 * budget))
+        stage_seconds: list[float] = []
+        try:
+            self.model, self.loss_fn = copy.deepcopy(saved["model"]), copy.deepcopy(saved["loss_fn"])
+            self.scaler = torch.amp.GradScaler(self.device.type, init_scale=cfg.run.loss_scale,
+                                               enabled=self.precision == "fp16")
+            self.stage_calls = []
+            d = cfg.data
+            order = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, 0, env.rank, env.world_size)
+            for stage in range(len(self.stages) or 1):
+                self._call_stage(stage)
+                self._new_optimizer(stage)
+                self._wrap()
+                self.net.train()
+                loader = make_loader(self.bundle.train, order, d.batch_size, seed=cfg.run.seed, epoch=0,
+                                     drop_last=d.drop_last, stream=env.rank)
+                times: list[float] = []
+                while True:
+                    tick = time.perf_counter()
+                    for j, batch in enumerate(loader):
+                        self._step(batch, j, self.steps_per_epoch)
+                        now = time.perf_counter()
+                        times.append(now - tick)
+                        tick = now
+                        timed = times[2:]
+                        if len(timed) >= 30 or (len(timed) >= 5 and sum(timed) >= min_time):
+                            break
+                    if len(times) >= 7 or len(times) >= 3 * self.steps_per_epoch:
+                        break
+                timed = times[2:] or times
+                stage_seconds.append(float(np.median(timed)))
+            valid = self.bundle.valid
+            bs = cfg.data.eval_batch_size or cfg.data.batch_size
+            m = min(len(valid), 4 * bs)
+            warm = valid.subset(np.arange(min(len(valid), bs)))
+            predict(self.model, warm, batch_size=bs, device=self.device, precision=self.precision,
+                    channels_last=cfg.run.channels_last)
+            tv = time.perf_counter()
+            predict(self.model, valid.subset(np.arange(m)), batch_size=bs, device=self.device,
+                    precision=self.precision, env=self.env, order=cfg.data.eval_order,
+                    channels_last=cfg.run.channels_last)
+            valid_seconds = (time.perf_counter() - tv) * len(valid) / max(1, m)
+        finally:
+            for k, v in saved.items():
+                setattr(self, k, v)
+            restore_rng(rng)
+        calibration = time.perf_counter() - t_start
+        shares = ([s.epochs / max(1, self.cfg.schedule.total_epochs) for s in self.cfg.schedule.stages]
+                  if self.cfg.schedule.stages else [1.0])
+        step_seconds = float(sum(f * t for f, t in zip(shares, stage_seconds)))
+        avail = budget - calibration
+        steps = max(1, int(avail / step_seconds))
+        for _ in range(8):
+            epochs = -(-steps // self.steps_per_epoch)
+            steps = max(1, int((avail - self._validations(epochs) * valid_seconds) / step_seconds))
+        plan = {"budget_s": budget, "steps": steps, "epochs": -(-steps // self.steps_per_epoch),
+                "step_seconds": step_seconds, "stage_step_seconds": stage_seconds,
+                "validation_seconds": valid_seconds, "calibration_seconds": calibration,
+                "steps_per_epoch": self.steps_per_epoch}
+        plan = env.broadcast_object(plan)
+        return int(plan["steps"]), plan
 
     # -- one step -----------------------------------------------------------------------------------------------------
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor, dist: torch.Tensor | None, info: StepInfo):
@@ -440,6 +574,8 @@ class Trainer:
 
     def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, int]:
         x = batch["image"].to(self.device, non_blocking=True)
+        if self.cfg.run.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = batch["label"].to(self.device, non_blocking=True)
         dist = batch["dist"].to(self.device, non_blocking=True) if "dist" in batch else None
         total_steps = max(1, self.total_steps)
@@ -476,7 +612,8 @@ class Trainer:
         d = self.cfg.data
         self._set_trust(None)
         pred = predict(self.model, self.bundle.valid, batch_size=d.eval_batch_size or d.batch_size,
-                       device=self.device, precision=self.precision, env=self.env, order=d.eval_order)
+                       device=self.device, precision=self.precision, env=self.env, order=d.eval_order,
+                       channels_last=self.cfg.run.channels_last)
         m = classification_metrics(pred.targets, probs=pred.probs, dists=pred.dists,
                                    num_classes=self.bundle.valid.num_classes)
         keys = ("accuracy", "mean_class_accuracy", "macro_f1", "nll", "kl", "js")
@@ -495,7 +632,7 @@ class Trainer:
         seed_everything(cfg.run.seed)
         self.bundle = build_datasets(cfg, self._train_data, self._valid_data)
         num_classes = self.bundle.train.num_classes
-        self.model = self._build_model(num_classes).to(self.device)
+        self.model = self._place(self._build_model(num_classes))
         self.loss_fn = self._build_loss(self.bundle).to(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=cfg.run.loss_scale,
                                            enabled=self.precision == "fp16")
@@ -504,12 +641,22 @@ class Trainer:
         n0 = len(first)
         self.steps_per_epoch = max(1, n0 // d.batch_size if d.drop_last else -(-n0 // d.batch_size))
         self.total_steps = self.steps_per_epoch * self.total_epochs
+        last = self._read_last() if mode == "resume" else None
+        if last is not None:
+            plan = last[1].get("plan") or {}
+            if plan.get("steps") is not None:
+                self._apply_plan(int(plan["steps"]), plan.get("budget"))
+        elif cfg.schedule.steps is not None:
+            self._apply_plan(int(cfg.schedule.steps), None)
+        elif cfg.schedule.budget_s is not None:
+            steps, budget = self._calibrate()
+            self._apply_plan(steps, budget)
         if cfg.run.max_steps:
             self.total_steps = min(self.total_steps, cfg.run.max_steps)
         start_batch, sums = 0, None
         self._rng_to_restore = None
-        if mode == "resume":
-            start_batch, sums = self._resume()
+        if last is not None:
+            start_batch, sums = self._resume(*last)
             self._wrap()
         else:
             self._enter_stage(0)
@@ -564,9 +711,12 @@ class Trainer:
                 cb.on_epoch_start(self, epoch)
             order = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, epoch, env.rank, env.world_size)
             n_batches = len(order) // d.batch_size if d.drop_last else -(-len(order) // d.batch_size)
-            order = order[start_batch * d.batch_size:]
+            if self.planned_steps is not None:  # the plan's last epoch ends at its last step
+                n_batches = max(start_batch, min(n_batches, start_batch + self.planned_steps - self.global_step))
+            order = order[start_batch * d.batch_size:n_batches * d.batch_size]
             loader = make_loader(self.bundle.train, order, d.batch_size, num_workers=d.num_workers, seed=cfg.run.seed,
-                                 epoch=epoch, drop_last=d.drop_last, pin_memory=self.device.type == "cuda")
+                                 epoch=epoch, drop_last=d.drop_last, pin_memory=self.device.type == "cuda",
+                                 stream=env.rank, first_batch=start_batch)
             if sums is None:
                 sums = {"n": 0, "loss": 0.0, "correct": 0, "terms": {}}
             self.net.train()
@@ -636,7 +786,7 @@ class Trainer:
                     self.bad_validations = 0
                 else:
                     self.bad_validations += 1
-                stages = self.cfg.schedule.stages
+                stages = self.stages
                 if stage + 1 < len(stages) and stages[stage + 1].reload_best \
                         and self._is_better(value, self.stage_best["value"]):
                     weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -666,7 +816,7 @@ class Trainer:
                                           *[sums["terms"][k] for k in sorted(sums["terms"])]])
         n = max(1.0, totals[0])
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step}
-        if self.cfg.schedule.stages:
+        if self.stages:
             row["stage"] = stage
         row["lr"] = lr
         row["train_samples"] = int(totals[0])
@@ -737,6 +887,8 @@ class Trainer:
         else:
             rec.update(name=self.cfg.run_name, created=now_iso(), preset=self.cfg.preset, smoke=self.cfg.smoke,
                        seed=self.cfg.run.seed, test_split_used=False, evaluations=[])
+        if self.planned_steps is not None:
+            rec.update(planned_steps=self.planned_steps, budget=self.budget)
         rec.update(
             status="running", updated=now_iso(), environment=environment_record(), device=str(self.device),
             precision=self.precision, world_size=self.env.world_size, data=self.bundle.describe(),

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .config import OptimConfig, ScheduleConfig
 
-__all__ = ["SAM", "build_param_groups", "build_optimizer", "LRSchedule"]
+__all__ = ["SAM", "build_param_groups", "build_optimizer", "no_decay_names", "LRSchedule"]
 
 
 class SAM:
@@ -115,9 +115,34 @@ def build_param_groups(model: nn.Module, cfg: OptimConfig, lr: float) -> list[di
                   for k, ps in buckets.items()]
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameter (all requires_grad=False)")
+    if not cfg.decay_norm_bias and cfg.weight_decay:
+        groups = _split_decay(model, groups)
     for g in groups:
         g["base_lr"] = g["lr"]
     return groups
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Parameters exempt from weight decay: 1-d ones (norm scales and shifts, biases) and what the model's
+    ``no_weight_decay()`` names (exact names or prefixes, timm's convention)."""
+    own = getattr(model, "no_weight_decay", None)
+    listed = set(own()) if callable(own) else set()
+    return {n for n, p in model.named_parameters()
+            if p.ndim <= 1 or n in listed or any(n.startswith(f"{x}.") for x in listed)}
+
+
+def _split_decay(model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each group split into its decayed part and a ``weight_decay=0`` part (same learning rate)."""
+    exempt = {id(p) for n, p in model.named_parameters() if n in no_decay_names(model)}
+    out: list[dict[str, Any]] = []
+    for g in groups:
+        decay = [p for p in g["params"] if id(p) not in exempt]
+        keep = [p for p in g["params"] if id(p) in exempt]
+        if decay:
+            out.append({**g, "params": decay})
+        if keep:
+            out.append({**g, "params": keep, "weight_decay": 0.0, "name": f"{g.get('name', 'default')}/no_decay"})
+    return out
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer | SAM:
@@ -143,18 +168,21 @@ class LRSchedule:
 
     Args:
         cfg: the schedule section.
-        epochs: epochs this schedule spans (a stage's length in staged training).
-        steps_per_epoch: optimiser steps per epoch (for warm-up and cosine).
+        epochs: epochs this schedule spans (a stage's length in staged training); fractional when a step plan
+            ends inside an epoch.
+        steps_per_epoch: optimiser steps per epoch (for warm-up, cosine and linear).
     """
 
-    KINDS = ("none", "exponential", "step", "cosine", "plateau")
+    KINDS = ("none", "exponential", "step", "cosine", "linear", "plateau")
 
-    def __init__(self, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: ScheduleConfig, epochs: float, steps_per_epoch: int) -> None:
         if cfg.name not in self.KINDS:
             raise ValueError(f"schedule.name={cfg.name!r}; expected one of {', '.join(self.KINDS)}")
         if cfg.monitor_mode not in ("max", "min"):
             raise ValueError(f"schedule.monitor_mode={cfg.monitor_mode!r}; expected max or min")
-        self.cfg, self.epochs, self.steps_per_epoch = cfg, max(1, epochs), max(1, steps_per_epoch)
+        self.cfg, self.steps_per_epoch = cfg, max(1, steps_per_epoch)
+        self.epochs = max(1.0 / self.steps_per_epoch, float(epochs))
+        self.warmup = cfg.warmup_fraction * self.epochs if cfg.warmup_fraction > 0 else float(cfg.warmup_epochs)
         self.plateau_scale = 1.0
         self.plateau_best: float | None = None
         self.plateau_bad = 0
@@ -163,22 +191,23 @@ class LRSchedule:
         """Multiplier of ``base_lr`` at optimiser step ``step_in_epoch`` of (0-based) ``epoch``."""
         c = self.cfg
         t = epoch + step_in_epoch / self.steps_per_epoch
-        if c.warmup_epochs > 0 and t < c.warmup_epochs:
-            return (epoch * self.steps_per_epoch + step_in_epoch + 1) / (c.warmup_epochs * self.steps_per_epoch)
+        if self._warming(epoch, step_in_epoch):
+            return min(1.0, (epoch * self.steps_per_epoch + step_in_epoch + 1) / (self.warmup * self.steps_per_epoch))
         if c.name == "exponential":
             return c.gamma ** epoch
         if c.name == "step":
             return c.gamma ** (epoch // max(1, c.step_size))
-        if c.name == "cosine":
-            span = max(1e-12, self.epochs - c.warmup_epochs)
-            frac = min(1.0, max(0.0, (t - c.warmup_epochs) / span))
-            return 0.5 * (1 + math.cos(math.pi * frac))
+        if c.name in ("cosine", "linear"):
+            # the factor reaches 0 (the floor) at the end of the span, i.e. as the last step ends
+            span = max(1e-12, self.epochs - self.warmup)
+            frac = min(1.0, max(0.0, (t - self.warmup) / span))
+            return 0.5 * (1 + math.cos(math.pi * frac)) if c.name == "cosine" else 1.0 - frac
         if c.name == "plateau":
             return self.plateau_scale
         return 1.0
 
     def _warming(self, epoch: int, step_in_epoch: int) -> bool:
-        return self.cfg.warmup_epochs > 0 and epoch + step_in_epoch / self.steps_per_epoch < self.cfg.warmup_epochs
+        return self.warmup > 0 and epoch + step_in_epoch / self.steps_per_epoch < self.warmup
 
     def apply(self, optimizer: torch.optim.Optimizer | SAM, epoch: int, step_in_epoch: int = 0) -> float:
         """Set every group's ``lr``; returns the first group's."""
@@ -186,7 +215,7 @@ class LRSchedule:
         for g in optimizer.param_groups:
             base = g["base_lr"]
             floor = min(self.cfg.min_lr, base)
-            if self.cfg.name == "cosine" and not self._warming(epoch, step_in_epoch):
+            if self.cfg.name in ("cosine", "linear") and not self._warming(epoch, step_in_epoch):
                 g["lr"] = floor + (base - floor) * f
             elif self.cfg.name == "plateau":
                 g["lr"] = max(base * f, floor)

@@ -97,6 +97,7 @@ def predict(
     order: str = "shuffled",
     seed: int = 0,
     extras: Sequence[str] | bool = (),
+    channels_last: bool = False,
 ) -> Predictions:
     """Run ``model`` in eval mode over ``dataset``; the predictions come back in dataset order.
 
@@ -107,6 +108,7 @@ def predict(
             and leak the label through the batch statistics (baselines.md §2.6).
         seed: seed of the shuffled order.
         extras: names of the output's per-sample extras to keep (``True``: all of them).
+        channels_last: feed the images in channels-last memory (for a model placed so, ``run.channels_last``).
 
     Under DDP each process predicts every ``world_size``-th sample and the results are gathered, so every process
     returns the full predictions. The model's mode is restored afterwards.
@@ -126,6 +128,8 @@ def predict(
     try:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, precision):
                 out = model(x)
             logits.append(_logits(out).float().cpu().numpy())

@@ -26,6 +26,15 @@ Where each recipe comes from (tags as in ``shared/specs``):
   StepLR(5, 0.1), batch 256, oversampling. baselines.md §5.2 [code, log].
 
 Model selection is always on a validation split (the official codes select on the test set; fernb does not).
+
+**Recipes.** ``recipe="published"`` (the default) is the method's recipe above. ``recipe="budget"`` (or a name
+ending in ``@budget``: ``"resnet18/ferplus@budget"``) trains the method's small CPU model for a wall-clock budget
+(``schedule.budget_s``, 480 s unless given; or a step count, ``schedule.steps``; or epochs, ``schedule.epochs``):
+AdamW 1e-3 with weight decay 0.05 off norms and biases, label smoothing 0.1, a 5 % linear warm-up and a cosine that
+reaches zero exactly at the budget's last step, batch 128, the ``tensor`` input pipeline (each split decoded once
+into a uint8 array, whole-batch flip / rotation +-10 deg / zoom 0.9-1.1 / shift +-10 % / random erasing), bf16 where
+the CPU has it, the best epoch on validation. Each method keeps its own model, loss and normalisation;
+:data:`BUDGET_MODELS` and :data:`BUDGET_OVERRIDES` list what the budget recipe changes per method, and why.
 """
 
 from __future__ import annotations
@@ -35,8 +44,9 @@ from typing import Any
 
 from .config import StageConfig, TrainConfig, apply_overrides
 
-__all__ = ["METHODS", "DATASETS", "list_presets", "config_from_preset", "smoke_overrides", "smoke_enabled",
-           "fit_branch_stages"]
+__all__ = ["METHODS", "DATASETS", "RECIPES", "BUDGET_MODELS", "BUDGET_OVERRIDES", "list_presets",
+           "config_from_preset", "smoke_overrides", "smoke_enabled", "fit_branch_stages", "budget_overrides",
+           "split_recipe"]
 
 METHODS: tuple[str, ...] = ("arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet")
 DATASETS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet7", "affectnet8", "fer2013", "ckplus", "jaffe", "affwild2",
@@ -127,6 +137,54 @@ def _recipe(method: str, dataset: str) -> dict[str, Any]:
     raise KeyError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
+# budget recipes -------------------------------------------------------------------------------------------------------
+RECIPES: tuple[str, ...] = ("published", "budget")
+DEFAULT_BUDGET_S = 480.0
+
+_BUDGET_COMMON: dict[str, Any] = {
+    "model.preset": "tiny", "data.img_size": 48, "data.batch_size": 128, "data.eval_batch_size": 256,
+    "data.drop_last": True, "data.sampler": "shuffle", "data.sampler_kwargs": {}, "data.pipeline": "tensor",
+    "data.transform": "auto", "data.batch_augment": {},
+    "optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.05, "optim.decay_norm_bias": False,
+    "optim.sam": False, "optim.clip_grad_norm": None,
+    "loss.class_weights": "none", "loss.kwargs": {"label_smoothing": 0.1},
+    "schedule.name": "cosine", "schedule.warmup_fraction": 0.05, "schedule.warmup_epochs": 0.0,
+    "schedule.min_lr": 0.0, "schedule.eval_every": 1, "schedule.budget_s": DEFAULT_BUDGET_S,
+    "run.channels_last": True,
+}
+
+# The model each method trains under the budget recipe (fields of its config on top of the ``tiny`` preset).
+BUDGET_MODELS: dict[str, dict[str, Any]] = {
+    # the CIFAR-style stem of stride 1: a 48 px face reaches layer4 at 6x6 (stride 2: 3x3, 8 points lower)
+    "resnet18": {"stem_stride": 1},
+    # reliability balancing on the CNN that learns best in the budget (see README: ARBEx's backbones)
+    "arbex": {"backbone": "resnet18", "backbone_kwargs": {"width": 16, "stem": "small", "stem_stride": 1}},
+}
+
+# Other per-method changes of the budget recipe (dotted keys).
+BUDGET_OVERRIDES: dict[str, dict[str, Any]] = {
+    # every branch also learns from the labels (fernb.losses.arbex: lambda_branch), else the attention stays uniform
+    "arbex": {"loss.kwargs": {"label_smoothing": 0.1, "lambda_branch": 1.0}},
+}
+
+
+def split_recipe(name: str, recipe: str | None = None) -> tuple[str, str]:
+    """``"resnet18/ferplus@budget"`` -> ``("resnet18/ferplus", "budget")``; ``recipe`` wins over the suffix."""
+    base, _, suffix = name.partition("@")
+    chosen = recipe or suffix or "published"
+    if chosen not in RECIPES:
+        raise KeyError(f"unknown recipe {chosen!r} in preset {name!r}; recipes: {', '.join(RECIPES)}")
+    return base, chosen
+
+
+def budget_overrides(method: str, dataset: str) -> dict[str, Any]:
+    """Dotted overrides that turn a published recipe into the budget recipe of ``method`` (applied on top)."""
+    out = dict(_BUDGET_COMMON)
+    out["model.kwargs"] = dict(BUDGET_MODELS.get(method, {}))
+    out.update(BUDGET_OVERRIDES.get(method, {}))
+    return out
+
+
 # smoke ----------------------------------------------------------------------------------------------------------------
 _TINY_SIZE = {"manet": 64, "esr": 64}
 
@@ -141,7 +199,8 @@ def smoke_overrides(method: str, dataset: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model.preset": "tiny", "data.img_size": _TINY_SIZE.get(method, 48), "data.batch_size": 16,
         "data.eval_batch_size": 32, "data.train_limit": 128, "data.valid_limit": 64, "data.fallback": "synthetic",
-        "data.sampler_kwargs": {}, "schedule.epochs": 2, "schedule.eval_every": 1,
+        "data.sampler_kwargs": {}, "schedule.epochs": 2, "schedule.eval_every": 1, "schedule.budget_s": None,
+        "schedule.steps": None,
     }
     if method == "esr":
         out["schedule.stages"] = [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch", reload_best=True)]
@@ -153,23 +212,28 @@ def smoke_overrides(method: str, dataset: str) -> dict[str, Any]:
 
 
 def list_presets() -> list[str]:
-    """Every ``method/dataset`` preset name."""
+    """Every ``method/dataset`` preset name (each also as ``method/dataset@budget``)."""
     return [f"{m}/{d}" for m in METHODS for d in DATASETS]
 
 
-def config_from_preset(name: str, smoke: bool | None = None, **overrides: Any) -> TrainConfig:
+def config_from_preset(name: str, smoke: bool | None = None, *, recipe: str | None = None,
+                       **overrides: Any) -> TrainConfig:
     """The config of a preset, optionally in smoke mode, with overrides.
 
     Args:
-        name: ``"<method>/<dataset>"`` (see :func:`list_presets`); a bare method means ``<method>/synthetic``.
+        name: ``"<method>/<dataset>"`` (see :func:`list_presets`); a bare method means ``<method>/synthetic``;
+            an ``@budget`` suffix picks the budget recipe.
         smoke: shrink to a seconds-long CPU run; None reads ``$FERNB_SMOKE``.
+        recipe: ``"published"`` or ``"budget"`` (see the module docstring); None: the name's suffix, else published.
         **overrides: dotted keys as ``optim__lr=1e-3`` or ``**{"optim.lr": 1e-3}``, or a section mapping
-            (``optim={"lr": 1e-3}``); applied last.
+            (``optim={"lr": 1e-3}``); applied last. Under the budget recipe, ``schedule.steps`` or
+            ``schedule.epochs`` replaces the time budget.
 
     Raises:
-        KeyError: for an unknown method or dataset (the message lists the known ones).
+        KeyError: for an unknown method, dataset or recipe (the message lists the known ones).
         ConfigError: for an unknown override key or a value of the wrong type.
     """
+    name, recipe = split_recipe(name, recipe)
     method, _, dataset = name.partition("/")
     dataset = dataset or "synthetic"
     if method not in METHODS:
@@ -177,15 +241,21 @@ def config_from_preset(name: str, smoke: bool | None = None, **overrides: Any) -
     if dataset not in DATASETS:
         raise KeyError(f"unknown dataset {dataset!r} in preset {name!r}; datasets: {', '.join(DATASETS)}")
     smoke = smoke_enabled() if smoke is None else smoke
-    cfg = TrainConfig(preset=f"{method}/{dataset}", smoke=bool(smoke))
+    suffix = "@budget" if recipe == "budget" else ""
+    cfg = TrainConfig(preset=f"{method}/{dataset}{suffix}", smoke=bool(smoke))
     base: dict[str, Any] = {"model.name": method, "model.preset": "official"}
     base.update({f"data.{k}": v for k, v in _DATA[dataset].items()})
     base.update(_recipe(method, dataset))
+    if recipe == "budget":
+        base.update(budget_overrides(method, dataset))
     cfg = apply_overrides(cfg, base)
     if smoke:
         cfg = apply_overrides(cfg, smoke_overrides(method, dataset))
-    if overrides:
-        cfg = apply_overrides(cfg, None, **overrides)
     given = {k.replace("__", ".") for k in overrides} | {f"{k}.{sub}" for k, v in overrides.items()
                                                          if isinstance(v, dict) for sub in v}
+    if cfg.schedule.budget_s is not None and "schedule.budget_s" not in given \
+            and given & {"schedule.steps", "schedule.epochs"}:
+        cfg.schedule.budget_s = None  # asked for steps or epochs: they replace the recipe's time budget
+    if overrides:
+        cfg = apply_overrides(cfg, None, **overrides)
     return cfg if "schedule.stages" in given else fit_branch_stages(cfg)

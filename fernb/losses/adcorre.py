@@ -89,11 +89,16 @@ class AdCorreLoss(FERLoss):
         ed_weight, md_weight, fd_weight: weights of the discriminators (1 each).
         adaptive: adaptive FD weights from a running confusion matrix (off in the official active path).
         history: how many recent (label, prediction) pairs the adaptive confusion matrix uses (~1000).
+        label_smoothing: mix the one-hot target with the uniform distribution (0 officially; the budget recipe).
     """
 
     def __init__(self, ce_weight: float = 50.0, ce_per_class: bool = True, ed_weight: float = 1.0,
-                 md_weight: float = 1.0, fd_weight: float = 1.0, adaptive: bool = False, history: int = 1000) -> None:
+                 md_weight: float = 1.0, fd_weight: float = 1.0, adaptive: bool = False, history: int = 1000,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
         self.ce_weight, self.ce_per_class = ce_weight, ce_per_class
         self.ed_weight, self.md_weight, self.fd_weight = ed_weight, md_weight, fd_weight
         self.adaptive = adaptive
@@ -128,6 +133,8 @@ class AdCorreLoss(FERLoss):
         c = logits.shape[1]
         log_p = F.log_softmax(logits, dim=1).clamp_min(torch.log(torch.tensor(_KERAS_EPS)).item())
         ce = -log_p.gather(1, target[:, None]).mean()
+        if self.label_smoothing:
+            ce = (1 - self.label_smoothing) * ce - self.label_smoothing * log_p.mean(1).mean()
         if self.ce_per_class:
             ce = ce / c
         ed = embedding_discriminator(emb)
