@@ -113,12 +113,20 @@ class ARBExLoss(FERLoss):
         eps: clamp of the ``fixed`` logs.
         use_dist: with label distributions (``dist``, e.g. FER+ votes), use the soft-target NLL
             sum_c w_c q_c (-log final_c) / sum_c w_c q_c instead of the hard labels.
+        label_smoothing: epsilon: the NLL becomes (1 - eps) NLL + eps mean_c(-log final_c) (0 officially; the budget
+            recipes use 0.1).
+        lambda_branch: weight of a fernb addition (0 = off, as in ``train.py``): the same (smoothed, class-weighted)
+            NLL on the anchor distribution l_g and on the attention distribution l_a, at full weight from the first
+            step. Why: with confidences used as constants (``fixed``) a branch reaches the loss only through its
+            share c / (c_g + c_a) of the correction, times (1 - c_p); a branch that starts uniform (c ~ 0) gets
+            neither weight nor gradient and stays uniform (measured: median c_a 0.0004 after a from-scratch run).
     """
 
     def __init__(
         self, class_weights: Sequence[float] | Tensor | None = None, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,
         lambda_center: float = 1.0, behaviour: str | None = None, ramp_end: float = 1.0, anchor_margin: float = 1.0,
-        eps: float = 1e-8, use_dist: bool = False, ramp_start: float = 0.0,
+        eps: float = 1e-8, use_dist: bool = False, ramp_start: float = 0.0, label_smoothing: float = 0.0,
+        lambda_branch: float = 0.0,
     ) -> None:
         super().__init__()
         if behaviour not in (None, "official", "fixed"):
@@ -130,7 +138,10 @@ class ARBExLoss(FERLoss):
         self.lambda_ce, self.lambda_anchor, self.lambda_center = lambda_ce, lambda_anchor, lambda_center
         self.behaviour, self.anchor_margin = behaviour, anchor_margin
         self.ramp_start, self.ramp_end = ramp_start, ramp_end
-        self.eps, self.use_dist = eps, use_dist
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.eps, self.use_dist, self.label_smoothing = eps, use_dist, float(label_smoothing)
+        self.lambda_branch = float(lambda_branch)
 
     def trust(self, info: StepInfo | None) -> float:
         """t = clip((progress - ramp_start) / (ramp_end - ramp_start), 0, 1); 1 when no StepInfo is given (a trained
@@ -145,7 +156,27 @@ class ARBExLoss(FERLoss):
         official = behaviour == "official"
         t = self.trust(info)
         final = (1 - t) * output.primary_dist + t * output.mixed_dist
-        logp = final.log() if official else final.clamp_min(self.eps).log()
+        ce = self._nll(final, target, dist, official)
+        anchors = output.anchors
+        if official:
+            anchor = anchor_loss_official(anchors)
+            conf = output.confidence_primary
+        else:
+            anchor = anchor_loss_bounded(anchors, self.anchor_margin, self.eps)
+            conf = output.confidence_primary.detach()
+        center = center_loss(output.distances, target, conf, anchors.shape[-1])
+        total = self.lambda_ce * ce + t * self.lambda_anchor * anchor + t * self.lambda_center * center
+        terms = {"ce": ce, "anchor": anchor, "center": center}
+        if self.lambda_branch:
+            terms["ce_anchor"] = self._nll(output.anchor_dist, target, dist, official)
+            terms["ce_attention"] = self._nll(output.attention_dist, target, dist, official)
+            total = total + self.lambda_branch * (terms["ce_anchor"] + terms["ce_attention"])
+        terms["trust"] = torch.tensor(t, device=total.device)
+        return LossOutput(total=total, terms=terms)
+
+    def _nll(self, probs: Tensor, target: Tensor, dist: Tensor | None, official: bool) -> Tensor:
+        """The (class-weighted, optionally smoothed, optionally soft-target) NLL of a distribution (B, C)."""
+        logp = probs.log() if official else probs.clamp_min(self.eps).log()
         w = self.class_weights
         if w is not None:
             w = w.to(logp.device, logp.dtype)
@@ -156,17 +187,9 @@ class ARBExLoss(FERLoss):
             ce = -(wq * logp).sum() / wq.sum()
         else:
             ce = F.nll_loss(logp, target, weight=w)
-        anchors = output.anchors
-        if official:
-            anchor = anchor_loss_official(anchors)
-            conf = output.confidence_primary
-        else:
-            anchor = anchor_loss_bounded(anchors, self.anchor_margin, self.eps)
-            conf = output.confidence_primary.detach()
-        center = center_loss(output.distances, target, conf, anchors.shape[-1])
-        total = self.lambda_ce * ce + t * self.lambda_anchor * anchor + t * self.lambda_center * center
-        trust = torch.tensor(t, device=total.device)
-        return LossOutput(total=total, terms={"ce": ce, "anchor": anchor, "center": center, "trust": trust})
+        if self.label_smoothing:
+            ce = (1 - self.label_smoothing) * ce - self.label_smoothing * logp.mean(-1).mean()
+        return ce
 
 
 @register_loss("arbex")

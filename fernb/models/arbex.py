@@ -4,7 +4,8 @@ Paper: Wasi, Serbetar, Karatas, Shin, "ARBEx: Attentive Feature Extraction with 
 Facial Expression Learning", arXiv 2305.01486. Official code: takihasan/ARBEx (``arbex/train.py`` and
 ``arbex/models``). Reference: ``shared/specs/arbex.md`` §1-3, §10.
 
-The network is the POSTER_V2 feature extractor (:mod:`fernb.models.poster`) without its linear classifier, plus
+The network is an embedding backbone (the paper's: the POSTER_V2 feature extractor, :mod:`fernb.models.poster`,
+without its linear classifier; see "Backbones" below for the others), plus
 
 - an MLP head: 768 -> 384 -> 192 -> 96 -> C (Linear, ReLU, BatchNorm1d, Dropout 0.5) giving the primary distribution
   ``p = softmax(mlp(e) / T)``;
@@ -49,6 +50,36 @@ Differences from the paper that both keep (the code is the reference): no 768 ->
 head over C*k-wide projections; k = 1 anchor per class by default (``train.py``); the official ``SelfAttn`` is never
 saved by the official code (an official checkpoint keeps our initialisation for it, with a warning).
 
+**Backbones.** ``backbone`` picks the network that gives the embedding e (adapters in
+:mod:`fernb.models._backbones`); everything from e on (head, anchors, attention, confidences, correction, both
+behaviours, the loss) is the same code for all of them:
+
+- ``"poster_v2"`` (default): the paper's. The only one allowed with ``behaviour="official"``, whose fidelity to
+  ``train.py`` is defined on it. The POSTER_V2 config fields apply to it only.
+- ``"resnet18"``: fernb's ResNet-18 trunk (:class:`~fernb.models.resnet.ResNetTrunk`; ``backbone_kwargs`` ``width``,
+  ``stem``, ``stem_stride``) and global average pooling; D = 8 * width.
+- ``"timm:<name>"``: ``timm.create_model(name, pretrained=False, num_classes=0, in_chans=3, **backbone_kwargs)``
+  with its own pooling; D is the width of its pooled output. Random init (warned once) unless ``backbone_checkpoint``
+  names a local weight file; nothing is downloaded.
+
+For a CPU run: ``create_model("arbex", "tiny_resnet18")``, i.e. ``create_model("arbex", "tiny", backbone="resnet18",
+backbone_kwargs={"width": 16, "stem": "small", "stem_stride": 1})``.
+
+**Embedding normalisation** (``embed_norm``; None: ``"none"`` for POSTER_V2, ``"layernorm"`` for every other
+backbone). POSTER's e is a LayerNorm output gated by an SE sigmoid: zero-centred, per-entry RMS ~0.5 in train and
+eval mode alike. The head is tuned to that scale: the ``fixed`` anchors' std 0.5, delta = 1, the anchor-loss margin
+(1 in RMS-per-dimension units) and the center loss's 1/sqrt(D). A pooled CNN embedding is not on that scale: it is
+non-negative after the last ReLU, and its scale depends on the network and, at init, even on the mode (48 px, random
+init, per-entry RMS train / eval: fernb resnet18 width 16 0.84 / 2.05; timm resnet10t 0.48 / 0.065;
+mobilenetv3_small_050 0.14 / 0.004), and nothing bounds it while training. Near e = 0 every anchor is at about the
+same distance and l_g says nothing about the sample. ``"layernorm"`` (``nn.LayerNorm(D)``, affine, eps 1e-6 as
+POSTER's) gives each sample zero mean and unit per-entry RMS: a per-sample normalisation, so ``fixed`` predictions
+still never depend on batch mates. The anchor init is kept: over anchors of std s, the distances of an embedding of
+per-entry RMS r spread by about s sqrt(4r^2 + 2s^2) / (2 sqrt(r^2 + s^2)) whatever D is: 0.43 for POSTER (r = 0.5),
+0.47 with the LayerNorm (r = 1), against delta = 1, so std 0.5 starts the anchor softmax equally sharp on every
+backbone (and their mean pairwise RMS distance, 0.71, below the hinge margin 1, as on POSTER). ``"none"`` feeds the
+raw pooled embedding (the only choice for ``official``).
+
 The trust of ``forward`` is ``model.trust`` (1.0 by default: a trained model); the loss takes its own t from
 ``StepInfo``, so training is right either way. fernb's engine sets ``model.trust`` to the loss's trust before each
 training step (train-time ``logits`` follow the ramp) and back to the configured value for validation.
@@ -62,21 +93,25 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ._backbones import ARBExBackbone, create_backbone, parse_backbone
 from ._base import FERModel, ModelOutput
 from ._registry import build_config, register_model
-from ._weights import read_state_dict
-from .poster import PosterBackboneConfig, PosterV2Backbone, _tiny_backbone, convert_backbone_state_dict
+from ._weights import CheckpointMismatchError, read_state_dict
+from .poster import PosterBackboneConfig, _tiny_backbone, convert_backbone_state_dict
 
 __all__ = ["ARBExConfig", "ARBEx", "ARBExOutput", "read_official_arbex", "normalized_entropy", "arbex"]
 
 BEHAVIOURS = ("fixed", "official")
+EMBED_NORMS = ("none", "layernorm")
+_OFFICIAL_PREFIXES = ("vit.", "classifier.net.", "anchors.anchors", "self_attn.", "face_landback.", "ir_back.", "VIT.",
+                      "landmark.path_")
 _BEHAVIOUR_DEFAULTS: dict[str, dict[str, Any]] = {
     "official": dict(attention_context="batch", anchor_init="zeros", detach_confidence=False, eval_correction=False,
                      frozen_bn_eval=False),
@@ -87,9 +122,19 @@ _BEHAVIOUR_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ARBExConfig(PosterBackboneConfig):
-    """ARBEx: POSTER_V2 backbone fields (see :class:`~fernb.models.poster.PosterBackboneConfig`) plus the head.
+    """ARBEx: the backbone choice, POSTER_V2 backbone fields (see :class:`~fernb.models.poster.PosterBackboneConfig`;
+    used only when ``backbone == "poster_v2"``, except ``img_size``) plus the head.
 
     Attributes:
+        backbone: ``"poster_v2"`` (default), ``"resnet18"`` or ``"timm:<model name>"`` (module docstring).
+        backbone_kwargs: arguments of the backbone: ``resnet18``: ``width``, ``stem``, ``stem_stride``; timm: any
+            ``timm.create_model`` argument but ``pretrained``, ``num_classes``, ``in_chans``, ``checkpoint_path``
+            (timm models that take ``img_size`` get the config's unless given here). Empty for ``poster_v2``.
+        backbone_checkpoint: a local weight file for the ``resnet18`` or timm backbone (safetensors or a torch state
+            dict, read with ``weights_only=True``), loaded strictly at construction; None: random init.
+        embed_norm: ``"none"`` or ``"layernorm"`` on the pooled embedding; None: ``"none"`` for POSTER_V2,
+            ``"layernorm"`` otherwise (module docstring).
+        embed_dim: D. POSTER_V2: its token width; other backbones: set from the backbone when the model is built.
         num_classes: C (8 in the official code: Aff-Wild2).
         behaviour: ``"fixed"`` (default) or ``"official"``; fills every field below left at None (module table).
         hidden_sizes: MLP head widths (384, 192, 96).
@@ -131,6 +176,10 @@ class ARBExConfig(PosterBackboneConfig):
     detach_confidence: bool | None = None
     eps: float = 1e-8
     trust: float = 1.0
+    backbone: str = "poster_v2"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    backbone_checkpoint: str | None = None
+    embed_norm: str | None = None
 
     @classmethod
     def official(cls) -> ARBExConfig:
@@ -144,14 +193,41 @@ class ARBExConfig(PosterBackboneConfig):
         the one-layer head reaches 35%, as POSTER_V2's linear head does.)"""
         return cls(hidden_sizes=(128,), head_dropout=0.1, **_tiny_backbone())
 
+    @classmethod
+    def tiny_resnet18(cls) -> ARBExConfig:
+        """The ``tiny`` head on fernb's ResNet-18 trunk: width 16, a 3x3 stride-1 stem (a 48 px face reaches
+        ``layer4`` at 6x6), D = 128. The same as ``tiny`` with ``backbone="resnet18"``, ``backbone_kwargs={"width":
+        16, "stem": "small", "stem_stride": 1}``."""
+        return dataclasses.replace(cls.tiny(), backbone="resnet18",
+                                   backbone_kwargs={"width": 16, "stem": "small", "stem_stride": 1})
+
     def resolved(self) -> ARBExConfig:
-        """A copy with every None field filled in from ``behaviour``."""
+        """A copy with every None field filled in from ``behaviour`` (``embed_norm`` from ``backbone``).
+
+        Raises:
+            ValueError: an unknown behaviour, backbone or choice; ``behaviour="official"`` on another backbone than
+                POSTER_V2 or with an embedding norm; ``backbone_kwargs`` / ``backbone_checkpoint`` with POSTER_V2.
+        """
         if self.behaviour not in BEHAVIOURS:
             raise ValueError(f"ARBEx behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        family, _ = parse_backbone(self.backbone)
+        if self.behaviour == "official" and family != "poster_v2":
+            raise ValueError(f"behaviour='official' reproduces train.py, whose fidelity is defined on the POSTER_V2 "
+                             f"backbone; backbone={self.backbone!r} needs behaviour='fixed'")
+        if family == "poster_v2" and (self.backbone_kwargs or self.backbone_checkpoint):
+            raise ValueError("backbone_kwargs and backbone_checkpoint are for the resnet18 and timm backbones; "
+                             "POSTER_V2 takes its sizes from the config fields (dims, embed_dim, ...) and its "
+                             "pretrained parts from ir50_weights / landmark_weights")
         fill = {k: v for k, v in _BEHAVIOUR_DEFAULTS[self.behaviour].items() if getattr(self, k) is None}
         if self.delta is None:
             fill["delta"] = self.temperature if self.behaviour == "official" else 1.0
+        if self.embed_norm is None:
+            fill["embed_norm"] = "none" if family == "poster_v2" else "layernorm"
         cfg = dataclasses.replace(self, **fill)
+        if cfg.embed_norm not in EMBED_NORMS:
+            raise ValueError(f"embed_norm must be one of {EMBED_NORMS} (or None), got {cfg.embed_norm!r}")
+        if cfg.behaviour == "official" and cfg.embed_norm != "none":
+            raise ValueError("behaviour='official' has no embedding normalisation: set embed_norm='none' (or None)")
         if cfg.attention_context not in ("batch", "anchors"):
             raise ValueError(f"attention_context must be 'batch' or 'anchors', got {cfg.attention_context!r}")
         if cfg.anchor_init not in ("zeros", "normal"):
@@ -166,7 +242,7 @@ class ARBExOutput(ModelOutput):
     Attributes:
         logits: (B, C) scores the prediction is read from: ``log(prediction_dist)``, or ``head_logits`` when the
             prediction is the primary distribution (official evaluation).
-        embedding: (B, D) SE embedding.
+        embedding: (B, D) the embedding the head reads (POSTER_V2: the SE embedding; after ``embed_norm``).
         head_logits: (B, C) MLP output.
         primary_dist: (B, C) p = softmax(head_logits / T).
         confidence_primary, confidence_anchor, confidence_attention: (B, 1) c_p, c_g, c_a.
@@ -268,27 +344,35 @@ class ReliabilityAttention(nn.Module):
 
 
 class ARBEx(FERModel):
-    """ARBEx: POSTER_V2 embedding, MLP head, anchors, attention and reliability balancing (see the module docstring).
+    """ARBEx: backbone embedding, MLP head, anchors, attention and reliability balancing (see the module docstring).
 
     Attributes:
-        config: the resolved :class:`ARBExConfig` (no None left).
-        backbone: :class:`~fernb.models.poster.PosterV2Backbone`.
+        config: the resolved :class:`ARBExConfig` (no None left; ``embed_dim`` is the backbone's D).
+        backbone: an :class:`~fernb.models._backbones.ARBExBackbone`: for ``"poster_v2"`` a
+            :class:`~fernb.models.poster.PosterV2Backbone`, for the others an adapter
+            (:mod:`fernb.models._backbones`).
+        embed_norm: ``nn.LayerNorm(D)`` or ``nn.Identity()`` on the pooled embedding.
         head: :class:`MLPHead`. anchors: (C, k, D) parameter. attention: :class:`ReliabilityAttention`.
+        embed_dim: D.
         trust: the trust t used by ``forward`` (float in [0, 1]); an engine may set it to the training progress.
     """
 
     def __init__(self, cfg: ARBExConfig) -> None:
         super().__init__()
         cfg = cfg.resolved()
-        self.config = cfg
         self.default_behaviour = cfg.behaviour
-        self.backbone = PosterV2Backbone(cfg)
-        self.head = MLPHead(cfg.embed_dim, tuple(cfg.hidden_sizes), cfg.num_classes, cfg.head_batch_norm,
-                            cfg.head_dropout)
-        self.anchors = nn.Parameter(torch.zeros(cfg.num_classes, cfg.num_anchors, cfg.embed_dim))
+        self.backbone: ARBExBackbone = create_backbone(cfg, cfg.backbone, cfg.backbone_kwargs, cfg.backbone_checkpoint)
+        d = int(self.backbone.embed_dim)
+        if d != cfg.embed_dim:
+            cfg = dataclasses.replace(cfg, embed_dim=d)
+        self.config = cfg
+        self.embed_dim = d
+        self.embed_norm = nn.LayerNorm(d, eps=1e-6) if cfg.embed_norm == "layernorm" else nn.Identity()
+        self.head = MLPHead(d, tuple(cfg.hidden_sizes), cfg.num_classes, cfg.head_batch_norm, cfg.head_dropout)
+        self.anchors = nn.Parameter(torch.zeros(cfg.num_classes, cfg.num_anchors, d))
         if cfg.anchor_init == "normal":
             nn.init.normal_(self.anchors, std=cfg.anchor_init_std)
-        self.attention = ReliabilityAttention(cfg.embed_dim, cfg.num_classes, cfg.attn_anchors, cfg.attn_heads,
+        self.attention = ReliabilityAttention(d, cfg.num_classes, cfg.attn_anchors, cfg.attn_heads,
                                               cfg.attention_context)
         self.trust = float(cfg.trust)
 
@@ -299,22 +383,38 @@ class ARBEx(FERModel):
     # --- the FERModel interface -----------------------------------------------------------------------------------
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> normalised ViT tokens (B, 1 + 3*g*g, D)."""
+        """(B, 3, H, W) -> the backbone's unpooled features: POSTER_V2's normalised ViT tokens (B, 1 + 3*g*g, D), a
+        CNN map (B, D, h, w), or a timm model's ``forward_features`` (tokens (B, N, C) for ViTs)."""
         return self.backbone.forward_features(x)
 
+    def pool(self, features: Tensor) -> Tensor:
+        """Features of :meth:`forward_features` -> the embedding e (B, D) the head reads (after ``embed_norm``)."""
+        return self.embed_norm(self.backbone.pool(features))
+
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        """Tokens -> logits (B, C) of :meth:`reliability`, or the SE embedding (B, D) with ``pre_logits``."""
-        e = self.backbone.pool(features)
+        """Features -> logits (B, C) of :meth:`reliability`, or the embedding (B, D) with ``pre_logits``."""
+        e = self.pool(features)
         return e if pre_logits else self.reliability(e).logits
 
     def forward(self, x: Tensor) -> ARBExOutput:
         """Images (B, 3, H, W) -> :class:`ARBExOutput`."""
-        return self.reliability(self.backbone(x))
+        return self.reliability(self.pool(self.backbone.forward_features(x)))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters an optimiser with ``decay_norm_bias=False`` leaves undecayed: the anchors (decay would pull
+        every anchor towards the origin, against the anchor loss) and what a timm backbone exempts itself."""
+        names = {"anchors"}
+        inner = getattr(getattr(self.backbone, "model", None), "no_weight_decay", None)
+        if callable(inner):
+            names |= {f"backbone.model.{n}" for n in inner()}
+        return names
 
     def cam_target_layers(self) -> list[nn.Module]:
+        """The backbone's Grad-CAM layers (:mod:`fernb.models._backbones`)."""
         return self.backbone.cam_target_layers()
 
-    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor]:
+    def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
+        """Token activations -> (B, C, h, w) maps; None for CNN backbones, whose target already is a map."""
         return self.backbone.cam_reshape_transform()
 
     # --- reliability balancing ------------------------------------------------------------------------------------
@@ -373,10 +473,20 @@ class ARBEx(FERModel):
         An official ARBEx checkpoint has no ``self_attn`` (``train.py`` never saves it): the attention keeps this
         model's current weights, with a warning.
 
+        Other backbones have no official naming: fernb keys load as they are, and an official ARBEx / POSTER_V2 file
+        is refused (it holds a POSTER_V2 backbone).
+
         Returns:
             (state dict, naming found or None, keys dropped because their modules are unused).
         """
         sd = dict(sd)
+        if self.config.backbone != "poster_v2":
+            official = [k for k in sd if k.startswith(_OFFICIAL_PREFIXES)]
+            if official:
+                raise CheckpointMismatchError(
+                    f"official ARBEx / POSTER_V2 keys ({', '.join(official[:3])}, ...) hold a POSTER_V2 backbone; this "
+                    f"model's backbone is {self.config.backbone!r}: build it with backbone='poster_v2'")
+            return sd, None, []
         if any(k.startswith("landmark.path_") for k in sd):  # a bare official vit.*.pth file
             sd = {f"vit.{k}": v for k, v in sd.items()}
         out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, self.backbone, prefix="backbone.")
@@ -430,6 +540,7 @@ def read_official_arbex(
 
 @register_model
 def arbex(preset: str = "tiny", **overrides: Any) -> ARBEx:
-    """ARBEx. Presets: ``official`` (224 -> 112 px, 768-d, 8 classes), ``tiny`` (48 px, 128-d). ``behaviour``:
-    ``"fixed"`` (default) or ``"official"``."""
+    """ARBEx. Presets: ``official`` (224 -> 112 px, 768-d, 8 classes), ``tiny`` (48 px, 128-d), ``tiny_resnet18``
+    (``tiny`` on a width-16 ResNet-18). ``behaviour``: ``"fixed"`` (default) or ``"official"``. ``backbone``:
+    ``"poster_v2"`` (default), ``"resnet18"`` or ``"timm:<name>"``."""
     return ARBEx(build_config(ARBExConfig, preset, overrides))
