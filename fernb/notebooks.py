@@ -102,14 +102,14 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     with double underscores (``schedule__epochs=12``).
     """
     from .engine import apply_overrides, config_from_preset
-    from .engine.presets import smoke_overrides
+    from .engine.presets import smoke_overrides, split_recipe
 
     given = {k.replace("__", "."): v for k, v in params.items() if v is not None}
     cfg = config_from_preset(preset, smoke=False, **given)  # also fits ESR's stages to the model's branches
     if "schedule.epochs" in given and cfg.schedule.stages:  # a staged recipe (ESR) fits its stages to the epochs
         cfg.schedule.stages = cfg.schedule.scaled_stages(int(given["schedule.epochs"]))
     if smoke:
-        method, _, dataset = preset.partition("/")
+        method, _, dataset = split_recipe(preset)[0].partition("/")
         cfg = apply_overrides(cfg, {**smoke_overrides(method, dataset or "synthetic"), "smoke": True})
     return cfg
 
@@ -168,17 +168,33 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Short from-scratch CPU runs (the tiny presets) need other steps than the published recipes, which assume pretrained
-# backbones (POSTER_V2, ARBEx, MA-Net) or hundreds of epochs (ESR). Measured: tiny POSTER_V2 on FER+ valid after 300
-# steps 35% at lr 3e-4 vs 31% at 1e-3; on the synthetic data, 12 epochs at 64 px (valid accuracy): MA-Net 18.7% with
-# its SGD 0.01 (chance 14%), 27.9% with SGD 0.05, 32.5% with Adam 1e-3; ESR 30.8% with its SGD 0.1, 51.1% with Adam
-# 1e-3. ARBEx also holds its trust at 0 for the first half (loss ``ramp_start``): its correction weighs the head by
-# its confidence, and a head still uniform when trust arrives stops learning (fernb.losses.arbex). The notebooks use
-# these for the tiny presets unless told otherwise; the official presets keep the published recipes.
+# Short from-scratch CPU runs of the *published* recipes (``RECIPE = "published"`` with the tiny presets) need other
+# steps than the papers', which assume pretrained backbones (POSTER_V2, ARBEx, MA-Net) or hundreds of epochs (ESR).
+# Measured: tiny POSTER_V2 on FER+ valid after 300 steps 35% at lr 3e-4 vs 31% at 1e-3; on the synthetic data, 12
+# epochs at 64 px (valid accuracy): MA-Net 18.7% with its SGD 0.01 (chance 14%), 27.9% with SGD 0.05, 32.5% with Adam
+# 1e-3; ESR 30.8% with its SGD 0.1, 51.1% with Adam 1e-3. ARBEx also holds its trust at 0 for the first half (loss
+# ``ramp_start``): its correction weighs the head by its confidence, and a head still uniform when trust arrives stops
+# learning (fernb.losses.arbex). The budget recipe (fernb.engine.presets) has its own optimiser and needs none of this.
 _ADAM = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
 SCRATCH_OPTIM: dict[str, dict[str, Any]] = {"arbex": {"lr": 3e-4}, "poster_v2": {"lr": 3e-4}, "esr": _ADAM,
                                             "manet": _ADAM}
 _SCRATCH_LOSS = {"arbex": {"ramp_start": 0.5}}
+RECIPE_CHOICES = ("auto", "budget", "published")
+
+
+def pick_recipe(recipe: str, device: str = "auto") -> str:
+    """``"auto"`` -> ``"budget"`` on a CPU, ``"published"`` on a GPU; ``"budget"`` / ``"published"`` as given.
+
+    Raises:
+        ValueError: any other value (the notebooks' ``RECIPE`` parameter).
+    """
+    if recipe not in RECIPE_CHOICES:
+        raise ValueError(f"RECIPE={recipe!r}; expected one of {', '.join(RECIPE_CHOICES)}")
+    if recipe != "auto":
+        return recipe
+    from .engine.distributed import resolve_device
+
+    return "published" if resolve_device(device).type == "cuda" else "budget"
 
 
 def method_config(
@@ -187,6 +203,9 @@ def method_config(
     smoke: bool,
     *,
     seed: int = 0,
+    recipe: str = "auto",
+    budget_s: float | None = None,
+    steps: int | None = None,
     preset: str | None = "tiny",
     epochs: int | None = None,
     img_size: int | None = None,
@@ -200,20 +219,44 @@ def method_config(
 ):
     """The config the training and comparison notebooks share, so that notebook 04 reuses the runs of 02 and 03.
 
-    The run is named ``<method>-<dataset>-s<seed>`` (``-smoke`` appended in smoke mode) under ``runs``. The tiny
-    presets train with :data:`SCRATCH_OPTIM` instead of the recipe's optimiser settings; ``lr`` overrides both.
+    ``recipe`` (see :func:`pick_recipe`): ``"budget"`` trains the method's CPU model for ``budget_s`` seconds (or
+    ``steps`` optimiser steps, or ``epochs``) with the budget recipe of :mod:`fernb.engine.presets`; ``"published"``
+    trains the paper's recipe, where the tiny presets use :data:`SCRATCH_OPTIM` instead of the recipe's optimiser.
+    ``img_size``, ``batch_size``, ``lr`` and ``preset`` override either recipe when given; ``model_kwargs`` are added
+    to the recipe's model options (the budget ARBEx keeps its backbone unless they name another).
+
+    The run is named ``<method>-<dataset>-s<seed>`` (``-smoke`` appended in smoke mode) under ``runs``.
     """
+    recipe = pick_recipe(recipe, device)
     loss_kwargs, optim = None, {}
-    if preset == "tiny":
-        optim = {f"optim__{k}": v for k, v in SCRATCH_OPTIM.get(method, {}).items()}
-        loss_kwargs = _SCRATCH_LOSS.get(method)
+    schedule: dict[str, Any] = {}
+    if recipe == "budget":
+        if budget_s is not None:
+            schedule["schedule__budget_s"] = budget_s
+        if steps is not None:
+            schedule["schedule__steps"] = steps
+    else:
+        if preset == "tiny":
+            optim = {f"optim__{k}": v for k, v in SCRATCH_OPTIM.get(method, {}).items()}
+            loss_kwargs = _SCRATCH_LOSS.get(method)
+        if steps is not None:
+            schedule["schedule__steps"] = steps
     if lr is not None:
         optim["optim__lr"] = lr
+    kwargs = None
+    if model_kwargs:
+        from .engine.presets import budget_overrides
+
+        kwargs = dict(budget_overrides(method, dataset)["model.kwargs"]) if recipe == "budget" else {}
+        if any(k.startswith("backbone") for k in model_kwargs):
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("backbone")}
+        kwargs.update(model_kwargs)
     return notebook_config(
-        f"{method}/{dataset}", smoke,
+        f"{method}/{dataset}" + ("@budget" if recipe == "budget" else ""), smoke,
         data__root=root, data__img_size=img_size, data__batch_size=batch_size, schedule__epochs=epochs,
-        **optim, loss__kwargs=loss_kwargs, model__preset=preset,
-        model__kwargs=dict(model_kwargs) if model_kwargs else None,
+        **schedule, **optim, loss__kwargs=loss_kwargs,
+        model__preset=preset if recipe == "published" or preset != "tiny" else None,
+        model__kwargs=kwargs,
         run__seed=seed, run__device=device, run__out_dir=runs, run__quiet=quiet, run__keep_epochs=True,
         run__name=f"{method}-{dataset}-s{seed}" + ("-smoke" if smoke else ""),
     )

@@ -664,16 +664,41 @@ def test_predictions_under_bf16_autocast_run(tmp_path):
 def test_notebook_tiny_runs_use_the_scratch_optimiser_and_official_runs_the_recipe():
     from fernb.notebooks import SCRATCH_OPTIM, method_config
 
-    manet = method_config("manet", "synthetic", False)
+    def published(method, **kw):
+        return method_config(method, "synthetic", False, recipe="published", **kw)
+
+    manet = published("manet")
     assert (manet.optim.name, manet.optim.lr, manet.optim.weight_decay) == ("adam", 1e-3, 0.0)
-    assert method_config("arbex", "synthetic", False).optim.lr == 3e-4
-    assert method_config("arbex", "synthetic", False).loss.kwargs == {"ramp_start": 0.5}
-    official = method_config("manet", "synthetic", False, preset="official")
+    assert published("arbex").optim.lr == 3e-4
+    assert published("arbex").loss.kwargs == {"ramp_start": 0.5}
+    official = published("manet", preset="official")
     assert (official.optim.name, official.optim.lr) == ("sgd", 0.01)  # MA-Net's published recipe
-    given = method_config("esr", "synthetic", False, lr=0.02)
+    given = published("esr", lr=0.02)
     assert (given.optim.name, given.optim.lr) == ("adam", 0.02)  # lr overrides the scratch step only
-    assert method_config("resnet18", "synthetic", False).optim.lr == 1e-3  # no scratch entry: the recipe
+    assert published("resnet18").optim.lr == 1e-3  # no scratch entry: the recipe
     assert set(SCRATCH_OPTIM) <= {"arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet"}
+
+
+def test_notebooks_train_the_budget_recipe_on_a_cpu():
+    from fernb.notebooks import method_config, pick_recipe
+
+    assert pick_recipe("auto", "cpu") == "budget" and pick_recipe("published", "cpu") == "published"
+    with pytest.raises(ValueError, match="RECIPE='fast'.*auto, budget, published"):
+        pick_recipe("fast")
+    cfg = method_config("resnet18", "synthetic", False, device="cpu", budget_s=30)
+    assert cfg.preset == "resnet18/synthetic@budget"
+    assert (cfg.optim.name, cfg.schedule.budget_s, cfg.data.pipeline, cfg.model.preset) == ("adamw", 30, "tensor",
+                                                                                            "tiny")
+    # the notebook's own model options are added to the budget model's: ARBEx keeps its ResNet-18 backbone
+    arbex = method_config("arbex", "synthetic", False, device="cpu", model_kwargs={"behaviour": "fixed"})
+    assert arbex.model.kwargs["backbone"] == "resnet18" and arbex.model.kwargs["behaviour"] == "fixed"
+    assert arbex.loss.kwargs["lambda_branch"] == 1.0
+    poster = method_config("arbex", "synthetic", False, device="cpu", model_kwargs={"backbone": "poster_v2"})
+    assert poster.model.kwargs == {"backbone": "poster_v2"}
+    steps = method_config("esr", "synthetic", False, device="cpu", steps=40)
+    assert (steps.schedule.steps, steps.schedule.budget_s) == (40, None)
+    smoke = method_config("arbex", "synthetic", True, device="cpu")
+    assert smoke.schedule.budget_s is None and smoke.data.train_limit == 128
 
 
 def test_branch_stages_follow_the_model(tmp_path):

@@ -24,7 +24,8 @@ _TRAIN_EPILOG = """examples:
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fernb train", description="Train a method with the fernb engine.",
                                 epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("preset", nargs="?", help="<method>/<dataset>, e.g. arbex/ferplus (see --list)")
+    p.add_argument("preset", nargs="?", help="<method>/<dataset>, e.g. arbex/ferplus; append @budget for the CPU "
+                   "budget recipe (resnet18/ferplus@budget schedule.budget_s=300); see --list")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-3 schedule.epochs=5")
     p.add_argument("--config", help="start from a config file (JSON or YAML) instead of a preset")
     p.add_argument("--smoke", action="store_true", default=None, help="seconds-long CPU run ($FERNB_SMOKE also works)")
