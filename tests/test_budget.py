@@ -20,6 +20,7 @@ from fernb.data.arrays import ArrayBatches, BatchTransform, array_cache_path, ba
 from fernb.engine import ConfigError, config_from_preset, fit
 from fernb.engine.checkpoint import load_checkpoint
 from fernb.engine.data import build_batch_transform, build_transform
+from fernb.engine.presets import budget_overrides
 from fernb.labels import LABEL_SPACES
 
 TESTS = Path(__file__).resolve().parent
@@ -241,9 +242,10 @@ def test_budget_recipe_fields_and_what_replaces_its_time_budget():
 @pytest.mark.parametrize("method", ["resnet18", "arm", "adcorre", "esr", "manet", "poster_v2", "arbex"])
 def test_every_method_trains_a_few_steps_with_its_budget_recipe(tmp_path, method):
     steps = 9 if method == "esr" else 3  # ESR's two smoke stages take one epoch (8 steps) each at least
+    size = budget_overrides(method, "ferplus")["data.img_size"]  # the recipe's size on 48 px data, not smoke's
     cfg = config_from_preset(f"{method}/synthetic@budget", smoke=True, data__pipeline="tensor",
                              schedule__steps=steps, run__out_dir=str(tmp_path), run__quiet=True, run__threads=1,
-                             data__batch_size=16)
+                             data__batch_size=16, data__img_size=size)
     res = fit(cfg)
     assert res.steps == steps and np.isfinite(res.history[-1]["train_loss"])
     rec = json.loads((res.run_dir / "run.json").read_text())

@@ -183,6 +183,8 @@ def split_recipe(name: str, recipe: str | None = None) -> tuple[str, str]:
 BUDGET_DATA: dict[str, dict[str, Any]] = {
     "synthetic": {"data.img_size": 64, "data.batch_size": 64},
 }
+# ESR's conv stack has unpadded convolutions: at 48 px its last 3x3 kernel meets a 2x2 map.
+_BUDGET_MIN_SIZE = {"esr": 64}
 
 
 def budget_overrides(method: str, dataset: str) -> dict[str, Any]:
@@ -190,6 +192,7 @@ def budget_overrides(method: str, dataset: str) -> dict[str, Any]:
     top). A ResNet-18 stem (ARBEx's backbone too) keeps stride 1 up to 48 px and takes stride 2 above."""
     out = dict(_BUDGET_COMMON)
     out.update(BUDGET_DATA.get(dataset, {}))
+    out["data.img_size"] = max(out["data.img_size"], _BUDGET_MIN_SIZE.get(method, 0))
     model = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BUDGET_MODELS.get(method, {}).items()}
     stride = 1 if out["data.img_size"] <= 48 else 2
     for holder in (model, model.get("backbone_kwargs")):
