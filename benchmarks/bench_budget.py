@@ -48,6 +48,7 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
 
 def method_config(spec: str, args: argparse.Namespace, out_dir: Path, seed: int):
     from fernb.engine import config_from_preset
+    from fernb.engine.presets import merge_model_kwargs
 
     method, extra = parse_method(spec)
     cfg = config_from_preset(f"{method}/ferplus@budget", data__root=str(args.root),
@@ -55,11 +56,7 @@ def method_config(spec: str, args: argparse.Namespace, out_dir: Path, seed: int)
                              run__name=f"{spec.replace(':', '-').replace('+', '-')}-s{seed}", run__seed=seed,
                              run__quiet=not args.progress, run__threads=args.threads,
                              run__keep_epochs=method == "arbex")
-    kwargs = dict(cfg.model.kwargs)
-    if extra.get("backbone") and extra["backbone"] != kwargs.get("backbone"):
-        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("backbone")}
-    kwargs.update(extra)
-    cfg.model.kwargs = kwargs
+    cfg.model.kwargs = merge_model_kwargs(dict(cfg.model.kwargs), extra)
     return cfg
 
 

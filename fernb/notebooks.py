@@ -229,32 +229,22 @@ def method_config(
     """
     recipe = pick_recipe(recipe, device)
     loss_kwargs, optim = None, {}
-    schedule: dict[str, Any] = {}
-    if recipe == "budget":
-        if budget_s is not None:
-            schedule["schedule__budget_s"] = budget_s
-        if steps is not None:
-            schedule["schedule__steps"] = steps
-    else:
-        if preset == "tiny":
-            optim = {f"optim__{k}": v for k, v in SCRATCH_OPTIM.get(method, {}).items()}
-            loss_kwargs = _SCRATCH_LOSS.get(method)
-        if steps is not None:
-            schedule["schedule__steps"] = steps
+    if recipe == "published" and preset == "tiny":
+        optim = {f"optim__{k}": v for k, v in SCRATCH_OPTIM.get(method, {}).items()}
+        loss_kwargs = _SCRATCH_LOSS.get(method)
     if lr is not None:
         optim["optim__lr"] = lr
     kwargs = None
     if model_kwargs:
-        from .engine.presets import budget_overrides
+        from .engine.presets import budget_overrides, merge_model_kwargs
 
-        kwargs = dict(budget_overrides(method, dataset)["model.kwargs"]) if recipe == "budget" else {}
-        if any(k.startswith("backbone") for k in model_kwargs):
-            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("backbone")}
-        kwargs.update(model_kwargs)
+        base = budget_overrides(method, dataset)["model.kwargs"] if recipe == "budget" else {}
+        kwargs = merge_model_kwargs(base, model_kwargs)
     return notebook_config(
         f"{method}/{dataset}" + ("@budget" if recipe == "budget" else ""), smoke,
         data__root=root, data__img_size=img_size, data__batch_size=batch_size, schedule__epochs=epochs,
-        **schedule, **optim, loss__kwargs=loss_kwargs,
+        schedule__steps=steps, schedule__budget_s=budget_s if recipe == "budget" else None,
+        **optim, loss__kwargs=loss_kwargs,
         model__preset=preset if recipe == "published" or preset != "tiny" else None,
         model__kwargs=kwargs,
         run__seed=seed, run__device=device, run__out_dir=runs, run__quiet=quiet, run__keep_epochs=True,

@@ -46,6 +46,7 @@ from .config import StageConfig, TrainConfig, apply_overrides
 
 __all__ = ["METHODS", "DATASETS", "RECIPES", "BUDGET_MODELS", "BUDGET_OVERRIDES", "BUDGET_DATA", "list_presets",
            "config_from_preset", "smoke_overrides", "smoke_enabled", "fit_branch_stages", "budget_overrides",
+           "merge_model_kwargs",
            "split_recipe"]
 
 METHODS: tuple[str, ...] = ("arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet")
@@ -185,6 +186,14 @@ BUDGET_DATA: dict[str, dict[str, Any]] = {
 }
 # ESR's conv stack has unpadded convolutions: at 48 px its last 3x3 kernel meets a 2x2 map.
 _BUDGET_MIN_SIZE = {"esr": 64}
+
+
+def merge_model_kwargs(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` model options on top of a recipe's ``base``; when ``extra`` names another backbone, none of the
+    base's ``backbone*`` options are kept (they belong to the base's backbone)."""
+    if extra.get("backbone") and extra["backbone"] != base.get("backbone"):
+        base = {k: v for k, v in base.items() if not k.startswith("backbone")}
+    return {**base, **extra}
 
 
 def budget_overrides(method: str, dataset: str) -> dict[str, Any]:
