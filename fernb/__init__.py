@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # OpenMP threads that spin while waiting make a 2-thread torch process up to 15x slower as soon as another process
 # wants the same cores (a notebook kernel beside a test run, a second training): passive waiting costs little when

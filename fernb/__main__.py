@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .data import dataset_info, list_datasets
+from .engine import cli
+from .models import list_models
+from .notebooks import run_notebooks
+
 
 def _notebooks(argv: list[str]) -> int:
-    from .notebooks import run_notebooks
-
     p = argparse.ArgumentParser(prog="python -m fernb notebooks", description="Run the notebooks with papermill.")
     p.add_argument("notebooks", nargs="*", help="notebook files (default: every notebooks/NN_*.ipynb)")
     p.add_argument("--smoke", action="store_true", help="smoke mode: tiny data and a few steps")
@@ -28,8 +31,6 @@ def _notebooks(argv: list[str]) -> int:
 
 
 def _datasets(argv: list[str]) -> int:
-    from .data import dataset_info, list_datasets
-
     for name in list_datasets():
         info = dataset_info(name)
         print(f"{name}  (splits: {', '.join(info.splits)}; classes: {info.default_label_space}; "
@@ -39,8 +40,6 @@ def _datasets(argv: list[str]) -> int:
 
 
 def _models(argv: list[str]) -> int:
-    from .models import list_models
-
     print("\n".join(list_models()))
     return 0
 
@@ -58,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "models":
         return _models(rest)
     if cmd in ("train", "evaluate"):
-        from .engine import cli
-
         return int((cli.train_main if cmd == "train" else cli.evaluate_main)(rest) or 0)
     print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)
     return 2

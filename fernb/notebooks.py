@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .engine import apply_overrides, config_from_preset, config_to_dict, evaluate, fit
+from .engine.distributed import resolve_device
+from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
+from .engine.rundir import RunDir
 
 __all__ = ["NOTEBOOK_DIR", "NotebookRun", "list_notebooks", "run_notebook", "run_notebooks"]
 
@@ -101,8 +108,6 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     ``SMOKE=True`` is always seconds long, whatever its other parameters say. Keys are dotted config paths given
     with double underscores (``schedule__epochs=12``).
     """
-    from .engine import apply_overrides, config_from_preset
-    from .engine.presets import smoke_overrides, split_recipe
 
     given = {k.replace("__", "."): v for k, v in params.items() if v is not None}
     cfg = config_from_preset(preset, smoke=False, **given)  # also fits ESR's stages to the model's branches
@@ -125,10 +130,6 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
         ``{"run_dir", "config", "history", "best_epoch", "best_value", "train_seconds", "test": metrics,
         "reused": bool}``.
     """
-    import json
-
-    from .engine import config_to_dict, evaluate, fit
-    from .engine.rundir import RunDir
 
     rd = RunDir(Path(cfg.run.out_dir) / (cfg.run.name or "run"))
     if reuse and rd.config_path.exists() and (rd.path / "run.json").exists():
@@ -137,8 +138,6 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
             json.loads(json.dumps(config_to_dict(cfg), default=str)))
         tests = [e for e in record.get("evaluations", []) if e.get("test")]
         if same and record.get("status") == "completed" and (tests or not test):
-            import csv
-
             with open(rd.path / "metrics.csv", newline="") as f:
                 history = list(csv.DictReader(f))
             best = record.get("best") or {}
@@ -154,7 +153,6 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
 
 
 def _with_overwrite(cfg):
-    from .engine import apply_overrides
 
     return apply_overrides(cfg, {"run.overwrite": True})
 
@@ -192,7 +190,6 @@ def pick_recipe(recipe: str, device: str = "auto") -> str:
         raise ValueError(f"RECIPE={recipe!r}; expected one of {', '.join(RECIPE_CHOICES)}")
     if recipe != "auto":
         return recipe
-    from .engine.distributed import resolve_device
 
     return "published" if resolve_device(device).type == "cuda" else "budget"
 
@@ -236,7 +233,6 @@ def method_config(
         optim["optim__lr"] = lr
     kwargs = None
     if model_kwargs:
-        from .engine.presets import budget_overrides, merge_model_kwargs
 
         base = budget_overrides(method, dataset)["model.kwargs"] if recipe == "budget" else {}
         kwargs = merge_model_kwargs(base, model_kwargs)

@@ -4,11 +4,13 @@ absent."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see fernb/__init__.py
 
 import pytest  # noqa: E402
+import toys  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERNB_SHARED", REPO.parent / "shared"))
@@ -48,6 +50,13 @@ def fidelity_dir() -> Path:
 @pytest.fixture(scope="session")
 def specs_dir() -> Path:
     return _need(SHARED / "specs", "specifications")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _toys() -> Iterator[None]:
+    """The engine's toy model and loss (``toys.py``) stay registered for the whole session."""
+    with toys.registered():
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

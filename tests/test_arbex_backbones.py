@@ -229,7 +229,7 @@ def test_timm_random_init_warns_once_per_model():
 
 
 def test_engine_trains_arbex_on_the_resnet18_backbone(tmp_path: Path):
-    from test_engine import spec_config
+    from toys import spec_config
 
     from fernb.engine import Callback, fit
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_engine as te
+import toys as te
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -40,7 +40,7 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
                                                  "run.checkpoint_every_steps": 2, "data.batch_size": 8})
     save_config(cfg, tmp_path / "ddp.yaml")
     n_train = len(load_dataset("synthetic", split="train", **cfg.data.options))  # fills the cache before the ranks
-    proc = _torchrun(tmp_path, ["--import", "test_engine", "--config", str(tmp_path / "ddp.yaml")])
+    proc = _torchrun(tmp_path, ["--import", "toys_plugin", "--config", str(tmp_path / "ddp.yaml")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     rec = json.loads((run / "run.json").read_text())

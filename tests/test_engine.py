@@ -1,8 +1,7 @@
 """The training engine: config and overrides, presets, the loop (optimisers, SAM, schedules, stages, trust ramp),
 run folders, checkpoints, NaN handling, determinism, callbacks and the evaluation protocol.
 
-The toy model and loss registered here (``engine_toy``) and the in-memory datasets are also used by
-``test_resume.py`` and ``test_ddp.py`` (imported as ``test_engine``, also from their subprocess scripts).
+The toy model, loss and data come from ``toys.py``.
 """
 
 from __future__ import annotations
@@ -10,150 +9,17 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
+from toys import SYNTH, ToyNet, toy_config, toy_data, weights_digest
 
-from fernb.data.base import FERDataset
-from fernb.engine import METHODS, Callback
+from fernb.engine import Callback
 from fernb.labels import LABEL_SPACES
-from fernb.losses import FERLoss, LossOutput, StepInfo, register_loss
-from fernb.losses._base import _LOSSES
-from fernb.models import VARIANTS, FERModel, ModelOutput, parse_variant, register_model
-from fernb.models._registry import _MODELS
-
-TOY = "engine_toy"
-
-
-# -- toy model, loss and data (shared with test_resume.py and test_ddp.py) ---------------------------------------------
-@dataclass
-class ToyOutput(ModelOutput):
-    features: Tensor | None = None
-
-
-class ToyNet(FERModel):
-    """conv-BN-ReLU-pool, dropout, linear head; ``add_branch`` adds a second head (a stand-in for ESR's branches)."""
-
-    def __init__(self, num_classes: int = 7, width: int = 8, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.config = {"num_classes": num_classes, "width": width}
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.drop = nn.Dropout(dropout)
-        self.heads = nn.ModuleList([nn.Linear(width * 16, num_classes)])
-        self.epoch_calls: list[int] = []
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        f = self.drop(features)
-        return f if pre_logits else torch.stack([h(f) for h in self.heads]).mean(0)
-
-    def forward(self, x: Tensor) -> ToyOutput:
-        f = self.forward_features(x)
-        return ToyOutput(logits=self.forward_head(f), embedding=f, features=f)
-
-    def add_branch(self) -> None:
-        for p in self.heads.parameters():
-            p.requires_grad_(False)
-        self.heads.append(nn.Linear(self.heads[0].in_features, self.heads[0].out_features))
-
-    def on_epoch_start(self, epoch: int, num_epochs: int) -> bool:
-        self.epoch_calls.append(epoch)
-        return False
-
-
-class ToyLoss(FERLoss):
-    """CE (class-weighted when given) + ``progress`` x a small logit penalty; NaN from step ``nan_at`` on."""
-
-    def __init__(self, class_weights: Tensor | None = None, nan_at: int | None = None) -> None:
-        super().__init__()
-        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.zeros(0))
-        self.nan_at = nan_at
-        self.infos: list[StepInfo] = []
-
-    def forward(self, output, target, dist=None, info=None) -> LossOutput:
-        info = info or StepInfo()
-        self.infos.append(info)
-        w = self.class_weights if self.class_weights.numel() else None
-        ce = nn.functional.cross_entropy(output.logits, target, weight=w)
-        reg = output.logits.pow(2).mean() * 1e-3
-        if self.nan_at is not None and info.step >= self.nan_at:
-            reg = reg * float("nan")
-        return LossOutput(ce + info.progress * reg, {"ce": ce, "reg": reg})
-
-
-def register_toys() -> None:
-    """Register the toy model and loss once per process (the registries refuse duplicates)."""
-    if TOY not in _MODELS:
-        def engine_toy(preset: str = "tiny", num_classes: int = 7, width: int = 8, dropout: float = 0.1,
-                       img_size: int | None = None) -> ToyNet:
-            return ToyNet(num_classes, width, dropout)
-
-        register_model(engine_toy)
-    if TOY not in _LOSSES:
-        register_loss(TOY)(lambda **kw: ToyLoss(**kw))
-
-
-def toy_data(n: int = 48, seed: int = 0, split: str = "train", size: int = 16, with_dists: bool = True,
-             subjects: int | None = None) -> FERDataset:
-    """Learnable in-memory data: class c lights up a band at row ~2c of a noisy gray image."""
-    rng = np.random.default_rng(seed)
-    space = LABEL_SPACES["basic7"]
-    y = np.arange(n) % 7
-    rng.shuffle(y)
-    img = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
-    for i, c in enumerate(y):
-        img[i, 2 * c: 2 * c + 2, :] = 220
-    dists = np.full((n, 7), 0.05, np.float32)
-    dists[np.arange(n), y] = 0.7
-    subj = [f"p{i % subjects}" for i in range(n)] if subjects else None
-    return FERDataset("toy", split, space, y, pixels=img, dists=dists if with_dists else None, subjects=subj)
-
-
-def toy_config(tmp: Path, **over):
-    from fernb.engine import TrainConfig, apply_overrides
-
-    base = {"model.name": TOY, "data.img_size": 16, "data.batch_size": 8, "schedule.epochs": 2,
-            "run.out_dir": str(tmp), "run.name": "toy", "run.quiet": True, "run.seed": 0, "optim.lr": 0.01,
-            "run.precision": "fp32", "run.threads": 1}
-    base.update(over)
-    return apply_overrides(TrainConfig(), base)
-
-
-# every method and the diversity variants, for the tests that run each one (resume, DDP)
-METHOD_SPECS = [*METHODS, *VARIANTS]
-
-
-def spec_config(spec: str, esr_stages: list, **over):
-    """The smoke config of a method or variant (``"esr+diversity"``) on the synthetic data, with ``over`` applied;
-    ESR trains with ``esr_stages``."""
-    from fernb.engine import config_from_preset
-
-    method, flags = parse_variant(spec)
-    over = {"data.dataset": "synthetic", "run.quiet": True, "run.precision": "fp32", "run.threads": 1,
-            "model.kwargs": flags, **over}
-    if method == "esr":
-        over["schedule.stages"] = esr_stages
-    return config_from_preset(f"{method}/synthetic", smoke=True, **over)
-
-
-def weights_digest(model: nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-register_toys()
+from fernb.models import ModelOutput
 
 
 # -- config ------------------------------------------------------------------------------------------------------------
@@ -505,7 +371,6 @@ def test_evaluate_records_test_use_and_maps_label_spaces(tmp_path):
     assert preds2.tolist() == [-1, 0, 1]
 
 
-SYNTH = {"data.dataset": "synthetic", "data.options": {"n": 120, "size": 32, "seed": 0}, "data.label_space": None}
 
 
 def test_config_driven_synthetic_run_evaluates_test_once_with_divergences(tmp_path):

@@ -28,9 +28,8 @@ from fernb.explore.gradcam import (
     resolve_class,
 )
 from fernb.labels import get_label_space
-from fernb.models import create_model, list_models
+from fernb.models import create_model, list_models, model_entrypoint
 from fernb.models._base import FERModel, ModelOutput
-from fernb.models._registry import model_entrypoint
 
 # fernb's own families (other test modules register toy models in the same registry)
 MODELS = [n for n in list_models() if model_entrypoint(n).__module__.startswith("fernb.models.")]

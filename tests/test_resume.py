@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_engine as te
 import torch
+import toys as te
 
 from fernb.engine import fit
 from fernb.engine.checkpoint import (
@@ -32,7 +32,8 @@ SCRIPT = """
 import os, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-import test_engine as te
+import toys as te
+import toys_plugin  # noqa: F401  (registers the toy model and loss)
 from fernb.engine import Callback, fit
 
 over = {over!r}

@@ -3,16 +3,10 @@
 The entry point is :func:`load_dataset`; every reader maps its labels into :mod:`fernb.labels`' canonical order.
 """
 
-from .base import (
-    FERDataset,
-    dataset_info,
-    list_datasets,
-    load_dataset,
-    read_image,
-    register_dataset,
-    restrict_label_space,
-)
+from .base import FERDataset, read_image, register_dataset, restrict_label_space
 from .errors import CorruptImageError, DataFormatError, DataRootError, EmptySplitError, FernbDataError
+from .factory import dataset_info, list_datasets, load_dataset
+from .readers import verify_images
 from .splits import folds_from_column, group_holdout, stratified_split, subject_kfold, train_valid_split
 
 __all__ = [
@@ -36,11 +30,3 @@ __all__ = [
     "verify_images",
 ]
 
-
-def __getattr__(name: str):
-    # verify_images lives with the readers, which import pandas: load them only when asked.
-    if name == "verify_images":
-        from .readers._common import verify_images
-
-        return verify_images
-    raise AttributeError(f"module 'fernb.data' has no attribute {name!r}")

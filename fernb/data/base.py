@@ -14,18 +14,18 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ..labels import LabelSpace, get_label_space
+from ..labels import LabelSpace
+from ..registry import Registry
 from .errors import CorruptImageError, DataRootError, EmptySplitError
 
 __all__ = [
     "FERDataset",
     "DatasetInfo",
+    "DATASETS",
     "register_dataset",
-    "load_dataset",
-    "list_datasets",
-    "dataset_info",
     "resolve_root",
     "read_image",
+    "restrict_label_space",
 ]
 
 
@@ -238,8 +238,7 @@ class DatasetInfo:
         return f"FERNB_{self.name.upper()}_ROOT"
 
 
-_DATASETS: dict[str, DatasetInfo] = {}
-_ALIASES: dict[str, str] = {}
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register_dataset(
@@ -249,31 +248,11 @@ def register_dataset(
     """Decorator registering a reader ``fn(root: Path, split: str, **options) -> FERDataset``."""
 
     def deco(fn: Callable[..., FERDataset]) -> Callable[..., FERDataset]:
-        info = DatasetInfo(name, fn, layout, tuple(splits), default_label_space, dirname or name, description,
-                           tuple(aliases))
-        _DATASETS[name] = info
-        for a in (name, *aliases):
-            _ALIASES[a.lower()] = name
+        DATASETS.add(name, DatasetInfo(name, fn, layout, tuple(splits), default_label_space, dirname or name,
+                                       description, tuple(aliases)), aliases=tuple(aliases))
         return fn
 
     return deco
-
-
-def _ensure_readers() -> None:
-    from . import readers  # noqa: F401  (registers the readers)
-
-
-def list_datasets() -> list[str]:
-    _ensure_readers()
-    return sorted(_DATASETS)
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    _ensure_readers()
-    try:
-        return _DATASETS[_ALIASES[name.lower()]]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_DATASETS))}") from None
 
 
 def resolve_root(info: DatasetInfo, root: str | os.PathLike | None) -> Path:
@@ -294,38 +273,6 @@ def resolve_root(info: DatasetInfo, root: str | os.PathLike | None) -> Path:
         raise DataRootError(info.name, path, "the data root does not exist or is not a folder", info.layout,
                             info.env_var)
     return path
-
-
-def load_dataset(
-    name: str,
-    root: str | os.PathLike | None = None,
-    split: str = "train",
-    *,
-    transform: Callable[[Image.Image], Any] | None = None,
-    label_space: str | LabelSpace | Sequence[str] | None = None,
-    **options: Any,
-) -> FERDataset:
-    """Load any supported dataset from its published layout.
-
-    Args:
-        name: ``"rafdb"``, ``"fer2013"``, ``"ferplus"``, ``"affectnet"``, ``"jaffe"``, ``"ckplus"``, ``"affwild2"``,
-            ``"folder"``, ``"manifest"`` or ``"synthetic"`` (see :func:`list_datasets`).
-        root: the data root; defaults to ``$FERNB_<NAME>_ROOT`` or ``$FERNB_DATA_ROOT/<name>``.
-        split: split name (``"train"``, ``"valid"``, ``"test"``, ``"all"``, ... per dataset).
-        transform: applied to the PIL image of each item.
-        label_space: keep only these classes (name such as ``"basic7"``, or a list of class names); samples of
-            other classes are dropped. Defaults to the dataset's own classes.
-        **options: reader-specific options (e.g. FER+ ``mode="majority" | "probability" | "soft"``).
-    """
-    info = dataset_info(name)
-    if info.splits and split not in info.splits:
-        raise ValueError(f"{info.name}: unknown split {split!r}; expected one of {', '.join(info.splits)}")
-    path = resolve_root(info, root) if info.name != "synthetic" else (Path(root) if root else None)
-    ds = info.loader(path, split, **options)
-    if label_space is not None:
-        ds = restrict_label_space(ds, get_label_space(label_space))
-    ds.transform = transform
-    return ds
 
 
 def restrict_label_space(ds: FERDataset, space: LabelSpace) -> FERDataset:

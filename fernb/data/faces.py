@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .base import read_image
+
 __all__ = [
     "FaceBox",
     "Landmarks",
@@ -1052,8 +1054,6 @@ def load_images(
         FileNotFoundError: the folder is missing or holds no image with one of ``suffixes``.
         CorruptImageError: naming a file that cannot be decoded.
     """
-    from .base import read_image
-
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(

@@ -513,6 +513,12 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
+def has_preset(method: str) -> bool:
+    """Whether ``method`` names a transform preset or one of its aliases."""
+    key = str(method).strip().lower().replace(" ", "_")
+    return _ALIASES.get(key, key) in _PRESETS
+
+
 def _resolve(method: str) -> tuple[str, _Preset]:
     key = str(method).strip().lower().replace(" ", "_")
     key = _ALIASES.get(key, key)

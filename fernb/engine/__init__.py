@@ -35,11 +35,13 @@ from .config import (
     parse_overrides,
     save_config,
 )
-from .evaluate import cross_validate, evaluate, load_run, map_predictions, repeat_seeds
+from .evaluate import evaluate, map_predictions
+from .factory import load_run
 from .fit import Callback, FitResult, History, NonFiniteLossError, Trainer, fit, seed_everything
 from .optim import SAM, LRSchedule, build_optimizer
 from .predict import Predictions, predict
 from .presets import DATASETS, METHODS, config_from_preset, list_presets
+from .protocol import cross_validate, repeat_seeds
 from .rundir import RunDir, RunExistsError
 
 __all__ = [

@@ -4,11 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import yaml
+
+from .config import ConfigError, apply_overrides, config_to_dict, load_config
+from .evaluate import evaluate
+from .fit import fit
+from .presets import config_from_preset, list_presets
 
 __all__ = ["train_main", "evaluate_main", "format_metrics"]
 
@@ -41,17 +49,12 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _import_plugins(modules: Sequence[str]) -> None:
-    import importlib
-
     for name in modules:
         importlib.import_module(name)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``python -m fernb train <preset> [key=value ...]``; returns the exit code."""
-    from .config import ConfigError, apply_overrides, config_to_dict, load_config
-    from .presets import config_from_preset, list_presets
-
     args = _train_parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
     _import_plugins(args.imports)
     if args.list:
@@ -80,12 +83,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
-        import yaml
-
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return 0
-    from .fit import fit
-
     result = fit(cfg)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
@@ -95,8 +94,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             shown = "  ".join(f"{k[6:]} {result.best_metrics[k]:.4f}" for k in keys)
             print(f"best epoch {result.best_epoch}: {shown}")
     if args.test and main:
-        from .evaluate import evaluate
-
         m = evaluate(result.run_dir, "test")
         print(format_metrics(m))
     return 0
@@ -149,8 +146,6 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                    help="import MODULE first (it may register your own models, losses or datasets); repeatable")
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     _import_plugins(a.imports)
-    from .evaluate import evaluate
-
     m = evaluate(a.run_dir, a.split, checkpoint=a.checkpoint, dataset=a.dataset, root=a.root,
                  restrict_predictions=not a.no_restrict, bootstrap=a.bootstrap, batch_size=a.batch_size,
                  device=a.device)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from .rundir import atomic_write_text
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -613,8 +615,6 @@ def _finite_only(obj: Any) -> Any:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
-    from .rundir import atomic_write_text
-
     path = Path(path)
     data = _finite_only(config_to_dict(cfg))
     if path.suffix in (".yaml", ".yml"):

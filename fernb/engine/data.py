@@ -20,6 +20,12 @@ from torch.utils.data import DataLoader
 
 from ..data.arrays import ArrayBatches, BatchTransform, materialize
 from ..data.base import FERDataset, restrict_label_space
+from ..data.errors import DataRootError
+from ..data.factory import dataset_info, load_dataset
+from ..data.samplers import build_sampler
+from ..data.splits import subject_kfold
+from ..data.synthetic import load_synthetic
+from ..data.transforms import build_transforms, has_preset, transform_spec
 from ..labels import get_label_space
 from .config import ConfigError, DataConfig, TrainConfig
 from .distributed import shard_indices
@@ -27,6 +33,7 @@ from .distributed import shard_indices
 __all__ = [
     "DataBundle",
     "build_transform",
+    "run_transform",
     "build_batch_transform",
     "transform_method",
     "load_split",
@@ -36,7 +43,6 @@ __all__ = [
     "class_weights",
     "epoch_indices",
     "make_loader",
-    "subject_kfold",
 ]
 
 def build_transform(method: str, train: bool, img_size: int, *, strict: bool = False
@@ -45,14 +51,12 @@ def build_transform(method: str, train: bool, img_size: int, *, strict: bool = F
 
     A method without a transform preset of its own gets the data layer's ``"default"`` preset unless ``strict``.
     """
-    from ..data.transforms import build_transforms, list_presets
+    return build_transforms(_preset_name(method, strict), train=train, img_size=img_size)
 
-    if not strict and method not in list_presets():
-        try:
-            return build_transforms(method, train=train, img_size=img_size)
-        except ValueError:
-            return build_transforms("default", train=train, img_size=img_size)
-    return build_transforms(method, train=train, img_size=img_size)
+
+def _preset_name(method: str, strict: bool) -> str:
+    """``method``, or ``"default"`` when it has no preset and ``strict`` is off (``data.transform="auto"``)."""
+    return method if strict or has_preset(method) else "default"
 
 
 def transform_method(cfg: TrainConfig) -> str | None:
@@ -64,7 +68,8 @@ def transform_method(cfg: TrainConfig) -> str | None:
     return cfg.model.name if t == "auto" else t
 
 
-def _transform(cfg: TrainConfig, train: bool) -> Callable[[Any], torch.Tensor]:
+def run_transform(cfg: TrainConfig, train: bool) -> Callable[[Any], torch.Tensor]:
+    """The per-sample transform a run applies (train or eval), from its ``data.transform``."""
     method = transform_method(cfg)
     return build_transform(method, train, cfg.data.img_size, strict=cfg.data.transform != "auto")
 
@@ -75,16 +80,8 @@ PIPELINES = ("pil", "tensor")
 def build_batch_transform(cfg: TrainConfig, train: bool) -> BatchTransform:
     """The ``tensor`` pipeline's whole-batch transform: the method's channels, normalisation and channel order
     (from its transform preset, as the per-sample pipeline has them), plus ``data.batch_augment`` when training."""
-    from ..data.transforms import list_presets, transform_spec
-
-    method = transform_method(cfg) or "default"
-    if cfg.data.transform == "auto" and method not in list_presets():
-        try:
-            spec = transform_spec(method, False, cfg.data.img_size)
-        except ValueError:
-            spec = transform_spec("default", False, cfg.data.img_size)
-    else:
-        spec = transform_spec(method, False, cfg.data.img_size)
+    method = _preset_name(transform_method(cfg) or "default", strict=cfg.data.transform != "auto")
+    spec = transform_spec(method, False, cfg.data.img_size)
     base = {"channels": spec.channels, "mean": spec.mean, "std": spec.std, "bgr": spec.bgr}
     if not train:
         return BatchTransform(**base, train=False)
@@ -107,15 +104,13 @@ def _attach_transforms(cfg: TrainConfig, ds: FERDataset, train: bool) -> FERData
         ds = materialize(ds, cfg.data.img_size, progress=not cfg.run.quiet)
         ds = ds.with_batch_transform(build_batch_transform(cfg, train))
     if transform_method(cfg) is not None:
-        ds = ds.with_transform(_transform(cfg, train))
+        ds = ds.with_transform(run_transform(cfg, train))
     return ds
 
 
 def _is_missing_root(exc: BaseException) -> bool:
     """True when the data root itself is absent (not when it exists but lacks a split or has another layout: a
     smoke run must not quietly swap a real dataset's missing test split for synthetic data)."""
-    from ..data.errors import DataRootError
-
     if not isinstance(exc, DataRootError):
         return False
     return exc.root is None or not Path(exc.root).is_dir()
@@ -132,8 +127,6 @@ def load_split(cfg: DataConfig, split: str, *, seed: int = 0, dataset: str | Non
     ``dataset``, ``root``, ``options`` and ``label_space`` replace the config's (``label_space=None``: the dataset's
     own classes).
     """
-    from ..data import load_dataset
-
     name = dataset or cfg.dataset
     opts = dict(cfg.options if options is None else options)
     space = cfg.label_space if label_space is _FROM_CONFIG else label_space
@@ -142,8 +135,6 @@ def load_split(cfg: DataConfig, split: str, *, seed: int = 0, dataset: str | Non
     except Exception as exc:
         if not (cfg.fallback and _is_missing_root(exc) and dataset is None):
             raise
-    from ..data import dataset_info
-
     fb_space = space or dataset_info(name).default_label_space
     fb_split = split if split in dataset_info(cfg.fallback).splits else "train"
     fb_opts: dict[str, Any] = {"n": 400, "size": max(32, min(cfg.img_size, 64)), "seed": seed}
@@ -151,8 +142,6 @@ def load_split(cfg: DataConfig, split: str, *, seed: int = 0, dataset: str | Non
                   f"(split {fb_split!r}, label space {fb_space!r})", stacklevel=2)
     if cfg.fallback == "synthetic" and "contempt" in get_label_space(fb_space).names:
         # the synthetic generator's own label_space option cannot pass through load_dataset (same keyword)
-        from ..data.synthetic import load_synthetic
-
         ds = restrict_label_space(load_synthetic(None, fb_split, label_space="ferplus8", **fb_opts),
                                   get_label_space(fb_space))
     else:
@@ -167,36 +156,6 @@ def _limit(ds: FERDataset, limit: int | None, seed: int) -> FERDataset:
     rng = np.random.default_rng([seed, 7])
     keep = np.sort(rng.permutation(len(ds))[:limit])
     return ds.subset(keep)
-
-
-def subject_kfold(subjects: np.ndarray, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Subject-independent k folds: ``[(train_idx, test_idx), ...]``, no subject in two folds.
-
-    Uses :func:`fernb.data.splits.subject_kfold` when the data layer has it; otherwise shuffles the subjects with
-    ``seed`` and deals them greedily to the fold with the fewest samples.
-    """
-    try:
-        from ..data.splits import subject_kfold as data_kfold
-    except ModuleNotFoundError as exc:
-        if exc.name != "fernb.data.splits":
-            raise
-        data_kfold = None
-    if data_kfold is not None:
-        return [(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)) for a, b in data_kfold(subjects, k,
-                                                                                                        seed=seed)]
-    subjects = np.asarray(subjects)
-    uniq, counts = np.unique(subjects, return_counts=True)
-    if len(uniq) < k:
-        raise ValueError(f"{k}-fold cross-validation needs at least {k} subjects, found {len(uniq)}")
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    sizes = np.zeros(k, dtype=np.int64)
-    fold_of: dict[str, int] = {}
-    for i in order:
-        f = int(np.argmin(sizes))
-        fold_of[uniq[i]] = f
-        sizes[f] += counts[i]
-    fold_idx = np.array([fold_of[s] for s in subjects])
-    return [(np.flatnonzero(fold_idx != f), np.flatnonzero(fold_idx == f)) for f in range(k)]
 
 
 def _holdout(ds: FERDataset, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -343,7 +302,7 @@ def run_split(cfg: TrainConfig, split: str) -> FERDataset:
     train = bundle.train
     if train.batch_transform is not None:
         train = train.with_batch_transform(build_batch_transform(cfg, False))
-    return train.with_transform(_transform(cfg, False)) if transform_method(cfg) is not None else train
+    return train.with_transform(run_transform(cfg, False)) if transform_method(cfg) is not None else train
 
 
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -356,8 +315,6 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def _data_sampler(cfg: DataConfig, targets: np.ndarray, seed: int, rank: int, world: int) -> tuple[Any, bool]:
-    from ..data.samplers import build_sampler
-
     params = inspect.signature(build_sampler).parameters
     kwargs = dict(cfg.sampler_kwargs)
     shards_itself = "num_replicas" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

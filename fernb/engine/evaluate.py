@@ -7,55 +7,23 @@ and it records every use in the run's ``run.json`` (``test_split_used``, ``evalu
 
 from __future__ import annotations
 
+import io
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from ..data.base import FERDataset, restrict_label_space
 from ..labels import LabelSpace, get_label_space, remap
-from .checkpoint import load_checkpoint
-from .config import TrainConfig, apply_overrides, load_config
-from .data import build_test_dataset
+from .data import build_test_dataset, run_transform, transform_method
 from .distributed import resolve_device
-from .factory import build_model
-from .metrics import bootstrap_ci, classification_metrics, summarize_runs
+from .factory import load_run
+from .metrics import bootstrap_ci, classification_metrics
 from .predict import Predictions, predict
-from .rundir import RunDir, now_iso, write_json
+from .rundir import RunDir, atomic_write_bytes, now_iso, write_json
 
-__all__ = ["load_run", "evaluate", "map_predictions", "cross_validate", "repeat_seeds"]
-
-
-def load_run(run_dir: str | Path, checkpoint: str | int = "best", *, device: str = "cpu"
-             ) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
-    """Rebuild a run's model from its config and a checkpoint, in eval mode.
-
-    ``checkpoint``: ``"best"``, ``"last"``, or an epoch kept by ``run.keep_epochs`` (``3`` or ``"epoch-003"``;
-    :meth:`RunDir.checkpoints` lists them).
-
-    Returns:
-        ``(config, model, checkpoint_meta)``.
-    """
-    rd = RunDir(run_dir)
-    if not rd.config_path.exists():
-        raise FileNotFoundError(f"{rd.path}: no config.json; is this a fernb run folder?")
-    cfg = load_config(rd.config_path)
-    state, meta, _ = load_checkpoint(rd.checkpoint(checkpoint), with_train_state=False)
-    record = rd.read_record()
-    names = meta.get("class_names") or (record.get("data") or {}).get("label_space", {}).get("names")
-    if names is None:
-        raise FileNotFoundError(f"{rd.path}: neither the checkpoint nor run.json names the classes")
-    model = build_model(cfg.model, len(names), cfg.data.img_size, checkpoint=False)
-    for call in meta.get("stage_calls", []):  # rebuild the architecture of staged runs (e.g. ESR's branches)
-        getattr(model, call)()
-    model.load_state_dict(state)
-    model.to(resolve_device(device)).eval()
-    meta = dict(meta)
-    meta["class_names"] = list(names)
-    return cfg, model, meta
+__all__ = ["evaluate", "map_predictions"]
 
 
 def map_predictions(logits: np.ndarray, model_space: LabelSpace, data_space: LabelSpace, *, restrict: bool = True
@@ -128,9 +96,7 @@ def evaluate(
     cfg, model, meta = load_run(rd.path, checkpoint, device=device)
     model_space = get_label_space(meta["class_names"])
     if data is not None:
-        from .data import _transform, transform_method
-
-        ds = data.with_transform(_transform(cfg, False)) if transform_method(cfg) else data
+        ds = data.with_transform(run_transform(cfg, False)) if transform_method(cfg) else data
         source = data.name
     else:
         ds, source = build_test_dataset(cfg, split, dataset=dataset, root=root, options=options)
@@ -177,10 +143,6 @@ def evaluate(
     rd.eval_dir.mkdir(parents=True, exist_ok=True)
     write_json(rd.eval_dir / f"{tag}.json", m)
     if save_predictions:
-        import io
-
-        from .rundir import atomic_write_bytes
-
         buf = io.BytesIO()
         np.savez(buf, logits=logits.astype(np.float32), targets=pred.targets, indices=pred.indices,
                  preds=preds, **({"dists": pred.dists} if pred.dists is not None else {}))
@@ -198,53 +160,3 @@ def evaluate(
         rec["test_evaluations"] = int(rec.get("test_evaluations", 0)) + 1
     rd.write_record(rec)
     return m
-
-
-def _fit(cfg: TrainConfig, **kw: Any) -> Any:
-    from .fit import fit
-
-    return fit(cfg, **kw)
-
-
-def cross_validate(config: TrainConfig, *, folds: int | None = None, fit_fn: Callable[..., Any] | None = None,
-                   bootstrap: int = 0, **fit_kw: Any) -> dict[str, Any]:
-    """Subject-independent k-fold cross-validation (CK+, JAFFE).
-
-    Fold i trains on the other folds minus fold i+1 (its validation fold, used for model selection) and is tested
-    once on fold i. The summary (mean and std over folds) is written to ``<out_dir>/<name>-cv.json``.
-    """
-    k = folds or config.data.folds
-    if not k or k < 2:
-        raise ValueError("cross_validate needs data.folds >= 2 (or folds=...)")
-    fit_fn = fit_fn or _fit
-    results = []
-    base_name = config.run.name or f"{config.model.name}-{config.data.dataset}-s{config.run.seed}"
-    for i in range(k):
-        cfg = apply_overrides(config, {"data.folds": k, "data.fold": i, "run.name": f"{base_name}-fold{i}"})
-        res = fit_fn(cfg, **fit_kw)
-        m = evaluate(res.run_dir, "test", bootstrap=bootstrap)
-        results.append({"fold": i, "run_dir": str(res.run_dir), **{key: m[key] for key in
-                                                                  ("accuracy", "mean_class_accuracy", "macro_f1",
-                                                                   "n")}})
-    summary = {"kind": "subject_kfold", "folds": k, "runs": results, "summary": summarize_runs(results)}
-    write_json(Path(config.run.out_dir) / f"{base_name}-cv.json", summary)
-    return summary
-
-
-def repeat_seeds(config: TrainConfig, seeds: Sequence[int], *, split: str = "test",
-                 fit_fn: Callable[..., Any] | None = None, bootstrap: int = 0, **fit_kw: Any) -> dict[str, Any]:
-    """Train once per seed, evaluate each run once on ``split``, and report mean and standard deviation."""
-    fit_fn = fit_fn or _fit
-    results = []
-    base_name = config.run.name or f"{config.model.name}-{config.data.dataset}"
-    for s in seeds:
-        cfg = apply_overrides(config, {"run.seed": int(s), "run.name": f"{base_name}-s{s}"})
-        res = fit_fn(cfg, **fit_kw)
-        m = evaluate(res.run_dir, split, bootstrap=bootstrap)
-        results.append({"seed": int(s), "run_dir": str(res.run_dir),
-                        **{key: m[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "n")}})
-    summary = {"kind": "seeds", "seeds": [int(s) for s in seeds], "split": split, "runs": results,
-               "summary": summarize_runs(results)}
-    write_json(Path(config.run.out_dir) / f"{base_name}-seeds.json", summary)
-    return summary
-

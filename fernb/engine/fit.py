@@ -36,7 +36,7 @@ from .checkpoint import capture_rng, checkpoint_exists, load_checkpoint, restore
 from .config import ConfigError, ScheduleConfig, StageConfig, TrainConfig, save_config
 from .data import DataBundle, build_datasets, class_weights, epoch_indices, make_loader
 from .distributed import DistEnv, init_distributed
-from .factory import build_model
+from .factory import build_model, load_run
 from .metrics import classification_metrics
 from .optim import SAM, LRSchedule, build_optimizer
 from .predict import autocast_context, float_output, predict
@@ -125,8 +125,6 @@ class FitResult:
 
     def load_best(self, device: str = "cpu") -> nn.Module:
         """A fresh model with the best checkpoint's weights (eval mode)."""
-        from .evaluate import load_run
-
         return load_run(self.run_dir, "best", device=device)[1]
 
 

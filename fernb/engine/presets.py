@@ -42,6 +42,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..models._registry import build_config
+from ..models.esr import ESRConfig
 from .config import StageConfig, TrainConfig, apply_overrides
 
 __all__ = ["METHODS", "DATASETS", "RECIPES", "BUDGET_MODELS", "BUDGET_OVERRIDES", "BUDGET_DATA", "list_presets",
@@ -75,9 +77,6 @@ def fit_branch_stages(cfg: TrainConfig) -> TrainConfig:
     ``tiny`` ESR (4 branches) 1 + 3 stages of the same lengths. Other configs come back unchanged."""
     if cfg.model.name != "esr" or not cfg.schedule.stages:
         return cfg
-    from ..models._registry import build_config
-    from ..models.esr import ESRConfig
-
     sizes = {k: v for k, v in cfg.model.kwargs.items() if k in ("num_branches", "active_branches")}
     model = build_config(ESRConfig, cfg.model.preset, sizes)
     room = model.num_branches - model.initial_branches

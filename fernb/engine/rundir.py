@@ -27,6 +27,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from .._version import __version__
+
 __all__ = [
     "RunExistsError",
     "RunDir",
@@ -107,16 +112,11 @@ def git_commit(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
 
 def environment_record() -> dict[str, Any]:
     """Versions of python, torch, numpy and fernb, the platform and the git commit."""
-    import numpy as np
-    import torch
-
-    import fernb
-
     rec: dict[str, Any] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "fernb": fernb.__version__,
+        "fernb": __version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

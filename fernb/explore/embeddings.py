@@ -34,8 +34,15 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+import torch
 
 from ..data.cache import cache_root
+from ..engine.data import run_split
+from ..engine.distributed import resolve_device
+from ..engine.factory import load_run
+from ..engine.metrics import softmax
+from ..engine.predict import predict
+from ..engine.rundir import RunDir, atomic_write_bytes
 
 __all__ = [
     "COLOURINGS",
@@ -195,8 +202,6 @@ class Neighbours:
 # -- run folders ----------------------------------------------------------------------------------------------------
 def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
     """The run's epoch checkpoints in order (``run.keep_epochs``), else whichever of ``best``/``last`` it has."""
-    from ..engine.rundir import RunDir
-
     tags = RunDir(run_dir).checkpoints()
     epochs = [t for t in tags if t.startswith("epoch-")]
     return epochs or tags
@@ -204,8 +209,6 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
 
 def checkpoint_epoch(run_dir: str | os.PathLike, checkpoint: str | int) -> int | None:
     """The 1-based epoch a checkpoint was saved at (from its ``state.json``)."""
-    from ..engine.rundir import RunDir
-
     state = RunDir(run_dir).checkpoint(checkpoint) / "state.json"
     if not state.is_file():
         return None
@@ -251,8 +254,6 @@ def _read_cache(path: Path) -> bytes | None:
 
 
 def _write_cache(path: Path, data: bytes) -> None:
-    from ..engine.rundir import atomic_write_bytes
-
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:  # a cache that cannot be written only costs time
@@ -286,8 +287,6 @@ def collect_embeddings(
     Returns:
         An :class:`EmbeddingSet` (not yet projected).
     """
-    from ..engine.rundir import RunDir
-
     rd = RunDir(run_dir)
     tag = f"epoch-{int(checkpoint):03d}" if isinstance(checkpoint, int) else str(checkpoint)
     state_file = rd.checkpoint(tag) / "state.json"
@@ -316,13 +315,6 @@ _ARBEX_SCALARS = ("confidence_primary", "confidence_anchor", "confidence_attenti
 
 def _embed(run_dir: Path, tag: str, *, split: str, limit: int | None, seed: int, device: str,
            batch_size: int | None) -> EmbeddingSet:
-    import torch
-
-    from ..engine import load_run, predict
-    from ..engine.data import run_split
-    from ..engine.distributed import resolve_device
-    from ..engine.metrics import softmax
-
     cfg, model, meta = load_run(run_dir, tag, device=device)
     ds = run_split(cfg, split)
     rows = np.arange(len(ds))

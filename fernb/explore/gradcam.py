@@ -34,6 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.transforms import to_display
+from ..engine.data import build_test_dataset
+from ..engine.factory import load_run
 from ..models._base import LogitsOnly
 
 __all__ = [
@@ -384,8 +387,6 @@ def load_faces(dataset: Any, indices: Sequence[int] | np.ndarray) -> FaceBatch:
     The faces are the model inputs with the transform's normalisation (and BGR order) undone, so an overlay shows
     exactly what the model saw.
     """
-    from ..data.transforms import to_display
-
     spec = getattr(getattr(dataset, "transform", None), "spec", None)
     mean, std = (spec.mean, spec.std) if spec is not None else (None, None)
     bgr = bool(spec.bgr) if spec is not None else False
@@ -416,8 +417,6 @@ class CamModel:
 def load_cam_model(run_dir: str | Path, name: str | None = None, *, checkpoint: str | int = "best",
                    split: str = "test", device: str = "cpu") -> CamModel:
     """Load a run's model (``fernb.engine.load_run``) and its evaluation split with the run's transform."""
-    from ..engine import load_run
-    from ..engine.data import build_test_dataset
 
     cfg, model, meta = load_run(run_dir, checkpoint, device=device)
     ds, _ = build_test_dataset(cfg, split)

@@ -1,4 +1,5 @@
-"""The loss interface the training engine calls for every method, and the loss registry."""
+"""The loss interface the training engine calls for every method, and the loss registry (filled by each loss
+module; :mod:`.factory` imports them all)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-__all__ = ["StepInfo", "LossOutput", "FERLoss", "register_loss", "create_loss", "list_losses"]
+from ..registry import Registry
+
+__all__ = ["StepInfo", "LossOutput", "FERLoss", "LOSSES", "register_loss"]
 
 
 @dataclass(frozen=True)
@@ -46,35 +49,15 @@ class FERLoss(nn.Module):
         raise NotImplementedError
 
 
-_LOSSES: dict[str, Callable[..., FERLoss]] = {}
+LOSSES: Registry[Callable[..., FERLoss]] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[Callable[..., FERLoss]], Callable[..., FERLoss]]:
     """Register a loss factory under the name of the model it trains (``"arbex"``, ``"arm"``, ...)."""
 
     def deco(fn: Callable[..., FERLoss]) -> Callable[..., FERLoss]:
-        if name in _LOSSES:
+        if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        _LOSSES[name] = fn
-        return fn
+        return LOSSES.add(name, fn)
 
     return deco
-
-
-def _ensure_losses() -> None:
-    from ..models import _families  # noqa: F401  (model families import their losses)
-    from . import _families as _lf  # noqa: F401
-
-
-def list_losses() -> list[str]:
-    _ensure_losses()
-    return sorted(_LOSSES)
-
-
-def create_loss(name: str, **kwargs) -> FERLoss:
-    """Build the loss registered for a method, e.g. ``create_loss("arbex", class_weights=w)``."""
-    _ensure_losses()
-    try:
-        return _LOSSES[name](**kwargs)
-    except KeyError:
-        raise KeyError(f"no loss registered for {name!r}; known: {', '.join(sorted(_LOSSES))}") from None

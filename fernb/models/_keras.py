@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._errors import CheckpointMismatchError
+
 __all__ = ["read_keras_h5", "convert_keras_xception", "convert_keras_adcorre", "xception_layer_map", "KerasTensor"]
 
 
@@ -67,7 +69,6 @@ def read_keras_h5(path: str | Path) -> dict[str, Tensor]:
         ImportError: h5py is missing (with the ``pip install h5py`` command).
         CheckpointMismatchError: the file is not HDF5, or not in a Keras 2 layout.
     """
-    from ._weights import CheckpointMismatchError
 
     h5py = _h5py()
     path = Path(path)
@@ -279,7 +280,6 @@ def convert_keras_adcorre(
     Raises:
         CheckpointMismatchError: the file has another number of embedding heads than the model.
     """
-    from ._weights import CheckpointMismatchError
 
     def dense(mapper: _Mapper, layers: dict[str, dict[str, Tensor]]) -> list[str]:
         denses = {n: v for n, v in layers.items() if _kind(v) == "dense" and n != "predictions"}

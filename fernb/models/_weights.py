@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from ._errors import CheckpointMismatchError
+from ._keras import read_keras_h5
 
 __all__ = ["KeyReport", "CheckpointMismatchError", "read_state_dict", "load_checkpoint", "report_keys"]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint whose keys or shapes do not fit the model."""
 
 
 @dataclass
@@ -80,12 +80,8 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         if path.suffix.lower() in KERAS_SUFFIXES:
-            from ._keras import read_keras_h5
-
             return read_keras_h5(path)
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj = load_file(str(path))
         else:
             try:

@@ -46,6 +46,7 @@ from timm.models.xception import Xception
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
+from ._keras import convert_keras_adcorre, format_mismatch
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError
 
@@ -154,8 +155,6 @@ class AdCorre(FERModel):
         """
         if not any(k.endswith(":0") for k in sd):
             return dict(sd), None, []
-        from ._keras import convert_keras_adcorre, format_mismatch
-
         if not isinstance(self.backbone, Xception):
             raise CheckpointMismatchError(
                 f"Keras Ad-Corre weights hold a Keras Xception backbone; this model's backbone is "

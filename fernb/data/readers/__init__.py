@@ -17,15 +17,7 @@ manifest   any ``path,label[,subject,split,dist_*]`` CSV
 
 from __future__ import annotations
 
-import importlib
-
 from . import affectnet, affwild2, ckplus, fer2013, ferplus, folder, jaffe, rafdb  # noqa: F401  (registration)
 from ._common import verify_images
 
 __all__ = ["verify_images"]
-
-try:  # the synthetic default data registers itself too; tolerate it being absent while it is written
-    importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.synthetic")
-except ModuleNotFoundError as exc:
-    if exc.name != f"{__package__.rsplit('.', 1)[0]}.synthetic":
-        raise

@@ -1,0 +1,9 @@
+"""Errors of the model layer; a leaf module so that every weight reader can raise them."""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointMismatchError"]
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose keys or shapes do not fit the model, or a file that cannot be read safely."""
