@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..engine.fit import Callback
-
-__all__ = ["plot_history", "plot_confusion_matrix", "plot_per_class", "plot_leaderboard", "LiveCurves"]
+__all__ = ["plot_history", "plot_confusion_matrix", "plot_per_class", "plot_leaderboard"]
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -148,31 +146,3 @@ def plot_leaderboard(
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
     return fig
-
-
-class LiveCurves(Callback):
-    """A training callback that redraws the learning curves in a notebook after every epoch.
-
-    Pass it to ``fit(config, callbacks=[LiveCurves()])``; outside IPython it only collects the rows.
-    """
-
-    def __init__(self, panels: Mapping[str, Sequence[str]] | None = None, title: str | None = None) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.panels, self.title = panels, title
-        self._handle = None
-
-    def on_epoch_end(self, metrics: Mapping[str, Any]) -> None:
-        self.rows.append(dict(metrics))
-        fig = plot_history(self.rows, self.panels, self.title)
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-
-            if get_ipython() is None:
-                return
-            if self._handle is None:
-                self._handle = display(fig, display_id=True)
-            else:
-                self._handle.update(fig)
-        except ImportError:
-            return
