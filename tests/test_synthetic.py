@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import fernb.data.synthetic as syn
+import fernb.data.synthetic.generator as syn_generate
+import fernb.data.synthetic.sampling as syn_sampling
 from fernb.data import FERDataset, load_dataset
 from fernb.data.synthetic import SyntheticConfig, SyntheticFaces, generate, get_synthetic
 from fernb.labels import LABEL_SPACES
@@ -48,7 +50,7 @@ def test_different_seed_gives_different_data(small: SyntheticFaces) -> None:
 def test_chunks_concatenate_to_the_serial_result(small: SyntheticFaces) -> None:
     parts = [generate(SMALL, start=a, stop=b) for a, b in [(0, 1), (1, 60), (60, 61), (61, 140)]]
     assert [p.start for p in parts] == [0, 1, 60, 61]
-    _assert_same(small, syn._concat(parts))
+    _assert_same(small, syn_generate._concat(parts))
 
 
 def test_a_sample_does_not_depend_on_n(small: SyntheticFaces) -> None:
@@ -170,7 +172,7 @@ def test_asymmetric_noise_flips_to_the_confusable_class() -> None:
 
 
 def test_basic7_confusable_classes_stay_in_the_label_space() -> None:
-    idx = syn._confusable_index(LABEL_SPACES["basic7"].names)
+    idx = syn_sampling._confusable_index(LABEL_SPACES["basic7"].names)
     names = LABEL_SPACES["basic7"].names
     assert names[idx[names.index("happy")]] == "neutral"
     assert all(i != j for i, j in enumerate(idx))
