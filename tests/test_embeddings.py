@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from fernb.data.cache import CACHE_ENV
 from fernb.explore import embeddings as emb
 from fernb.explore.embeddings import COLOURINGS, EmbeddingSet
+from fernb.explore.embeddings import collection as emb_collection
+from fernb.explore.embeddings import projection as emb_projection
 from fernb.viz import embeddings as vemb
 
 
@@ -94,7 +96,7 @@ def test_collection_is_read_back_from_the_cache(arbex_run, cache_dir, monkeypatc
     def no_model(*args, **kwargs):
         raise AssertionError("the model ran although the embeddings were cached")
 
-    monkeypatch.setattr(emb, "_embed", no_model)
+    monkeypatch.setattr(emb_collection, "_embed", no_model)
     again = emb.collect_embeddings(arbex_run, "epoch-001", limit=16)
     np.testing.assert_array_equal(first.embeddings, again.embeddings)
     np.testing.assert_array_equal(first.anchors, again.anchors)
@@ -144,7 +146,7 @@ def test_second_projection_is_read_from_the_cache(arbex_sets, cache_dir, monkeyp
     def no_fit(*args, **kwargs):
         raise AssertionError("refitted although the map was cached")
 
-    monkeypatch.setattr(emb, "_fit_2d", no_fit)
+    monkeypatch.setattr(emb_projection, "_fit_2d", no_fit)
     t0 = time.perf_counter()
     again = emb.project(arbex_sets[0], method=method, seed=1)
     assert time.perf_counter() - t0 < 1.0
@@ -153,13 +155,13 @@ def test_second_projection_is_read_from_the_cache(arbex_sets, cache_dir, monkeyp
 
 def test_several_sets_share_one_fit_over_samples_and_anchors(arbex_sets, monkeypatch):
     calls = []
-    real = emb._fit_2d
+    real = emb_projection._fit_2d
 
     def counting(x, *args):
         calls.append(len(x))
         return real(x, *args)
 
-    monkeypatch.setattr(emb, "_fit_2d", counting)
+    monkeypatch.setattr(emb_projection, "_fit_2d", counting)
     out = emb.project(arbex_sets, method="pca", cache=False)
     assert calls == [sum(len(s) + len(s.anchors) for s in arbex_sets)]
     assert [s.checkpoint for s in out] == ["epoch-001", "epoch-002"]

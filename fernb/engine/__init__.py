@@ -28,17 +28,16 @@ from .config import (
     ScheduleConfig,
     StageConfig,
     TrainConfig,
-    apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config,
-    parse_overrides,
     save_config,
 )
 from .evaluate import evaluate, map_predictions
 from .factory import load_run
 from .fit import Callback, FitResult, History, NonFiniteLossError, Trainer, fit, seed_everything
 from .optim import SAM, LRSchedule, build_optimizer
+from .overrides import apply_overrides, parse_overrides
 from .predict import Predictions, predict
 from .presets import DATASETS, METHODS, config_from_preset, list_presets
 from .protocol import cross_validate, repeat_seeds

@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, apply_overrides, config_to_dict, load_config
+from .config import ConfigError, config_to_dict, load_config
 from .evaluate import evaluate
 from .fit import fit
+from .overrides import apply_overrides
 from .presets import config_from_preset, list_presets
 
 __all__ = ["train_main", "evaluate_main", "format_metrics"]

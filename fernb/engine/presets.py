@@ -44,7 +44,8 @@ from typing import Any
 
 from ..models._registry import build_config
 from ..models.esr import ESRConfig
-from .config import StageConfig, TrainConfig, apply_overrides
+from .config import StageConfig, TrainConfig
+from .overrides import apply_overrides
 
 __all__ = ["METHODS", "DATASETS", "RECIPES", "BUDGET_MODELS", "BUDGET_OVERRIDES", "BUDGET_DATA", "list_presets",
            "config_from_preset", "smoke_overrides", "smoke_enabled", "fit_branch_stages", "budget_overrides",

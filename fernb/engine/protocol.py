@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, apply_overrides
+from .config import TrainConfig
 from .evaluate import evaluate
 from .fit import fit
 from .metrics import summarize_runs
+from .overrides import apply_overrides
 from .rundir import write_json
 
 __all__ = ["cross_validate", "repeat_seeds"]
