@@ -8,12 +8,15 @@ OUT    ?= outputs
 # passive OpenMP waiting: spinning threads slow torch down many-fold when another process shares the cores
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv run smoke test browser bench lab clean-outputs help
+.PHONY: venv run smoke test lint format typecheck browser bench lab clean-outputs help
 
 help:
 	@echo "make run    - set up .venv if needed, run every notebook top to bottom (papermill) -> $(OUT)/notebooks"
 	@echo "make smoke  - the same in smoke mode (seconds per notebook, as CI runs them)"
 	@echo "make test   - set up .venv if needed, run the test suite (what .ci/run calls)"
+	@echo "make lint   - ruff over the package, tests, benchmarks and notebooks"
+	@echo "make format - ruff's import sorting and fixes, and nbstripout on the notebooks"
+	@echo "make typecheck - mypy over fernb/, against the baseline in .ci/mypy-baseline"
 	@echo "make browser - install Debian's chromium for the JupyterLab browser test (apt-get; root or sudo)"
 	@echo "make bench  - print the benchmark tables"
 	@echo "make lab    - open JupyterLab on the notebooks"
@@ -37,6 +40,16 @@ test: venv
 	$(PY) benchmarks/bench_synthetic.py --n 10000 --size 64
 	$(PY) -c "from fernb.explore.embeddings import warm_numba_cache as w; print(f'UMAP kernels compiled or loaded from the numba cache in {w():.1f} s')"
 	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check fernb tests benchmarks notebooks
+
+format: venv
+	$(VENV)/bin/ruff check --fix fernb tests benchmarks notebooks
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+typecheck: venv
+	PY=$(PY) bash .ci/typecheck
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

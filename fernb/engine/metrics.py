@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "confusion_matrix",
@@ -38,8 +39,11 @@ __all__ = [
     "METRICS",
 ]
 
+# class indices: a list, a tuple or an integer array
+Labels = Sequence[int] | ArrayLike
 
-def _labels(y: Sequence[int] | np.ndarray) -> np.ndarray:
+
+def _labels(y: Labels) -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {arr.shape}")
@@ -55,7 +59,7 @@ def _num_classes(num_classes: int | None, *ys: np.ndarray) -> int:
     return num_classes
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None) -> np.ndarray:
+def confusion_matrix(y_true: Labels, y_pred: Labels, num_classes: int | None = None) -> np.ndarray:
     """(C, C) int64 counts; rows are true classes, columns predictions."""
     t, p = _labels(y_true), _labels(y_pred)
     if t.shape != p.shape:
@@ -71,7 +75,7 @@ def normalize_confusion(cm: np.ndarray) -> np.ndarray:
     return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
 
 
-def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+def accuracy(y_true: Labels, y_pred: Labels) -> float:
     t, p = _labels(y_true), _labels(y_pred)
     return float((t == p).mean()) if len(t) else float("nan")
 
@@ -89,7 +93,7 @@ def precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return precision, recall, f1, support.astype(np.int64)
 
 
-def mean_class_accuracy(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None) -> float:
+def mean_class_accuracy(y_true: Labels, y_pred: Labels, num_classes: int | None = None) -> float:
     """Mean recall over the classes present in ``y_true`` (balanced accuracy)."""
     cm = confusion_matrix(y_true, y_pred, num_classes)
     _, recall, _, support = precision_recall_f1(cm)
@@ -97,7 +101,7 @@ def mean_class_accuracy(y_true: Sequence[int], y_pred: Sequence[int], num_classe
     return float(recall[present].mean()) if present.any() else float("nan")
 
 
-def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None,
+def macro_f1(y_true: Labels, y_pred: Labels, num_classes: int | None = None,
              labels: str = "present") -> float:
     """Unweighted mean of per-class F1.
 
@@ -118,7 +122,7 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | No
     return float(f1[mask].mean()) if mask.any() else float("nan")
 
 
-def per_class_table(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int | None = None,
+def per_class_table(y_true: Labels, y_pred: Labels, num_classes: int | None = None,
                     class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per class: ``class``, ``precision``, ``recall``, ``f1``, ``support`` (``pandas.DataFrame(rows)``
     makes it a table)."""
@@ -138,7 +142,7 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def nll(probs: np.ndarray, y_true: Sequence[int], eps: float = 1e-12) -> float:
+def nll(probs: np.ndarray, y_true: Labels, eps: float = 1e-12) -> float:
     """Mean negative log-likelihood of the true class under (N, C) probabilities."""
     p = np.asarray(probs, dtype=np.float64)
     t = _labels(y_true)
@@ -180,8 +184,8 @@ def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-
 
 
 def classification_metrics(
-    y_true: Sequence[int],
-    y_pred: Sequence[int] | None = None,
+    y_true: Labels,
+    y_pred: Labels | None = None,
     *,
     num_classes: int | None = None,
     probs: np.ndarray | None = None,
@@ -238,8 +242,8 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray, int | None], float]] = {
 
 
 def bootstrap_ci(
-    y_true: Sequence[int],
-    y_pred: Sequence[int],
+    y_true: Labels,
+    y_pred: Labels,
     metric: str | Callable[[np.ndarray, np.ndarray, int | None], float] = "accuracy",
     *,
     num_classes: int | None = None,

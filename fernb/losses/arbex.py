@@ -122,6 +122,8 @@ class ARBExLoss(FERLoss):
             neither weight nor gradient and stays uniform (measured: median c_a 0.0004 after a from-scratch run).
     """
 
+    class_weights: Tensor | None
+
     def __init__(
         self, class_weights: Sequence[float] | Tensor | None = None, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,
         lambda_center: float = 1.0, behaviour: str | None = None, ramp_end: float = 1.0, anchor_margin: float = 1.0,

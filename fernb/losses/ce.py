@@ -30,6 +30,8 @@ class CrossEntropyLoss(FERLoss):
         use_dist: train on ``dist`` (B, C) when the batch has it (off by default: POSTER_V2 trains on hard labels).
     """
 
+    class_weights: Tensor | None
+
     def __init__(
         self,
         class_weights: Sequence[float] | Tensor | None = None,

@@ -108,6 +108,8 @@ class AdCorreOutput(ModelOutput):
 class AdCorre(FERModel):
     """timm backbone + k L2-normalised embedding heads + linear classifier; ``forward`` gives :class:`AdCorreOutput`."""
 
+    config: AdCorreConfig
+
     def __init__(self, config: AdCorreConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or AdCorreConfig()

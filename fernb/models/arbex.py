@@ -357,6 +357,8 @@ class ARBEx(FERModel):
         trust: the trust t used by ``forward`` (float in [0, 1]); an engine may set it to the training progress.
     """
 
+    config: ARBExConfig
+
     def __init__(self, cfg: ARBExConfig) -> None:
         super().__init__()
         cfg = cfg.resolved()

@@ -171,6 +171,8 @@ class ARM(FERModel):
     official batch-dependent eval or the fixed per-image one; see the module docstring.
     """
 
+    config: ARMConfig
+
     default_behaviour = "official"
 
     def __init__(self, config: ARMConfig | None = None) -> None:

@@ -223,6 +223,8 @@ class ESRBranch(_ConvStages):
 class ESR(FERModel):
     """ESR ensemble (and Diversified ESR with ``diversity=True``). ``forward`` returns :class:`ESROutput`."""
 
+    config: ESRConfig
+
     def __init__(self, config: ESRConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or ESRConfig()

@@ -197,6 +197,8 @@ class MANetOutput(ModelOutput):
 class MANet(FERModel):
     """MA-Net (and Diversified MA-Net with ``diversity=True``). ``forward`` returns :class:`MANetOutput`."""
 
+    config: MANetConfig
+
     def __init__(self, config: MANetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or MANetConfig()

@@ -481,6 +481,8 @@ class PosterV2Output(ModelOutput):
 class PosterV2(FERModel):
     """POSTER_V2 classifier: :class:`PosterV2Backbone` and a linear head on the 768-d embedding."""
 
+    config: PosterV2Config
+
     def __init__(self, cfg: PosterV2Config) -> None:
         super().__init__()
         self.config = cfg

@@ -196,6 +196,8 @@ class ResNet(FERModel):
     features the classifier reads.
     """
 
+    config: ResNetConfig
+
     def __init__(self, config: ResNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or ResNetConfig()
