@@ -49,6 +49,11 @@ def _lazy_attribute_hook(node: ast.AST, tree: ast.Module) -> bool:
     return isinstance(node, ast.FunctionDef) and node.name == "__getattr__" and node in tree.body
 
 
+def _type_checking_block(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:``: imports for annotations only, never executed."""
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
 def import_edges(package: Path = PACKAGE) -> list[tuple[str, str, int, bool]]:
     """``(importer, imported, line, inside_a_function)`` for every import of a fernb module, at any depth."""
     modules = _modules(package)
@@ -57,6 +62,8 @@ def import_edges(package: Path = PACKAGE) -> list[tuple[str, str, int, bool]]:
         tree = ast.parse(path.read_text(), str(path))
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         in_function: dict[int, bool] = {}
+        type_only = {id(inner) for node in ast.walk(tree) if _type_checking_block(node)
+                     for inner in ast.walk(node)}
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _lazy_attribute_hook(node, tree):
                 for inner in ast.walk(node):
@@ -69,6 +76,8 @@ def import_edges(package: Path = PACKAGE) -> list[tuple[str, str, int, bool]]:
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
+            if id(node) in type_only:
+                continue
             for target in targets:
                 if target != "fernb" and not target.startswith("fernb."):
                     continue
@@ -134,6 +143,8 @@ def _fake_package(root: Path, probe: str) -> Path:
     ("import fernb.labels\n", ("fernb.labels", False)),
     ("from .. import labels\n", ("fernb.labels", False)),
     ("def f():\n    from ..models import create_model\n", ("fernb.models", True)),
+    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..models import M\nfrom .. import labels\n",
+     ("fernb.labels", False)),
 ])
 def test_the_walker_sees_each_kind_of_import(tmp_path, probe, edge):
     package = _fake_package(tmp_path, probe)

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 from . import metrics
+from .callbacks import Callback, History, TrustRamp
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import (
     ConfigError,
@@ -35,7 +36,7 @@ from .config import (
 )
 from .evaluate import evaluate, map_predictions
 from .factory import load_run
-from .fit import Callback, FitResult, History, NonFiniteLossError, Trainer, fit, seed_everything
+from .fit import FitResult, NonFiniteLossError, Trainer, fit, seed_everything
 from .optim import SAM, LRSchedule, build_optimizer
 from .overrides import apply_overrides, parse_overrides
 from .predict import Predictions, predict
@@ -44,7 +45,7 @@ from .protocol import cross_validate, repeat_seeds
 from .rundir import RunDir, RunExistsError
 
 __all__ = [
-    "fit", "FitResult", "Callback", "History", "NonFiniteLossError", "Trainer", "seed_everything",
+    "fit", "FitResult", "Callback", "History", "TrustRamp", "NonFiniteLossError", "Trainer", "seed_everything",
     "evaluate", "load_run", "map_predictions", "cross_validate", "repeat_seeds", "predict", "Predictions",
     "TrainConfig", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig", "StageConfig",
     "RunConfig", "ConfigError", "apply_overrides", "parse_overrides", "config_from_dict", "config_to_dict",

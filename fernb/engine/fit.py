@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data.base import FERDataset
 from ..losses import StepInfo, create_loss
+from .callbacks import Callback, FunctionCallback, History, TrustRamp
 from .checkpoint import capture_rng, checkpoint_exists, load_checkpoint, restore_rng, save_checkpoint
 from .config import ConfigError, ScheduleConfig, StageConfig, TrainConfig, save_config
 from .data import DataBundle, build_datasets, class_weights, epoch_indices, make_loader
@@ -41,57 +42,16 @@ from .metrics import classification_metrics
 from .optim import SAM, LRSchedule, build_optimizer
 from .predict import autocast_context, float_output, predict
 from .rundir import RunDir, environment_record, epoch_tag, now_iso
+from .step import LossScaler
 
 __all__ = ["fit", "FitResult", "Callback", "History", "NonFiniteLossError", "Trainer", "seed_everything",
-           "resolve_precision"]
+           "resolve_precision"]  # Callback and History live in .callbacks
 
 TIMING_COLUMNS = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the loss terms."""
-
-
-class Callback:
-    """Hooks into the loop. Override what you need; every method is optional.
-
-    ``on_epoch_end(metrics)`` receives the epoch's row (the one written to ``metrics.csv``), which is what a
-    notebook needs to draw live curves. Under DDP callbacks run on every process (``trainer.env.is_main`` tells
-    the main one).
-    """
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        pass
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        pass
-
-    def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        pass
-
-    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        pass
-
-    def on_fit_end(self, result: FitResult) -> None:
-        pass
-
-
-class _FunctionCallback(Callback):
-    def __init__(self, fn: Callable[[dict[str, Any]], Any]) -> None:
-        self.fn = fn
-
-    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        self.fn(metrics)
-
-
-class History(Callback):
-    """Collects the epoch rows (``history.rows``)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        self.rows.append(dict(metrics))
 
 
 @dataclass
@@ -203,7 +163,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, train_data: FERDataset | None = None,
                  valid_data: FERDataset | None = None, callbacks: Sequence[Callback | Callable] = ()) -> None:
         self.cfg, self.env = cfg, env
-        self.callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
+        self.callbacks = [c if isinstance(c, Callback) else FunctionCallback(c) for c in callbacks]
+        self._engine_callbacks: list[Callback] = []
         self.run_dir = RunDir(cfg.run_dir)
         self._train_data, self._valid_data = train_data, valid_data
         self.device = env.device
@@ -274,6 +235,11 @@ class Trainer:
         elif cw != "none":
             raise ConfigError(f"loss.class_weights={cw!r}; expected none or inverse")
         return create_loss(self.cfg.loss_name, **kw)
+
+    @property
+    def _all_callbacks(self) -> list[Callback]:
+        """The engine's own callbacks (ARBEx's :class:`TrustRamp`), then the user's."""
+        return [*self._engine_callbacks, *self.callbacks]
 
     def _stage_of(self, epoch: int) -> int:
         for i, (a, b) in enumerate(self.stage_bounds):
@@ -487,8 +453,7 @@ class Trainer:
         stage_seconds: list[float] = []
         try:
             self.model, self.loss_fn = copy.deepcopy(saved["model"]), copy.deepcopy(saved["loss_fn"])
-            self.scaler = torch.amp.GradScaler(self.device.type, init_scale=cfg.run.loss_scale,
-                                               enabled=self.precision == "fp16")
+            self.scaler = LossScaler(self.device.type, cfg.run.loss_scale, enabled=self.precision == "fp16")
             self.stage_calls = []
             d = cfg.data
             order = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, 0, env.rank, env.world_size)
@@ -549,12 +514,6 @@ class Trainer:
         out = float_output(out)
         return out, self.loss_fn(out, y, dist=dist, info=info)
 
-    def _set_trust(self, info: StepInfo | None) -> None:
-        """Models with a trust ramp (ARBEx) predict at the loss's current trust while training, at full trust
-        (their configured value) otherwise, so that train accuracy and validation read the distribution each trains."""
-        ramp = getattr(self.loss_fn, "trust", None)
-        if hasattr(self.model, "trust") and callable(ramp):
-            self.model.trust = ramp(info) if info is not None else float(getattr(self.model.config, "trust", 1.0))
 
     def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> None:
         value = float(lo.total.detach())
@@ -585,35 +544,27 @@ class Trainer:
         info = StepInfo(epoch=self.epoch, step=self.global_step, num_epochs=self.total_epochs,
                         progress=min(1.0, self.global_step / total_steps))
         lr = self.schedule.apply(self.optimizer, self._schedule_epoch(self.epoch), batch_in_epoch)
-        self._set_trust(info)
+        for cb in self._all_callbacks:
+            cb.on_train_step_start(self, info)
         self.optimizer.zero_grad(set_to_none=True)
         out, lo = self._forward_loss(x, y, dist, info)
         self._check_finite(lo, batch_in_epoch, n_batches)
-        clip = self.cfg.optim.clip_grad_norm
-        if isinstance(self.optimizer, SAM):
-            lo.total.backward()
-            self.optimizer.first_step()
-            self.optimizer.zero_grad(set_to_none=True)
+
+        def second_pass() -> torch.Tensor:
             _, lo2 = self._forward_loss(x, y, dist, info)
             self._check_finite(lo2, batch_in_epoch, n_batches, " (SAM's second pass)")
-            lo2.total.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self._trainable(), clip)
-            self.optimizer.second_step()
-        else:
-            self.scaler.scale(lo.total).backward()
-            if clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self._trainable(), clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            return lo2.total
+
+        self.scaler(lo.total, self.optimizer, parameters=self._trainable, clip_grad=self.cfg.optim.clip_grad_norm,
+                    second_pass=second_pass)
         return out, lo, lr
 
     # -- validation ---------------------------------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
         """Metrics of the current weights on the validation split (keys prefixed ``valid_``)."""
         d = self.cfg.data
-        self._set_trust(None)
+        for cb in self._all_callbacks:
+            cb.on_validation_start(self)
         pred = predict(self.model, self.bundle.valid, batch_size=d.eval_batch_size or d.batch_size,
                        device=self.device, precision=self.precision, env=self.env, order=d.eval_order,
                        channels_last=self.cfg.run.channels_last)
@@ -637,8 +588,8 @@ class Trainer:
         num_classes = self.bundle.train.num_classes
         self.model = self._place(self._build_model(num_classes))
         self.loss_fn = self._build_loss(self.bundle).to(self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=cfg.run.loss_scale,
-                                           enabled=self.precision == "fp16")
+        self._engine_callbacks = [TrustRamp()] if TrustRamp.applies(self.model, self.loss_fn) else []
+        self.scaler = LossScaler(self.device.type, cfg.run.loss_scale, enabled=self.precision == "fp16")
         d = cfg.data
         first = epoch_indices(d, self.bundle.train.targets, cfg.run.seed, 0, env.rank, env.world_size)
         n0 = len(first)

@@ -8,7 +8,7 @@ from typing import Any
 from IPython import get_ipython
 from IPython.display import display
 
-from ..engine.fit import Callback
+from ..engine.callbacks import Callback
 from ..viz.training import plot_history
 
 __all__ = ["LiveCurves"]
