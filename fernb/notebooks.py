@@ -7,16 +7,21 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from .engine import apply_overrides, config_from_preset, config_to_dict, evaluate, fit
 from .engine.distributed import resolve_device
+from .engine.metrics import mean_std
 from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
 from .engine.rundir import RunDir
 
-__all__ = ["NOTEBOOK_DIR", "NotebookRun", "list_notebooks", "run_notebook", "run_notebooks"]
+__all__ = ["NOTEBOOK_DIR", "NotebookRun", "RunSpec", "leaderboard", "list_notebooks", "run_notebook", "run_notebooks",
+           "method_config", "train_and_test", "pick_recipe"]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -246,3 +251,82 @@ def method_config(
         run__seed=seed, run__device=device, run__out_dir=runs, run__quiet=quiet, run__keep_epochs=True,
         run__name=f"{method}-{dataset}-s{seed}" + ("-smoke" if smoke else ""),
     )
+
+
+# Parameters-cell names -> RunSpec fields
+_PARAMETERS = {"DATASET": "dataset", "SMOKE": "smoke", "DATA_ROOT": "data_root", "RECIPE": "recipe",
+               "BUDGET_S": "budget_s", "STEPS": "steps", "PRESET": "preset", "EPOCHS": "epochs", "IMG_SIZE": "img_size",
+               "BATCH_SIZE": "batch_size", "LR": "lr", "SEED": "seed", "DEVICE": "device", "RUNS": "runs",
+               "BEHAVIOUR": "behaviour"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The run parameters notebooks 02-07 share, so that equal parameters give equal configs and a run trained by one
+    notebook is reused by the next (:func:`train_and_test` compares the configs).
+
+    Build it from a notebook's parameters cell with :meth:`from_parameters`; ``behaviour`` applies to ARBEx only.
+    """
+
+    dataset: str = "synthetic"
+    smoke: bool = False
+    data_root: str | None = None
+    recipe: str = "auto"
+    budget_s: float | None = None
+    steps: int | None = None
+    preset: str | None = "tiny"
+    epochs: int | None = None
+    img_size: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    runs: str = "runs"
+    behaviour: str = "fixed"
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any]) -> RunSpec:
+        """From a parameters cell's names (``RunSpec.from_parameters(globals())``): ``DATASET``, ``SMOKE``,
+        ``DATA_ROOT``, ``RECIPE``, ``BUDGET_S``, ``STEPS``, ``PRESET``, ``EPOCHS``, ``IMG_SIZE``, ``BATCH_SIZE``,
+        ``LR``, ``SEED``, ``DEVICE``, ``RUNS``, ``BEHAVIOUR``; the names a notebook leaves out keep their defaults."""
+        return cls(**{field: params[name] for name, field in _PARAMETERS.items() if name in params})
+
+    def with_(self, **changes: Any) -> RunSpec:
+        """A copy with some fields changed (``spec.with_(dataset="ferplus", data_root=folder)``)."""
+        return replace(self, **changes)
+
+    def config(self, method: str, *, seed: int | None = None, model_kwargs: Mapping[str, Any] | None = None,
+               quiet: bool = False):
+        """The :class:`~fernb.engine.TrainConfig` of ``method`` (a registry name) under this spec."""
+        kwargs = {"behaviour": self.behaviour} if method == "arbex" else {}
+        kwargs.update(model_kwargs or {})
+        return method_config(method, self.dataset, self.smoke, seed=self.seed if seed is None else seed,
+                             recipe=self.recipe, budget_s=self.budget_s, steps=self.steps, preset=self.preset,
+                             epochs=self.epochs, img_size=self.img_size, batch_size=self.batch_size, lr=self.lr,
+                             root=self.data_root, device=self.device, runs=self.runs,
+                             model_kwargs=kwargs or None, quiet=quiet)
+
+    def train(self, method: str, *, seed: int | None = None, model_kwargs: Mapping[str, Any] | None = None,
+              callbacks=None, test: bool = True, quiet: bool = False) -> dict[str, Any]:
+        """Train ``method`` (or reuse its finished run) and evaluate it once on the test split; see
+        :func:`train_and_test`. The bootstrap interval draws 200 resamples in smoke mode, else 1000."""
+        cfg = self.config(method, seed=seed, model_kwargs=model_kwargs, quiet=quiet)
+        return train_and_test(cfg, bootstrap=200 if self.smoke else 1000, callbacks=callbacks, test=test)
+
+
+def leaderboard(runs: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per method from ``{(method, seed): train_and_test result}``: test accuracy (mean and standard deviation
+    over seeds), the bootstrap 95 % interval of the first seed's run, mean class accuracy and macro-F1 (means over
+    seeds), sorted by accuracy."""
+    by_method: dict[str, list[Mapping[str, Any]]] = {}
+    for (method, _seed), result in runs.items():
+        by_method.setdefault(method, []).append(result["test"])
+    rows = []
+    for method, tests in by_method.items():
+        acc = mean_std([t["accuracy"] for t in tests])
+        ci = tests[0].get("ci", {}).get("accuracy", {})
+        rows.append({"method": method, "accuracy": acc["mean"], "acc std": acc["std"],
+                     "acc CI low": ci.get("low"), "acc CI high": ci.get("high"),
+                     "mean class acc": float(np.mean([t["mean_class_accuracy"] for t in tests])),
+                     "macro-F1": float(np.mean([t["macro_f1"] for t in tests])), "seeds": len(tests)})
+    return pd.DataFrame(rows).set_index("method").sort_values("accuracy", ascending=False)

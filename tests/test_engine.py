@@ -566,6 +566,37 @@ def test_notebooks_train_the_budget_recipe_on_a_cpu():
     assert smoke.schedule.budget_s is None and smoke.data.train_limit == 128
 
 
+def test_run_spec_reads_a_parameters_cell_and_builds_the_notebooks_configs():
+    from fernb.engine import config_to_dict
+    from fernb.notebooks import RunSpec, method_config
+
+    cell = {"SMOKE": False, "DATASET": "synthetic", "RECIPE": "budget", "BUDGET_S": 45, "SEED": 3, "DEVICE": "cpu",
+            "RUNS": "somewhere", "BEHAVIOUR": "official", "METHODS": ["arm"], "np": object()}
+    spec = RunSpec.from_parameters(cell)
+    assert (spec.budget_s, spec.seed, spec.runs, spec.behaviour, spec.preset) == (45, 3, "somewhere", "official",
+                                                                                  "tiny")
+    same = method_config("arbex", "synthetic", False, seed=3, recipe="budget", budget_s=45, device="cpu",
+                         runs="somewhere", model_kwargs={"behaviour": "official"})
+    assert config_to_dict(spec.config("arbex")) == config_to_dict(same)  # what lets notebook 05 reuse 02's run
+    esr = spec.config("esr", seed=1, model_kwargs={"diversity": True})
+    assert esr.run.seed == 1 and esr.model.kwargs["diversity"] and "behaviour" not in esr.model.kwargs
+    fer = spec.with_(dataset="ferplus", data_root="/nowhere").config("arbex")
+    assert (fer.data.dataset, fer.data.root) == ("ferplus", "/nowhere")
+
+
+def test_leaderboard_averages_over_seeds_and_sorts_by_accuracy():
+    from fernb.notebooks import leaderboard
+
+    def result(acc):
+        return {"test": {"accuracy": acc, "mean_class_accuracy": acc / 2, "macro_f1": acc / 4,
+                         "ci": {"accuracy": {"low": acc - 0.1, "high": acc + 0.1}}}}
+
+    board = leaderboard({("a", 0): result(0.4), ("a", 1): result(0.6), ("b", 0): result(0.7)})
+    assert list(board.index) == ["b", "a"] and list(board["seeds"]) == [1, 2]
+    assert board.loc["a", "accuracy"] == pytest.approx(0.5) and board.loc["a", "acc std"] == pytest.approx(0.1414, 1e-3)
+    assert board.loc["a", "acc CI low"] == pytest.approx(0.3) and board.loc["b", "acc std"] == 0.0
+
+
 def test_branch_stages_follow_the_model(tmp_path):
     from fernb.engine import ConfigError, StageConfig, config_from_preset, fit
 
