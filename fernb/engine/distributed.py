@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistEnv", "init_distributed", "resolve_device", "shard_indices"]
+
+T = TypeVar("T")
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
@@ -74,7 +77,7 @@ class DistEnv:
         dist.all_gather_object(out, arr)
         return np.concatenate(out, axis=0)
 
-    def broadcast_object(self, obj: object) -> object:
+    def broadcast_object(self, obj: T) -> T:
         if not self.distributed:
             return obj
         box = [obj]

@@ -160,6 +160,17 @@ def _count(model: nn.Module, trainable: bool) -> int:
 class Trainer:
     """The state of one run. Use :func:`fit`; the class is public for callbacks to inspect."""
 
+    # built by run()
+    bundle: DataBundle
+    model: nn.Module
+    net: nn.Module  # the model as trained: itself, or its DDP wrapper
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer | SAM
+    schedule: LRSchedule
+    scaler: LossScaler
+    steps_per_epoch: int
+    total_steps: int
+
     def __init__(self, cfg: TrainConfig, env: DistEnv, train_data: FERDataset | None = None,
                  valid_data: FERDataset | None = None, callbacks: Sequence[Callback | Callable] = ()) -> None:
         self.cfg, self.env = cfg, env
@@ -500,7 +511,7 @@ class Trainer:
         for _ in range(8):
             epochs = -(-steps // self.steps_per_epoch)
             steps = max(1, int((avail - self._validations(epochs) * valid_seconds) / step_seconds))
-        plan = {"budget_s": budget, "steps": steps, "epochs": -(-steps // self.steps_per_epoch),
+        plan: dict[str, Any] = {"budget_s": budget, "steps": steps, "epochs": -(-steps // self.steps_per_epoch),
                 "step_seconds": step_seconds, "stage_step_seconds": stage_seconds,
                 "validation_seconds": valid_seconds, "calibration_seconds": calibration,
                 "steps_per_epoch": self.steps_per_epoch}
@@ -534,7 +545,7 @@ class Trainer:
             f"; all terms: {terms}.\n  The run stopped; {where}.\n"
             "  what to do: lower optim.lr, set optim.clip_grad_norm, use run.precision=fp32, or check the inputs.")
 
-    def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, int]:
+    def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, float]:
         x = batch["image"].to(self.device, non_blocking=True)
         if self.cfg.run.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -702,7 +713,8 @@ class Trainer:
                             "loss": float(lo.total.detach())}
                     for cb in self.callbacks:
                         cb.on_step_end(self, logs)
-                    hit_steps = bool(cfg.run.max_steps) and self.global_step >= cfg.run.max_steps
+                    max_steps = cfg.run.max_steps or 0
+                    hit_steps = max_steps > 0 and self.global_step >= max_steps
                     hit_time = budget is not None and elapsed >= budget
                     if env.any_true(hit_steps or hit_time):
                         self.stop_reason = "max_steps" if hit_steps else "time_budget"
