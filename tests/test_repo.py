@@ -58,8 +58,8 @@ def test_ci_runs_the_readme_test_command():
     assert "make run" in head and "make test" in head, "the README's first lines must give the two commands"
     ci = (REPO / ".ci" / "run").read_text()
     commands = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.strip().startswith(("#", "set ", "cd "))]
-    assert commands == ["make browser", "FERNB_REQUIRE_BROWSER=1 make test"]
-    assert "make browser" in readme
+    assert commands == ["make browser", "make lint", "make typecheck", "FERNB_REQUIRE_BROWSER=1 make test"]
+    assert all(cmd in readme for cmd in ("make browser", "make lint", "make typecheck"))
 
 
 @pytest.mark.parametrize("nb", list_notebooks(), ids=lambda p: p.name)
