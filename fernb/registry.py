@@ -35,10 +35,20 @@ class Registry(Generic[T]):
         return obj
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`; ``name`` defaults to the object's ``__name__``."""
+        """Decorator form of :meth:`add`, where the object is defined; ``name`` defaults to its ``__name__``.
+
+        Raises:
+            ValueError: the name or an alias is taken (two definitions under one name are a mistake, not a reload).
+        """
 
         def deco(obj: T) -> T:
-            return self.add(name or obj.__name__, obj, aliases=aliases)
+            key = name if name is not None else getattr(obj, "__name__", None)
+            if not isinstance(key, str):
+                raise TypeError(f"{obj!r} has no __name__: give the {self.kind} a name, register(name)(obj)")
+            taken = [n for n in (key, *aliases) if n in self]
+            if taken:
+                raise ValueError(f"{self.kind} {taken[0]!r} is registered twice")
+            return self.add(key, obj, aliases=aliases)
 
         return deco
 
@@ -77,6 +87,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Registered names, sorted (aliases left out)."""
         return sorted(self._items)
+
+    def aliases(self) -> list[str]:
+        """Aliases, sorted (lower case; registered names left out)."""
+        return sorted(a for a, n in self._aliases.items() if a != n.lower())
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._aliases

@@ -53,11 +53,6 @@ LOSSES: Registry[Callable[..., FERLoss]] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[Callable[..., FERLoss]], Callable[..., FERLoss]]:
-    """Register a loss factory under the name of the model it trains (``"arbex"``, ``"arm"``, ...)."""
-
-    def deco(fn: Callable[..., FERLoss]) -> Callable[..., FERLoss]:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is registered twice")
-        return LOSSES.add(name, fn)
-
-    return deco
+    """Register a loss factory under the name of the model it trains (``"arbex"``, ``"arm"``, ...); once: a name
+    registered twice raises ``ValueError``."""
+    return LOSSES.register(name)

@@ -16,10 +16,9 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn(preset: str = "tiny", **overrides) -> nn.Module`` under its function name."""
-    if fn.__name__ in MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    return MODELS.add(fn.__name__, fn)
+    """Register ``fn(preset: str = "tiny", **overrides) -> nn.Module`` under its function name (once: a name
+    registered twice raises ``ValueError``)."""
+    return MODELS.register()(fn)
 
 
 # Model variants named "name+flag" (a config flag set to True) where benchmarks and tests list methods side by side.
