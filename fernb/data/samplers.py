@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..registry import Registry
+
 __all__ = [
     "EpochSampler",
     "RandomShuffleSampler",
@@ -163,6 +165,11 @@ class EpochSampler(Sampler[int]):
                 f"epoch={self.epoch}, rank={self.rank}/{self.num_replicas})")
 
 
+# name -> sampler class, each registered where it is defined; build_sampler builds by name
+_SAMPLERS: Registry[type[EpochSampler]] = Registry("sampler")
+
+
+@_SAMPLERS.register("shuffle", aliases=("none", "random"))
 class RandomShuffleSampler(EpochSampler):
     """A fresh permutation of all N samples every epoch (``DataLoader(shuffle=True)``, made seeded and shardable)."""
 
@@ -173,6 +180,7 @@ class RandomShuffleSampler(EpochSampler):
         return torch.randperm(len(self.targets), generator=g)
 
 
+@_SAMPLERS.register("sequential", aliases=("eval",))
 class SequentialShardSampler(EpochSampler):
     """0..N-1 in order, sharded over ranks (evaluation; the epoch does not change the order)."""
 
@@ -183,6 +191,7 @@ class SequentialShardSampler(EpochSampler):
         return torch.arange(len(self.targets))
 
 
+@_SAMPLERS.register("weighted", aliases=("inverse_frequency",))
 class WeightedClassSampler(EpochSampler):
     """Inverse-frequency weighted sampling: sample i has weight ``w[y_i]``, ``w_c = (1 / n_c) ** power``.
 
@@ -242,6 +251,8 @@ class WeightedClassSampler(EpochSampler):
         return torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g)
 
 
+@_SAMPLERS.register("oversample", aliases=("imbalanced", "imbalanced_dataset_sampler",
+                                           "imbalanceddatasetsampler"))
 class ImbalancedOversampler(EpochSampler):
     """The oversampler POSTER_V2 and MA-Net use on AffectNet (``ImbalancedDatasetSampler`` of the torchsampler
     package, ufoym/imbalanced-dataset-sampler), re-implemented.
@@ -292,6 +303,7 @@ class ImbalancedOversampler(EpochSampler):
         return torch.as_tensor(self.indices)[pos]
 
 
+@_SAMPLERS.register("mrr", aliases=("minimal_random_resampling",))
 class MinimalRandomResampler(EpochSampler):
     """ARM's minimal random resampling (MRR), **re-implemented from the author's issue description** (the official
     code has no sampler; SimKarras/ARM#12: "per-class sampling probabilities as in oversampling, plus a per-epoch upper
@@ -352,6 +364,7 @@ class MinimalRandomResampler(EpochSampler):
         return idx[torch.randperm(len(idx), generator=g)] if self.shuffle else idx
 
 
+@_SAMPLERS.register("capped", aliases=("esr", "class_cap"))
 class ClassCapSampler(EpochSampler):
     """A random class-capped subset, ESR's only imbalance measure: at most ``cap`` samples per class (5,000 in ESR and
     the Diversified AffectNet / FER+ scripts), all samples of smaller classes, no replacement; shuffled each epoch.
@@ -399,24 +412,9 @@ class ClassCapSampler(EpochSampler):
         return idx[torch.randperm(len(idx), generator=g)]
 
 
-_SAMPLERS: dict[str, type[EpochSampler]] = {
-    "shuffle": RandomShuffleSampler,
-    "sequential": SequentialShardSampler,
-    "weighted": WeightedClassSampler,
-    "oversample": ImbalancedOversampler,
-    "mrr": MinimalRandomResampler,
-    "capped": ClassCapSampler,
-}
-_SAMPLER_ALIASES: dict[str, str] = {
-    "none": "shuffle", "random": "shuffle", "eval": "sequential", "inverse_frequency": "weighted",
-    "imbalanced": "oversample", "imbalanced_dataset_sampler": "oversample", "imbalanceddatasetsampler": "oversample",
-    "minimal_random_resampling": "mrr", "esr": "capped", "class_cap": "capped",
-}
-
-
 def list_samplers() -> list[str]:
     """Sampler names accepted by :func:`build_sampler` (aliases not listed)."""
-    return sorted(_SAMPLERS)
+    return _SAMPLERS.names()
 
 
 def build_sampler(
@@ -445,11 +443,11 @@ def build_sampler(
         TypeError: for an option the chosen sampler does not take.
     """
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
-    key = _SAMPLER_ALIASES.get(key, key)
     if key not in _SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(list_samplers())} "
-                         f"(aliases: {', '.join(sorted(_SAMPLER_ALIASES))})")
-    cls = _SAMPLERS[key]
+                         f"(aliases: {', '.join(_SAMPLERS.aliases())})")
+    key = _SAMPLERS.canonical(key)
+    cls = _SAMPLERS.get(key)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "targets"}
     unknown = sorted(set(options) - accepted)
     if unknown:
