@@ -30,6 +30,8 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from ..registry import Registry
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -241,51 +243,53 @@ def _tuple_or_none(x: Sequence[float] | None) -> tuple[float, ...] | None:
     return None if x is None else tuple(float(v) for v in x)
 
 
+# name -> factory ``(ctx, **params) -> transform``; ctx carries ``channels``, ``mean``, ``std`` (see build_step)
+_STEPS: Registry[Callable[..., Callable[[Any], Any]]] = Registry("transform step")
+
+
+@_STEPS.register("random_apply")
 def _step_random_apply(ctx: dict[str, Any], p: float, steps: Sequence[dict[str, Any]]) -> Callable[[Any], Any]:
     return T.RandomApply([build_step(s, ctx) for s in steps], p=p)
 
 
+@_STEPS.register("one_of")
 def _step_one_of(ctx: dict[str, Any], p: float, steps: Sequence[dict[str, Any]]) -> Callable[[Any], Any]:
     return RandomApplyOneOf([build_step(s, ctx) for s in steps], p=p)
 
 
+@_STEPS.register("normalize")
 def _step_normalize(ctx: dict[str, Any], mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
     m, s = normalize_stats(mean, std, ctx["channels"])
     return T.Normalize(mean=m, std=s)
 
 
+@_STEPS.register("random_erasing")
 def _step_erasing(ctx: dict[str, Any], p: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
                   ratio: Sequence[float] = (0.3, 3.3), fill: Any = "zero") -> Callable[[Any], Any]:
     return random_erasing(p, scale, ratio, fill, mean=ctx.get("mean"), std=ctx.get("std"), channels=ctx["channels"])
 
 
-_STEPS: dict[str, Callable[..., Callable[[Any], Any]]] = {
-    "to_channels": lambda ctx, channels=None: ToChannels(channels or ctx["channels"]),
-    "resize": lambda ctx, size, interpolation="bilinear": T.Resize(_size(size), interpolation=_interp(interpolation),
-                                                                    antialias=True),
-    "center_crop": lambda ctx, size: T.CenterCrop(_size(size)),
-    "hflip": lambda ctx, p=0.5: T.RandomHorizontalFlip(p),
-    "vflip": lambda ctx, p=0.5: T.RandomVerticalFlip(p),
-    "random_crop": lambda ctx, size, padding=None, pad_if_needed=False, padding_mode="constant": T.RandomCrop(
-        _size(size), padding=padding, pad_if_needed=pad_if_needed, padding_mode=padding_mode),
-    "random_resized_crop": lambda ctx, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear": (
-        T.RandomResizedCrop(_size(size), scale=tuple(scale), ratio=tuple(ratio), interpolation=_interp(interpolation),
-                            antialias=True)),
-    "random_affine": lambda ctx, degrees, translate=None, scale=None, shear=None, interpolation="nearest": (
-        T.RandomAffine(degrees, translate=_tuple_or_none(translate), scale=_tuple_or_none(scale), shear=shear,
-                       interpolation=_interp(interpolation))),
-    "random_rotation": lambda ctx, degrees, interpolation="nearest": T.RandomRotation(
-        degrees, interpolation=_interp(interpolation)),
-    "color_jitter": lambda ctx, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0: T.ColorJitter(
-        brightness, contrast, saturation, hue),
-    "gaussian_noise": lambda ctx, var=30.0, mean=0.0, round=False: GaussianNoise(var, mean, round),
-    "random_apply": _step_random_apply,
-    "one_of": _step_one_of,
-    "to_tensor": lambda ctx: T.ToTensor(),
-    "to_bgr": lambda ctx: ToBGR(),
-    "normalize": _step_normalize,
-    "random_erasing": _step_erasing,
-}
+_STEPS.add("to_channels", lambda ctx, channels=None: ToChannels(channels or ctx["channels"]))
+_STEPS.add("resize", lambda ctx, size, interpolation="bilinear": T.Resize(
+    _size(size), interpolation=_interp(interpolation), antialias=True))
+_STEPS.add("center_crop", lambda ctx, size: T.CenterCrop(_size(size)))
+_STEPS.add("hflip", lambda ctx, p=0.5: T.RandomHorizontalFlip(p))
+_STEPS.add("vflip", lambda ctx, p=0.5: T.RandomVerticalFlip(p))
+_STEPS.add("random_crop", lambda ctx, size, padding=None, pad_if_needed=False, padding_mode="constant": T.RandomCrop(
+    _size(size), padding=padding, pad_if_needed=pad_if_needed, padding_mode=padding_mode))
+_STEPS.add("random_resized_crop", lambda ctx, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear": (
+    T.RandomResizedCrop(_size(size), scale=tuple(scale), ratio=tuple(ratio), interpolation=_interp(interpolation),
+                        antialias=True)))
+_STEPS.add("random_affine", lambda ctx, degrees, translate=None, scale=None, shear=None, interpolation="nearest": (
+    T.RandomAffine(degrees, translate=_tuple_or_none(translate), scale=_tuple_or_none(scale), shear=shear,
+                   interpolation=_interp(interpolation))))
+_STEPS.add("random_rotation", lambda ctx, degrees, interpolation="nearest": T.RandomRotation(
+    degrees, interpolation=_interp(interpolation)))
+_STEPS.add("color_jitter", lambda ctx, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0: T.ColorJitter(
+    brightness, contrast, saturation, hue))
+_STEPS.add("gaussian_noise", lambda ctx, var=30.0, mean=0.0, round=False: GaussianNoise(var, mean, round))
+_STEPS.add("to_tensor", lambda ctx: T.ToTensor())
+_STEPS.add("to_bgr", lambda ctx: ToBGR())
 
 
 def build_step(step: dict[str, Any], ctx: dict[str, Any] | None = None) -> Callable[[Any], Any]:
@@ -294,9 +298,9 @@ def build_step(step: dict[str, Any], ctx: dict[str, Any] | None = None) -> Calla
     params = dict(step)
     name = params.pop("name", None)
     if name not in _STEPS:
-        raise ValueError(f"unknown transform step {name!r}; known steps: {', '.join(sorted(_STEPS))}")
+        raise ValueError(f"unknown transform step {name!r}; known steps: {', '.join(_STEPS.names())}")
     try:
-        return _STEPS[name](ctx, **params)
+        return _STEPS.get(name)(ctx, **params)
     except TypeError as exc:
         raise TypeError(f"transform step {name!r}: bad parameters {params} ({exc})") from None
 
@@ -487,45 +491,39 @@ class _Preset:
     bgr: bool = False
 
 
-_PRESETS: dict[str, _Preset] = {
-    "poster_v2": _Preset(_preset_poster_v2, True),
-    "poster_v2_affectnet": _Preset(_preset_poster_v2_affectnet, True),
-    "arbex": _Preset(_preset_arbex, True),
-    "arbex_heavy": _Preset(_preset_arbex_heavy, True),
-    "arm": _Preset(_preset_arm, True),
-    "adcorre": _Preset(_preset_adcorre, False),
-    "esr": _Preset(_preset_esr, False, bgr=True),
-    "diversified_rafdb": _Preset(_preset_diversified_rafdb, True),
-    "manet": _Preset(_preset_manet, False),
-    "resnet18": _Preset(_preset_resnet18, True),
-    "default": _Preset(_preset_default, True),
-}
-_ALIASES: dict[str, str] = {
-    "posterv2": "poster_v2", "poster_v2_rafdb": "poster_v2", "poster_v2_caer": "poster_v2_affectnet",
-    "ad_corre": "adcorre", "ad-corre": "adcorre", "ma_net": "manet", "ma-net": "manet",
-    "diversified_esr_rafdb": "diversified_rafdb", "diversified_manet_rafdb": "diversified_rafdb",
-    "diversified_affectnet": "esr", "diversified_ferplus": "esr", "resnet": "resnet18",
-}
+# name -> preset; a name's aliases keep the official scripts' spellings
+_PRESETS: Registry[_Preset] = Registry("transform preset")
+_PRESETS.add("poster_v2", _Preset(_preset_poster_v2, True), aliases=("posterv2", "poster_v2_rafdb"))
+_PRESETS.add("poster_v2_affectnet", _Preset(_preset_poster_v2_affectnet, True), aliases=("poster_v2_caer",))
+_PRESETS.add("arbex", _Preset(_preset_arbex, True))
+_PRESETS.add("arbex_heavy", _Preset(_preset_arbex_heavy, True))
+_PRESETS.add("arm", _Preset(_preset_arm, True))
+_PRESETS.add("adcorre", _Preset(_preset_adcorre, False), aliases=("ad_corre", "ad-corre"))
+_PRESETS.add("esr", _Preset(_preset_esr, False, bgr=True), aliases=("diversified_affectnet", "diversified_ferplus"))
+_PRESETS.add("diversified_rafdb", _Preset(_preset_diversified_rafdb, True),
+             aliases=("diversified_esr_rafdb", "diversified_manet_rafdb"))
+_PRESETS.add("manet", _Preset(_preset_manet, False), aliases=("ma_net", "ma-net"))
+_PRESETS.add("resnet18", _Preset(_preset_resnet18, True), aliases=("resnet",))
+_PRESETS.add("default", _Preset(_preset_default, True))
 
 
 def list_presets() -> list[str]:
     """Preset names accepted by :func:`build_transforms` (aliases not listed)."""
-    return sorted(_PRESETS)
+    return _PRESETS.names()
 
 
 def has_preset(method: str) -> bool:
     """Whether ``method`` names a transform preset or one of its aliases."""
-    key = str(method).strip().lower().replace(" ", "_")
-    return _ALIASES.get(key, key) in _PRESETS
+    return str(method).strip().lower().replace(" ", "_") in _PRESETS
 
 
 def _resolve(method: str) -> tuple[str, _Preset]:
     key = str(method).strip().lower().replace(" ", "_")
-    key = _ALIASES.get(key, key)
     if key not in _PRESETS:
         raise ValueError(f"unknown transform preset {method!r}; known presets: {', '.join(list_presets())} "
-                         f"(aliases: {', '.join(sorted(_ALIASES))})")
-    return key, _PRESETS[key]
+                         f"(aliases: {', '.join(_PRESETS.aliases())})")
+    key = _PRESETS.canonical(key)
+    return key, _PRESETS.get(key)
 
 
 def transform_spec(
