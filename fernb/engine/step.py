@@ -52,12 +52,6 @@ class LossScaler:
         self.scaler.step(optimizer)
         self.scaler.update()
 
-    def get_scale(self) -> float:
-        return float(self.scaler.get_scale())
-
-    def is_enabled(self) -> bool:
-        return self.scaler.is_enabled()
-
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict()
 
