@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .engine import apply_overrides, config_from_preset, config_to_dict, evaluate, fit
+from .engine import TrainConfig, apply_overrides, config_from_preset, config_to_dict, evaluate, fit
 from .engine.distributed import resolve_device
 from .engine.metrics import mean_std
 from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
@@ -113,7 +113,6 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     ``SMOKE=True`` is always seconds long, whatever its other parameters say. Keys are dotted config paths given
     with double underscores (``schedule__epochs=12``).
     """
-
     given = {k.replace("__", "."): v for k, v in params.items() if v is not None}
     cfg = config_from_preset(preset, smoke=False, **given)  # also fits ESR's stages to the model's branches
     if "schedule.epochs" in given and cfg.schedule.stages:  # a staged recipe (ESR) fits its stages to the epochs
@@ -135,7 +134,6 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
         ``{"run_dir", "config", "history", "best_epoch", "best_value", "train_seconds", "test": metrics,
         "reused": bool}``.
     """
-
     rd = RunDir(Path(cfg.run.out_dir) / (cfg.run.name or "run"))
     if reuse and rd.config_path.exists() and (rd.path / "run.json").exists():
         record = rd.read_record()
@@ -157,8 +155,8 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
             "best_value": result.best_value, "train_seconds": result.train_seconds, "test": metrics, "reused": False}
 
 
-def _with_overwrite(cfg):
-
+def _with_overwrite(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``run.overwrite`` on: a run that is not reused is trained afresh in its folder."""
     return apply_overrides(cfg, {"run.overwrite": True})
 
 
@@ -195,7 +193,6 @@ def pick_recipe(recipe: str, device: str = "auto") -> str:
         raise ValueError(f"RECIPE={recipe!r}; expected one of {', '.join(RECIPE_CHOICES)}")
     if recipe != "auto":
         return recipe
-
     return "published" if resolve_device(device).type == "cuda" else "budget"
 
 
