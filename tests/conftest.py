@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need ``../shared`` (real data, fidelity fixtures) skip with a reason where it is
-absent."""
+absent. ``pytest --device cuda`` runs the model, loss and training-step tests that take the ``device`` fixture on a
+GPU (default ``cpu``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,53 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see fernb/__init__.py
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 import toys  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERNB_SHARED", REPO.parent / "shared"))
+DEVICE = pytest.StashKey[torch.device]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu",
+                     help="torch device of the model, loss and training-step tests: cpu (default), cuda or cuda:N")
+
+
+def torch_device(name: str) -> torch.device:
+    """The ``--device`` value as a ``torch.device``.
+
+    Raises:
+        pytest.UsageError: not a device name, not cpu or cuda, or CUDA (that GPU) is not available here.
+    """
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise pytest.UsageError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"--device {name!r}: the tests run on cpu or cuda only")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--device {name!r}: CUDA is not available (torch {torch.__version__}, CUDA build "
+                                f"{torch.version.cuda or 'none'}); leave --device out to test on the CPU")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise pytest.UsageError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[DEVICE] = torch_device(config.getoption("--device"))
 
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.skip(f"{what} not found at {path} (it lives in ../shared beside the checkout; CI has it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    """The device of ``--device`` (default cpu), for tests that build and run models, losses and train steps."""
+    return pytestconfig.stash[DEVICE]
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +99,6 @@ def _toys() -> Iterator[None]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
-    import torch
-
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -69,10 +69,10 @@ def test_adaptive_feature_discriminator_matches_the_numpy_formula():
     assert len(loss.history) == 10 + N  # this batch's (label, prediction) pairs join the history
 
 
-def test_every_term_has_a_nonzero_gradient_through_the_model():
+def test_every_term_has_a_nonzero_gradient_through_the_model(device: torch.device):
     torch.manual_seed(0)
-    model = create_model("adcorre", "tiny").train()
-    x, y = torch.rand(8, 3, 64, 64), torch.tensor([0, 0, 1, 1, 2, 3, 3, 5])
+    model = create_model("adcorre", "tiny").train().to(device)
+    x, y = torch.rand(8, 3, 64, 64).to(device), torch.tensor([0, 0, 1, 1, 2, 3, 3, 5], device=device)
     res = create_loss("adcorre")(model(x), y)
     params = [model.heads.weight, model.backbone.conv1.weight]
     for term in ("ce", "ed", "md", "fd"):

@@ -50,11 +50,11 @@ def images(backbone: str, n: int = 4, seed: int = 2) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("backbone", NAMES)
-def test_forward_backward_gives_finite_gradients_on_head_anchors_and_attention(backbone: str):
-    model = build(backbone).train()
+def test_forward_backward_gives_finite_gradients_on_head_anchors_and_attention(backbone: str, device: torch.device):
+    model = build(backbone).train().to(device)
     model.trust = 0.5
-    out = model(images(backbone))
-    loss = create_loss("arbex")(out, torch.tensor([0, 1, 2, 3]), info=StepInfo(progress=0.5))
+    out = model(images(backbone).to(device))
+    loss = create_loss("arbex").to(device)(out, torch.tensor([0, 1, 2, 3], device=device), info=StepInfo(progress=0.5))
     loss.total.backward()
     assert torch.isfinite(loss.total)
     for name, module in (("head", model.head), ("attention", model.attention), ("backbone", model.backbone)):

@@ -41,11 +41,11 @@ def test_every_baseline_is_registered():
 
 @pytest.mark.parametrize("preset", ["tiny", "official"])
 @pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
-def test_preset_builds_and_gives_finite_named_outputs(name: str, overrides: dict, preset: str):
+def test_preset_builds_and_gives_finite_named_outputs(name: str, overrides: dict, preset: str, device: torch.device):
     torch.manual_seed(0)
-    model = _full_ensemble(name, create_model(name, preset, **overrides)).eval()
+    model = _full_ensemble(name, create_model(name, preset, **overrides)).eval().to(device)
     s = model.config.img_size
-    x = torch.rand(2, 3, s, s)
+    x = torch.rand(2, 3, s, s).to(device)
     with torch.no_grad():
         out = model(x)
     assert isinstance(out, ModelOutput) and type(out) is not tuple
@@ -86,16 +86,16 @@ def test_grad_cam_on_the_target_layers_gives_a_nonflat_map(name: str, overrides:
 
 
 @pytest.mark.parametrize("name,overrides", MODULE_CASES, ids=MODULE_IDS)
-def test_fernb_checkpoint_round_trips(name: str, overrides: dict):
+def test_fernb_checkpoint_round_trips(name: str, overrides: dict, device: torch.device):
     torch.manual_seed(0)
-    model = _full_ensemble(name, create_model(name, "tiny", **overrides))
+    model = _full_ensemble(name, create_model(name, "tiny", **overrides)).to(device)
     s = model.config.img_size
-    x = torch.rand(4, 3, s, s)
+    x = torch.rand(4, 3, s, s).to(device)
     with torch.no_grad():
         model.train()(x)  # moves BN statistics (and ARM's running affinity) away from their init
     model.eval()
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    other = create_model(name, "tiny", checkpoint=sd, **overrides).eval()
+    sd = {k: v.cpu().clone() for k, v in model.state_dict().items()}
+    other = create_model(name, "tiny", checkpoint=sd, **overrides).eval().to(device)
     with torch.no_grad():
         torch.testing.assert_close(other(x).logits, model(x).logits)
 
@@ -136,11 +136,11 @@ def test_tiny_resnet18_has_a_small_input_stem():
         assert model.forward_features(torch.rand(1, 3, 48, 48)).shape == (1, 128, 3, 3)
 
 
-def test_esr_branch_schedule_adds_branches_and_routes_gradients():
+def test_esr_branch_schedule_adds_branches_and_routes_gradients(device: torch.device):
     torch.manual_seed(0)
-    model = create_model("esr", "tiny")
+    model = create_model("esr", "tiny").to(device)
     assert model.num_active_branches == 1
-    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    x, y = torch.rand(4, 3, 64, 64).to(device), torch.tensor([0, 1, 2, 3], device=device)
     out = model(x)
     assert out.branch_logits.shape == (1, 4, 8)
     groups = model.param_groups(0.1)
@@ -163,7 +163,7 @@ def test_esr_branch_schedule_adds_branches_and_routes_gradients():
     assert model.branches[1].fc.weight.grad is not None
     trainable = lambda m: [all(p.requires_grad for p in br.parameters()) for br in m.branches]  # noqa: E731
     assert trainable(model) == [False, True, False, False]  # inactive branches never train (DDP needs this)
-    sd = model.state_dict()
+    sd = {k: v.cpu() for k, v in model.state_dict().items()}
     assert int(sd["active_branches"]) == 2
     loaded = create_model("esr", "tiny", checkpoint=sd)
     assert loaded.num_active_branches == 2 and trainable(loaded) == [True, True, False, False]

@@ -78,12 +78,12 @@ def test_smoke_from_environment(monkeypatch):
 
 
 # -- the loop ----------------------------------------------------------------------------------------------------------
-def test_fit_learns_and_writes_the_run_folder(tmp_path):
+def test_fit_learns_and_writes_the_run_folder(tmp_path, device):
     from fernb.engine import fit
     from fernb.engine.checkpoint import load_checkpoint
 
     rows = []
-    cfg = toy_config(tmp_path, **{"schedule.epochs": 3, "loss.class_weights": "inverse"})
+    cfg = toy_config(tmp_path, **{"schedule.epochs": 3, "loss.class_weights": "inverse", "run.device": str(device)})
     res = fit(cfg, train_data=toy_data(56), valid_data=toy_data(28, seed=1, split="valid"), callbacks=[rows.append])
     run = Path(res.run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and len(res.history) == 3
@@ -207,11 +207,11 @@ def test_engine_sets_arbex_trust_to_the_ramp_while_training_and_full_trust_for_v
     {"optim.name": "sgd", "optim.sam": True, "optim.sam_adaptive": True, "schedule.name": "plateau",
      "schedule.plateau_patience": 0, "schedule.monitor": "valid_nll", "schedule.monitor_mode": "min"},
 ])
-def test_optimisers_and_schedules_train(tmp_path, over):
+def test_optimisers_and_schedules_train(tmp_path, over, device):
     from fernb.engine import fit
 
-    res = fit(toy_config(tmp_path, **{"schedule.epochs": 3, **over}), train_data=toy_data(32),
-              valid_data=toy_data(14, 1))
+    res = fit(toy_config(tmp_path, **{"schedule.epochs": 3, "run.device": str(device), **over}),
+              train_data=toy_data(32), valid_data=toy_data(14, 1))
     assert all(math.isfinite(r["train_loss"]) for r in res.history)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"] * 1.05
     lrs = [r["lr"] for r in res.history]

@@ -17,14 +17,14 @@ from fernb.models import VARIANTS, FERModel, ModelOutput, create_model, list_mod
 SPECS = [n for n in list_models() if model_entrypoint(n).__module__.startswith("fernb.models.")] + list(VARIANTS)
 
 
-def _build(spec: str) -> nn.Module:
+def _build(spec: str, device: torch.device | None = None) -> nn.Module:
     name, flags = parse_variant(spec)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # POSTER_V2 / ARBEx: no pretrained backbone weights
         model = create_model(name, "tiny", **flags)
     _grow(model)
-    return model.eval()
+    return model.eval().to(device)
 
 
 def _grow(model: nn.Module) -> None:
@@ -35,9 +35,9 @@ def _grow(model: nn.Module) -> None:
         model.set_active_branches(len(model.branches))
 
 
-def _input(model: nn.Module) -> torch.Tensor:
+def _input(model: nn.Module, device: torch.device) -> torch.Tensor:
     size = getattr(model.config, "img_size", None) or 48
-    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
 
 
 def test_the_registry_holds_every_family():
@@ -45,9 +45,9 @@ def test_the_registry_holds_every_family():
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_forward_returns_named_outputs_that_embed_and_the_head_split_agree_with(spec: str):
-    model = _build(spec)
-    x = _input(model)
+def test_forward_returns_named_outputs_that_embed_and_the_head_split_agree_with(spec: str, device: torch.device):
+    model = _build(spec, device)
+    x = _input(model, device)
     assert isinstance(model, FERModel)
     with torch.no_grad():
         out = model(x)
@@ -69,10 +69,10 @@ def test_gradcam_hooks_exist(spec: str):
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_weights_round_trip_through_create_model(spec: str):
-    model = _build(spec)
+def test_weights_round_trip_through_create_model(spec: str, device: torch.device):
+    model = _build(spec, device)
     name, flags = parse_variant(spec)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.cpu().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(123)  # another init, so that equal outputs prove the weights were loaded
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -82,6 +82,6 @@ def test_weights_round_trip_through_create_model(spec: str):
             other.load_state_dict(state)
         else:
             other = create_model(name, "tiny", checkpoint=state, **flags)
-    x = _input(model)
+    x = _input(model, device)
     with torch.no_grad():
-        torch.testing.assert_close(other.eval()(x).logits, model(x).logits)
+        torch.testing.assert_close(other.to(device).eval()(x).logits, model(x).logits)

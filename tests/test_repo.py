@@ -9,7 +9,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from conftest import torch_device
 
 from fernb.notebooks import list_notebooks
 
@@ -92,3 +94,17 @@ def test_code_passes_ruff():
     res = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "fernb", "tests", "benchmarks"],
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
+
+
+def test_device_option_names_a_device_this_machine_has():
+    assert torch_device("cpu") == torch.device("cpu")
+    with pytest.raises(pytest.UsageError, match="not a torch device"):
+        torch_device("gpu0")
+    with pytest.raises(pytest.UsageError, match="cpu or cuda only"):
+        torch_device("meta")
+    if torch.cuda.is_available():
+        with pytest.raises(pytest.UsageError, match="CUDA device"):
+            torch_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(pytest.UsageError, match="CUDA is not available"):
+            torch_device("cuda")
