@@ -13,6 +13,8 @@ for an odd branch count, see :mod:`fernb.losses.diversity`).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -47,7 +49,7 @@ class ESRLoss(FERLoss):
         """
         branch_logits = output.branch_logits.float()
         ces = [F.cross_entropy(lg, target, label_smoothing=self.label_smoothing) for lg in branch_logits]
-        ce = sum(ces)
+        ce = cast(Tensor, sum(ces))  # n >= 1 branches: a tensor, never the empty sum 0
         terms: dict[str, Tensor] = {"ce": ce}
         terms.update({f"ce_branch{i}": c for i, c in enumerate(ces)})
         use_div = self.diversity if self.diversity is not None else output.attn_spatial is not None

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -62,7 +62,8 @@ class ARBExBackbone(Protocol):
         embed_dim: D, the width of the embedding ``forward`` returns.
     """
 
-    embed_dim: int
+    @property
+    def embed_dim(self) -> int: ...
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, 3, H, W) -> embedding (B, D)."""
@@ -105,6 +106,8 @@ def parse_backbone(spec: str) -> tuple[str, str | None]:
 class PosterV2Embedding(PosterV2Backbone):
     """:class:`~fernb.models.poster.PosterV2Backbone` with ``embed_dim``: same modules, keys and numbers."""
 
+    load_report: KeyReport | None
+
     @property
     def embed_dim(self) -> int:
         return int(self.cfg.embed_dim)
@@ -121,6 +124,8 @@ class ResNet18Embedding(nn.Module):
         stem: ``"imagenet"`` or ``"small"`` (3x3 conv of ``stem_stride``, no max-pool; for 48-64 px faces).
         stem_stride: stride of the small stem.
     """
+
+    load_report: KeyReport | None
 
     def __init__(self, width: int = 64, stem: str = "imagenet", stem_stride: int = 1) -> None:
         super().__init__()
@@ -158,6 +163,18 @@ class ResNet18Embedding(nn.Module):
         return out, dropped
 
 
+class _TimmModel(Protocol):
+    """What the adapter uses of a timm model (``timm.create_model`` is typed as returning a plain ``nn.Module``);
+    ``num_prefix_tokens`` exists on token models only."""
+
+    num_features: int
+    num_prefix_tokens: int
+
+    def forward_features(self, x: Tensor) -> Tensor: ...
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
+
+
 class TimmEmbedding(nn.Module):
     """Any timm model without its classifier: ``forward_features`` and ``forward_head(pre_logits=True)``.
 
@@ -172,6 +189,8 @@ class TimmEmbedding(nn.Module):
         ValueError: a name timm does not know, or a reserved argument (``pretrained``, ``num_classes``, ``in_chans``,
             ``checkpoint_path``, ``pretrained_cfg_overlay``: weights come from ``backbone_checkpoint`` only).
     """
+
+    load_report: KeyReport | None
 
     def __init__(self, name: str, img_size: int | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -196,7 +215,7 @@ class TimmEmbedding(nn.Module):
             model = timm.create_model(name, **base)
         self.name = name
         self.model = model
-        self.embed_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        self.embed_dim = int(getattr(model, "head_hidden_size", None) or cast(_TimmModel, model).num_features)
         if isinstance(getattr(model, "num_prefix_tokens", None), int):
             self.output_fmt = "NLC"
         else:
@@ -204,11 +223,11 @@ class TimmEmbedding(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> the timm model's ``forward_features``: (B, C, h, w), (B, N, C) or (B, h, w, C)."""
-        return self.model.forward_features(x)
+        return cast(_TimmModel, self.model).forward_features(x)
 
     def pool(self, features: Tensor) -> Tensor:
         """Features -> (B, D): the timm model's own pooling (and conv head / norm), without the classifier."""
-        return self.model.forward_head(features, pre_logits=True)
+        return cast(_TimmModel, self.model).forward_head(features, pre_logits=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, D)."""
@@ -217,10 +236,11 @@ class TimmEmbedding(nn.Module):
     def cam_target_layers(self) -> list[nn.Module]:
         """Token models: the last block's first norm; other models: the last ``feature_info`` stage."""
         blocks = getattr(self.model, "blocks", None)
-        if self.output_fmt == "NLC" and isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) \
-                and isinstance(getattr(blocks[-1], "norm1", None), nn.Module):
-            return [blocks[-1].norm1]
-        info = getattr(self.model, "feature_info", None)
+        if self.output_fmt == "NLC" and isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks):
+            norm1 = getattr(blocks[-1], "norm1", None)
+            if isinstance(norm1, nn.Module):
+                return [norm1]
+        info = getattr(self.model, "feature_info", None) or []
         try:
             return [self.model.get_submodule(info[-1]["module"])]
         except (TypeError, IndexError, KeyError, AttributeError):
@@ -234,7 +254,7 @@ class TimmEmbedding(nn.Module):
             return _channels_first
         if self.output_fmt != "NLC":
             return None
-        prefix = int(self.model.num_prefix_tokens)
+        prefix = int(cast(_TimmModel, self.model).num_prefix_tokens)
         grid = getattr(getattr(self.model, "patch_embed", None), "grid_size", None)
 
         def reshape(t: Tensor) -> Tensor:
@@ -255,7 +275,8 @@ class TimmEmbedding(nn.Module):
         if sd and all(k.startswith("model.") for k in sd):
             sd = {k[len("model."):]: v for k, v in sd.items()}
         own = self.model.state_dict()
-        heads = self.model.pretrained_cfg.get("classifier") if getattr(self.model, "pretrained_cfg", None) else None
+        pretrained_cfg = getattr(self.model, "pretrained_cfg", None)
+        heads = pretrained_cfg.get("classifier") if pretrained_cfg else None
         heads = (heads,) if isinstance(heads, str) else tuple(heads or ())
         out: dict[str, Tensor] = {}
         dropped: list[str] = []
@@ -275,7 +296,7 @@ def _channels_first(t: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------- builder
 
 
-def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> KeyReport:
+def load_backbone_checkpoint(backbone: ResNet18Embedding | TimmEmbedding, path: str | Path) -> KeyReport:
     """Load a local weight file into a backbone adapter, strictly, and return the key report.
 
     The file is read safely (safetensors, or torch with ``weights_only=True``; ``module.`` prefixes and
@@ -301,7 +322,7 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> KeyReport
 
 
 def create_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None,
-                    checkpoint: str | Path | None = None) -> nn.Module:
+                    checkpoint: str | Path | None = None) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
     """Build the adapter named by ``spec``, then load ``checkpoint`` into it (adapters never open files).
 
     Args:
@@ -317,8 +338,9 @@ def create_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, A
     """
     family, name = parse_backbone(spec)
     kwargs = dict(kwargs or {})
+    backbone: PosterV2Embedding | ResNet18Embedding | TimmEmbedding
     if family == "poster_v2":
-        backbone: nn.Module = PosterV2Embedding(cfg)
+        backbone = PosterV2Embedding(cfg)
     elif family == "resnet18":
         unknown = sorted(set(kwargs) - set(RESNET18_KWARGS))
         if unknown:
@@ -326,9 +348,13 @@ def create_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, A
                              f"{list(RESNET18_KWARGS)}")
         backbone = ResNet18Embedding(**kwargs)
     else:
+        assert name is not None
         backbone = TimmEmbedding(name, img_size=getattr(cfg, "img_size", None), **kwargs)
     backbone.load_report = None
     if checkpoint is not None:
+        if isinstance(backbone, PosterV2Embedding):
+            raise ValueError("backbone_checkpoint is for the resnet18 and timm backbones; POSTER_V2 takes its "
+                             "pretrained parts from ir50_weights / landmark_weights")
         backbone.load_report = load_backbone_checkpoint(backbone, checkpoint)
     elif family == "timm":
         _warn_once(f"arbex-timm-random-init:{name}",

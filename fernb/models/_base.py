@@ -49,7 +49,9 @@ class FERModel(nn.Module):
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
         """The (B, D) vectors the embedding explorer projects (eval mode is the caller's choice)."""
-        return self.forward(x).embedding
+        embedding = self.forward(x).embedding
+        assert embedding is not None, f"{type(self).__name__}.forward returned no embedding"
+        return embedding
 
     def cam_target_layers(self) -> list[nn.Module]:
         """Layers whose activations and gradients Grad-CAM uses."""

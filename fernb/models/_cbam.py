@@ -24,11 +24,12 @@ convolutions fall back to ``F.conv2d``); anything else (CUDA, bfloat16 autocast,
 from __future__ import annotations
 
 import functools
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import once_differentiable
 
 __all__ = ["CBAM", "ChannelGate", "SpatialGate", "FastCBAM", "GateConv", "ChannelPool", "GateAndPool",
            "convert_cbam_key"]
@@ -122,12 +123,22 @@ def _float_mask(x: Tensor, ref: Tensor) -> Tensor:
     return torch.eq(x, ref, out=torch.empty_like(x))
 
 
+class _NodeCtx(Protocol):
+    """The autograd context as the nodes below use it (torch's ``FunctionCtx`` stub lacks the backward fields)."""
+
+    saved_tensors: tuple[Tensor, ...]
+    needs_input_grad: tuple[bool, ...]
+    pad: int
+
+    def save_for_backward(self, *tensors: Tensor | None) -> None: ...
+
+
 class GateConv(torch.autograd.Function):
     """``conv2d(x, w, padding=pad)`` (stride 1, no bias, square kernel) for few channels:
     (B, c, H, W) -> (B, o, H', W')."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, w: Tensor, pad: int) -> Tensor:
+    def forward(ctx: _NodeCtx, x: Tensor, w: Tensor, pad: int) -> Tensor:
         x, w = x.contiguous(), w.contiguous()
         ctx.save_for_backward(x, w)
         ctx.pad = pad
@@ -135,7 +146,7 @@ class GateConv(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, gy: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: _NodeCtx, gy: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, w = ctx.saved_tensors
         p, k = ctx.pad, w.shape[-1]
         gy = gy.contiguous()
@@ -158,14 +169,14 @@ class ChannelPool(torch.autograd.Function):
     """(B, C, H, W) -> mean and max over H, W, (B, C) each (the inputs of CBAM's channel MLP)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: _NodeCtx, x: Tensor) -> tuple[Tensor, Tensor]:
         mx = x.amax(dim=(2, 3))
         ctx.save_for_backward(x, mx)
         return x.mean(dim=(2, 3)), mx
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, g_avg: Tensor, g_mx: Tensor) -> Tensor:
+    def backward(ctx: _NodeCtx, g_avg: Tensor, g_mx: Tensor) -> Tensor:
         x, mx = ctx.saved_tensors
         mask = _float_mask(x, mx[:, :, None, None])
         count = mask.sum(dim=(2, 3))  # ties share the gradient, as amax's
@@ -178,7 +189,7 @@ class GateAndPool(torch.autograd.Function):
     input of CBAM's spatial gate)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, gate: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: _NodeCtx, x: Tensor, gate: Tensor) -> tuple[Tensor, Tensor]:
         x1 = x * gate[:, :, None, None]
         mx = x1.amax(dim=1, keepdim=True)
         ctx.save_for_backward(x, gate, x1, mx)
@@ -186,7 +197,7 @@ class GateAndPool(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, g_x1: Tensor, g_pooled: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx: _NodeCtx, g_x1: Tensor, g_pooled: Tensor) -> tuple[Tensor, Tensor]:
         x, gate, x1, mx = ctx.saved_tensors
         mask = _float_mask(x1, mx)
         count = mask.sum(dim=1, keepdim=True)  # ties share the gradient, as amax's

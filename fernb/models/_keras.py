@@ -183,7 +183,9 @@ class _Mapper:
     """Collects converted tensors and shape mismatches (Keras layer, weight, file shape, expected shape, target)."""
 
     def __init__(self, own: Mapping[str, Tensor]) -> None:
-        self.own, self.out, self.mismatch = own, {}, []
+        self.own = own
+        self.out: dict[str, Tensor] = {}
+        self.mismatch: list[tuple[str, str, tuple[int, ...], tuple[int, ...], str]] = []
         self.used: set[tuple[str, str]] = set()
 
     def put(self, layer: str, var: str, arr: Tensor, target: str, how: KerasTensor) -> None:

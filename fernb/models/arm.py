@@ -122,6 +122,9 @@ class AmendModule(nn.Module):
     Shapes: (B, M, H, W) arranged maps -> (B, 1, o, o), o = (H - kernel) // stride + 1.
     """
 
+    running_affinity: Tensor
+    affinity_batches: Tensor
+
     def __init__(self, num_maps: int = 2, kernel: int = 32, stride: int = 8, out_side: int = 11,
                  momentum: float = 0.1, alpha_init: float = 1.0) -> None:
         super().__init__()
@@ -232,7 +235,8 @@ class ARM(FERModel):
         """
         was_training = self.training
         self.eval()
-        total, count = None, 0
+        total: Tensor | None = None
+        count = 0
         for x in batches:
             x = x.to(self.fc.weight.device)
             d = self.arm.de_albino(self.arrangement(self.forward_features(x)).flatten(0, 1).unsqueeze(1))
@@ -242,6 +246,7 @@ class ARM(FERModel):
             count += d.shape[0] * d.shape[1]
         if not count:
             raise ValueError("calibrate_affinity got no batches")
+        assert total is not None
         self.arm.running_affinity.copy_(total / count)
         self.arm.affinity_batches.fill_(max(1, int(self.arm.affinity_batches)))
         self.train(was_training)

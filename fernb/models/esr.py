@@ -45,6 +45,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -224,6 +225,7 @@ class ESR(FERModel):
     """ESR ensemble (and Diversified ESR with ``diversity=True``). ``forward`` returns :class:`ESROutput`."""
 
     config: ESRConfig
+    active_branches: Tensor
 
     def __init__(self, config: ESRConfig | None = None) -> None:
         super().__init__()
@@ -269,7 +271,7 @@ class ESR(FERModel):
     @property
     def active(self) -> list[ESRBranch]:
         """The active branches, in order."""
-        return list(self.branches[: self.num_active_branches])
+        return cast("list[ESRBranch]", list(self.branches[: self.num_active_branches]))
 
     def set_active_branches(self, n: int) -> None:
         """Make the first ``n`` branches active (1 <= n <= num_branches)."""
@@ -289,7 +291,7 @@ class ESR(FERModel):
             raise RuntimeError(f"ESR: all {len(self.branches)} branches are already active; build the model with a "
                                "larger num_branches to add more")
         self.set_active_branches(n + 1)
-        return self.branches[n]
+        return cast(ESRBranch, self.branches[n])
 
     def freeze(self, base: bool = False, branches: Iterable[int] = ()) -> None:
         """Stop gradients for the base and/or the given branch indices (0-based); the rest of the base and the active
@@ -344,7 +346,10 @@ class ESR(FERModel):
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Shared map -> mean pooled branch features (B, D) if ``pre_logits`` else ensemble logits (B, C)."""
         out = self._ensemble(features)
-        return out.embedding if pre_logits else out.logits
+        if pre_logits:
+            assert out.embedding is not None
+            return out.embedding
+        return out.logits
 
     def forward(self, x: Tensor) -> ESROutput:
         return self._ensemble(self.forward_features(x))

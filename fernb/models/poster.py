@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -220,7 +220,8 @@ class LandmarkStages(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        return self.stages[2][-1].conv.out_channels
+        last = cast(nn.Sequential, self.stages[2])[-1]
+        return cast(ConvBNAct, last).conv.out_channels
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = []
@@ -246,6 +247,8 @@ class LandmarkCrossAttention(nn.Module):
         window: side of the (square) map; the bias table has ``(2 * window - 1) ** 2`` rows.
         fused: use ``F.scaled_dot_product_attention``.
     """
+
+    rel_pos_index: Tensor
 
     def __init__(self, dim: int, num_heads: int, window: int, fused: bool = True) -> None:
         super().__init__()
@@ -387,7 +390,7 @@ class PosterV2Backbone(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for s in self.scales:
+        for s in cast("Iterable[CrossScale]", self.scales):
             nn.init.trunc_normal_(s.attn.rel_pos_table, std=0.02)
         for m in self.landmark.modules():
             if isinstance(m, nn.Conv2d):
@@ -419,7 +422,7 @@ class PosterV2Backbone(nn.Module):
         lm3 = self.landmark_proj(lm[2])
         queries = [lm[0], lm[1], lm3]
         tokens = []
-        for i, scale in enumerate(self.scales):
+        for i, scale in enumerate(cast("Iterable[CrossScale]", self.scales)):
             fused = scale.fuse(im[i], queries[i])
             tokens.append(scale.tokens(fused))
             if keep is not None:
@@ -455,7 +458,7 @@ class PosterV2Backbone(nn.Module):
 
     def cam_target_layers(self) -> list[nn.Module]:
         """The first norm of the last ViT block: the last layer whose patch tokens still reach the CLS token."""
-        return [self.blocks[-1].norm1]
+        return [cast(TransformerBlock, self.blocks[-1]).norm1]
 
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor]:
         """Tokens (B, 1 + 3*g*g, D) -> (B, 3*D, g, g): drop CLS, stack the three scales' channels on their grid."""
@@ -704,11 +707,11 @@ def _prefixed(prefix: str, key: str | object | None) -> str | object | None:
     return prefix + key if isinstance(key, str) else key
 
 
-def _check_index(key: str, value: Tensor, backbone: nn.Module | None) -> None:
+def _check_index(key: str, value: Tensor, backbone: PosterV2Backbone | None) -> None:
     """Official relative-position index buffers are dropped (recomputed here); refuse one that is not the Swin index."""
     if backbone is None:
         return
-    for s in backbone.scales:
+    for s in cast("Iterable[CrossScale]", backbone.scales):
         if tuple(value.shape) == tuple(s.attn.rel_pos_index.shape):
             if not torch.equal(value.to(torch.int64), s.attn.rel_pos_index.cpu()):
                 raise CheckpointMismatchError(f"{key}: not the standard Swin relative-position index; this file was "
@@ -717,7 +720,7 @@ def _check_index(key: str, value: Tensor, backbone: nn.Module | None) -> None:
 
 
 def convert_backbone_state_dict(
-    sd: Mapping[str, Tensor], cfg: PosterBackboneConfig, backbone: nn.Module | None = None, prefix: str = ""
+    sd: Mapping[str, Tensor], cfg: PosterBackboneConfig, backbone: PosterV2Backbone | None = None, prefix: str = ""
 ) -> tuple[dict[str, Tensor], str | None, list[str], dict[str, Tensor]]:
     """Official POSTER_V2 or ARBEx backbone keys -> fernb backbone keys.
 
@@ -742,14 +745,14 @@ def convert_backbone_state_dict(
         naming, fn = "arbex", _arbex_key
     elif any(k.startswith(("input_layer.", "body1.", "body.", "net_1.net.")) for k in keys):  # a bare IR-50 file
 
-        def fn(k: str, c: PosterBackboneConfig) -> str | object | None:
-            return _prefixed("image.", _ir_key(k, c.ir_depths))
+        def fn(key: str, cfg: PosterBackboneConfig) -> str | object | None:
+            return _prefixed("image.", _ir_key(key, cfg.ir_depths))
 
         naming = "ir50"
     elif any(k.startswith(("conv1.conv.", "conv_23.", "path_1.")) for k in keys):  # a bare MobileFaceNet file
 
-        def fn(k: str, c: PosterBackboneConfig) -> str | object | None:
-            return _prefixed("landmark.", _mfn_key(k, c.landmark_depths))
+        def fn(key: str, cfg: PosterBackboneConfig) -> str | object | None:
+            return _prefixed("landmark.", _mfn_key(key, cfg.landmark_depths))
 
         naming = "mobilefacenet"
     else:
