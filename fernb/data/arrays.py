@@ -181,13 +181,14 @@ class ArrayBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        ds, bt = self.ds, self.ds.batch_transform
+        ds, bt, pixels = self.ds, self.ds.batch_transform, self.ds.pixels
+        assert bt is not None and pixels is not None
         for b in range(len(self)):
             idx = self.indices[b * self.batch_size:(b + 1) * self.batch_size]
             # sorted reads are faster on a memory map; the batch keeps its order
             order = np.argsort(idx, kind="stable")
-            raw = np.empty((len(idx), *ds.pixels.shape[1:]), dtype=np.uint8)
-            raw[order] = ds.pixels[idx[order]]
+            raw = np.empty((len(idx), *pixels.shape[1:]), dtype=np.uint8)
+            raw[order] = pixels[idx[order]]
             gen = batch_generator(self.seed, self.epoch, self.stream, self.first_batch + b) if bt.train else None
             batch: dict[str, Any] = {"image": bt(torch.from_numpy(raw), gen),
                                      "label": torch.from_numpy(ds.targets[idx]), "index": torch.from_numpy(idx)}
@@ -216,14 +217,14 @@ def array_cache_path(ds: FERDataset, size: int, cache_dir: str | os.PathLike | N
 def _decode(ds: FERDataset, size: int, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
 
-    first = np.asarray(ds.load_image(0).resize((size, size), Image.BILINEAR))
+    first = np.asarray(ds.load_image(0).resize((size, size), Image.Resampling.BILINEAR))
     out = np.empty((len(ds), *first.shape), dtype=np.uint8)
     gray = first.ndim == 2 or bool((first[..., 0] == first[..., 1]).all() and (first[..., 1] == first[..., 2]).all())
     for i in tqdm(range(len(ds)), desc=f"decoding {ds.name}/{ds.split} at {size} px", disable=not progress,
                   leave=False, mininterval=1.0):
         img = ds.load_image(i)
         if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
         a = np.asarray(img)
         out[i] = a
         if gray and a.ndim == 3 and not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()):

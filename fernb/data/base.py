@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from torch.utils.data import Dataset
 from ..labels import LabelSpace
 from ..registry import Registry
 from .errors import CorruptImageError, DataRootError, EmptySplitError
+
+if TYPE_CHECKING:
+    from .arrays import BatchTransform
 
 __all__ = [
     "FERDataset",
@@ -85,7 +88,7 @@ class FERDataset(Dataset):
         mode: str = "RGB",
         root: str | Path | None = None,
         source: str | Path | None = None,
-        batch_transform: Callable[..., torch.Tensor] | None = None,
+        batch_transform: BatchTransform | None = None,
     ) -> None:
         if (paths is None) == (pixels is None):
             raise ValueError("give exactly one of paths= or pixels=")
@@ -134,6 +137,7 @@ class FERDataset(Dataset):
             arr = self.pixels[i]
             img = Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB")
             return img.convert(self.mode) if img.mode != self.mode else img
+        assert self.paths is not None
         return read_image(self.paths[i], self.mode)
 
     # -- conveniences ----------------------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ class FERDataset(Dataset):
         new.transform = transform
         return new
 
-    def with_batch_transform(self, batch_transform: Callable[..., torch.Tensor] | None) -> FERDataset:
+    def with_batch_transform(self, batch_transform: BatchTransform | None) -> FERDataset:
         """The same samples with a whole-batch transform (:class:`fernb.data.arrays.BatchTransform`); the engine
         then batches its ``pixels`` directly instead of transforming image by image."""
         if batch_transform is not None and self.pixels is None:
@@ -283,6 +287,7 @@ def restrict_label_space(ds: FERDataset, space: LabelSpace) -> FERDataset:
     sub = ds.subset(keep)
     dists = None
     if ds.dists is not None:
+        assert sub.dists is not None
         cols = [int(np.flatnonzero(table == j)[0]) if (table == j).any() else -1 for j in range(len(space))]
         d = np.stack([sub.dists[:, c] if c >= 0 else np.zeros(len(sub), np.float32) for c in cols], axis=1)
         s = d.sum(1, keepdims=True)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
+import cv2.data
 import numpy as np
 from PIL import Image
 

@@ -31,7 +31,7 @@ def _face_patch(gray: np.ndarray, box: FaceBox, width: int = _PATCH) -> tuple[np
     """The box as an upright (width, width) gray patch and the (2, 3) map from image to patch pixels."""
     s = width / box.w
     cx, cy = box.center
-    m = cv2.getRotationMatrix2D((cx, cy), -box.angle, s)
+    m: np.ndarray = cv2.getRotationMatrix2D((cx, cy), -box.angle, s)
     m[:, 2] += [width / 2.0 - cx, width / 2.0 - cy]
     patch = cv2.warpAffine(gray, m, (width, width), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return patch, m
@@ -176,14 +176,14 @@ def detect_landmarks(
     patch, to_patch = _face_patch(gray, box)
     n = patch.shape[1]
     hits: list[tuple[float, float, float, int]] = []
-    left = right = None
+    left3 = right3 = None
     for ci, name in enumerate(eye_cascades):
         hits += _eye_hits(patch, name, ci)
-        left, right = _choose_eyes(_eye_candidates(hits))
-        if left is not None and right is not None and min(left[2], right[2]) >= _EYE_ENOUGH:
+        left3, right3 = _choose_eyes(_eye_candidates(hits))
+        if left3 is not None and right3 is not None and min(left3[2], right3[2]) >= _EYE_ENOUGH:
             break
-    left = None if left is None else left[:2]
-    right = None if right is None else right[:2]
+    left = None if left3 is None else left3[:2]
+    right = None if right3 is None else right3[:2]
     sources: dict[str, str] = {}
     if left is not None and right is not None:
         sources["left_eye"] = sources["right_eye"] = "detected"
@@ -212,4 +212,4 @@ def detect_landmarks(
     sources["nose"] = geometry
     back = _invert(to_patch)
     pts = transform_points(back, np.stack([le, re_, nose, mouth]))
-    return Landmarks(*(tuple(map(float, p)) for p in pts), sources=sources)
+    return Landmarks.from_array(pts, sources)

@@ -88,6 +88,12 @@ class Landmarks:
         """(K, 2) float64 points in the order of ``names``."""
         return np.array([getattr(self, n) for n in names], dtype=np.float64)
 
+    @classmethod
+    def from_array(cls, pts: np.ndarray, sources: dict[str, str]) -> Landmarks:
+        """Landmarks from (4, 2) points in field order (the inverse of :meth:`as_array`)."""
+        left_eye, right_eye, nose, mouth = ((float(x), float(y)) for x, y in pts)
+        return cls(left_eye, right_eye, nose, mouth, sources=sources)
+
     def is_detected(self, name: str) -> bool:
         return self.sources.get(name) == "detected"
 
@@ -117,7 +123,7 @@ class Landmarks:
     def transformed(self, matrix: np.ndarray) -> Landmarks:
         """The same landmarks mapped through a (2, 3) affine matrix (sources kept)."""
         pts = transform_points(matrix, self.as_array())
-        return Landmarks(*(tuple(map(float, p)) for p in pts), sources=dict(self.sources))
+        return Landmarks.from_array(pts, dict(self.sources))
 
 
 @dataclass(frozen=True)

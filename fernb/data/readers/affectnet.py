@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -75,7 +76,8 @@ def _read_csv(path: Path, image_dir: Path, split: str, space_name: str, crop_fac
     if len(empty):
         raise DataFormatError(path, "empty subDirectory_filePath", int(rows[empty[0]]) + 2, "an image path")
     space = LABEL_SPACES[space_name]
-    targets = canonical_to_space(dataset_to_canonical("affectnet", expr[rows].astype(np.int64)), space)
+    canonical = cast(np.ndarray, dataset_to_canonical("affectnet", expr[rows].astype(np.int64)))
+    targets = canonical_to_space(canonical, space)
     meta: dict[str, np.ndarray] = {}
     for col in ("valence", "arousal"):
         meta[col] = pd.to_numeric(df[col].to_numpy()[rows], errors="coerce").astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def read_affwild2(
     if not paths:
         raise EmptySplitError("affwild2", split, ann_dir, "no annotated frame has a jpg")
     space = LABEL_SPACES["affwild2"]
-    targets = canonical_to_space(dataset_to_canonical("affwild2", np.concatenate(codes)), space)
+    targets = canonical_to_space(cast(np.ndarray, dataset_to_canonical("affwild2", np.concatenate(codes))), space)
     return FERDataset(
         "affwild2", split, space, targets, paths=paths, subjects=[subject_of_video(v) for v in videos],
         meta={"video": np.asarray(videos), "frame": np.concatenate(frames)}, root=root, source=ann_dir,

@@ -100,8 +100,8 @@ def _read_manifest(root: Path, manifest: Path, split: str) -> FERDataset:
     if "subject_fold10" in df.columns:
         folds = pd.to_numeric(sub["subject_fold10"], errors="coerce")
         if folds.isna().any():
-            r = int(rows[np.flatnonzero(folds.isna().to_numpy())[0]])
-            raise DataFormatError(manifest, "subject_fold10 is not an integer", r + 2, "a fold index 0..9")
+            row = int(rows[np.flatnonzero(folds.isna().to_numpy())[0]])
+            raise DataFormatError(manifest, "subject_fold10 is not an integer", row + 2, "a fold index 0..9")
         meta["subject_fold10"] = folds.to_numpy().astype(np.int64)
     paths = [root / p for p in sub["path"].to_numpy()]
     return _build(root, "all" if split == "all" else split, paths, names, manifest, meta,

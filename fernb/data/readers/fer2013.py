@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ _CSV_NAMES = ("fer2013.csv", "fer2013/fer2013.csv", "icml_face_data.csv")
 _SIDE = 48
 
 
-def _parse_rows_slowly(rows: Sequence[str], path: Path, lines: Sequence[int], side: int) -> np.ndarray:
+def _parse_rows_slowly(rows: Sequence[str], path: Path, lines: Sequence[int] | np.ndarray, side: int) -> np.ndarray:
     """Row-by-row parse that names the first bad row (used when the fast parse sees a problem)."""
     out = np.empty((len(rows), side, side), dtype=np.uint8)
     expected = f"{side * side} space-separated integers 0..255"
@@ -60,7 +61,7 @@ def _parse_rows_slowly(rows: Sequence[str], path: Path, lines: Sequence[int], si
 
 
 def parse_pixel_rows(
-    rows: Sequence[str], path: Path, lines: Sequence[int], side: int = _SIDE, chunk: int = 1024
+    rows: Sequence[str], path: Path, lines: Sequence[int] | np.ndarray, side: int = _SIDE, chunk: int = 1024
 ) -> np.ndarray:
     """Parse FER2013 ``pixels`` strings into a (N, side, side) uint8 array.
 
@@ -132,7 +133,7 @@ def read_fer2013_csv(path: Path, split: str) -> FERDataset:
         codes[j] = int(text)
     pixels = parse_pixel_rows(df["pixels"].to_numpy()[rows], path, lines)
     space = LABEL_SPACES["basic7"]
-    targets = canonical_to_space(dataset_to_canonical("fer2013", codes), space)
+    targets = canonical_to_space(cast(np.ndarray, dataset_to_canonical("fer2013", codes)), space)
     return FERDataset("fer2013", split, space, targets, pixels=pixels, meta={"row": rows}, root=path.parent,
                       source=path)
 

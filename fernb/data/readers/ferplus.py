@@ -139,7 +139,7 @@ def ferplus_targets(votes: np.ndarray, mode: str = "majority") -> tuple[np.ndarr
 
 def _to_canonical_dataset(
     split: str, votes: np.ndarray, mode: str, source: Path, root: Path, *,
-    paths: list[str | Path] | None = None, pixels: np.ndarray | None = None, names: np.ndarray | None = None,
+    paths: list[str] | list[Path] | None = None, pixels: np.ndarray | None = None, names: np.ndarray | None = None,
     folder_labels: list[str] | None = None, lines: np.ndarray | None = None,
 ) -> FERDataset:
     """Apply ``mode`` to the votes and build the dataset in ``ferplus8`` (= canonical prefix of 8)."""
@@ -260,11 +260,11 @@ def _read_shared(root: Path, split: str, mode: str) -> FERDataset:
         if mode != "majority":
             raise root_error("ferplus", root, f"mode {mode!r} needs the votes in manifest.csv, which is missing",
                              FERPLUS_LAYOUT)
-        paths, names = read_class_tree(folder)
-        if not paths:
+        class_paths, class_names = read_class_tree(folder)
+        if not class_paths:
             raise EmptySplitError("ferplus", split, folder, "no images in the class folders")
         space = LABEL_SPACES["ferplus8"]
-        return FERDataset("ferplus", split, space, [space.index(n) for n in names], paths=paths, root=root,
+        return FERDataset("ferplus", split, space, [space.index(n) for n in class_names], paths=class_paths, root=root,
                           source=folder)
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     vote_cols = [f"votes_{c}" for c in VOTE_COLUMNS]

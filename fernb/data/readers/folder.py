@@ -171,7 +171,7 @@ def read_manifest(root: Path, split: str = "all", *, csv: str = "manifest.csv") 
                                   "numbers >= 0")
         dists = np.zeros((len(rows), len(space)), dtype=np.float64)
         cols = canonical_to_space(np.array([CANONICAL.index(n) for n in soft_names]), space)
-        np.add.at(dists, (slice(None), cols), vals)
+        np.add.at(dists, (slice(None), cols), vals)  # type: ignore[arg-type]  # numpy stubs: no tuple index in ufunc.at
         s = dists.sum(1, keepdims=True)
         onehot = np.eye(len(space))[targets]
         dists = np.where(s > 0, dists / np.maximum(s, 1e-12), onehot).astype(np.float32)

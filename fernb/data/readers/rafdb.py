@@ -4,6 +4,7 @@ MA-Net (``train/0..6``, AffectNet order) and POSTER_V2 (``train/1..7``, RAF-DB f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -74,6 +75,7 @@ def _folder_split(root: Path, split: str, folder_order: str | None) -> FERDatase
                                   "(1..7) numbering", expected="folder_order='rafdb_manet' (0..6, AffectNet order) or "
                                   "'rafdb' (1..7, RAF-DB file order)")
     index_base = 1 if folder_order == "rafdb" else 0
+    folder: Path | None
     if split == "train":
         folder = train_dir
     else:
@@ -150,6 +152,6 @@ def read_rafdb(
     else:
         paths = [image_dir / n for n in names]
     space = LABEL_SPACES["basic7"]
-    targets = canonical_to_space(dataset_to_canonical("rafdb", codes), space)
+    targets = canonical_to_space(cast(np.ndarray, dataset_to_canonical("rafdb", codes)), space)
     ds = FERDataset("rafdb", want, space, targets, paths=paths, root=root, source=label_file)
     return carve_valid(ds, split, valid_fraction, seed) if split != "test" else ds

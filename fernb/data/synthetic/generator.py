@@ -90,7 +90,7 @@ class SyntheticFaces:
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
         try:
             with open(tmp, "xb") as fh:  # a fresh file with the usual permissions (umask), unlike mkstemp's 0600
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds also meets allow_pickle: bool
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -19,6 +19,12 @@ _REST_ACTIONS = ("inner_brow_raise", "brow_lower", "lip_corner_pull_left", "lip_
 _STREAM_IDENTITY, _STREAM_LABELS, _STREAM_SPLIT = 1_000_001, 1_000_002, 1_000_003
 
 
+def _rgb(c: np.ndarray) -> tuple[float, float, float]:
+    """A (3,) colour as a tuple of floats."""
+    r, g, b = (float(x) for x in c)
+    return r, g, b
+
+
 @dataclass(frozen=True)
 class FaceIdentity:
     """One person's face: geometry in *face units* (the face ellipse spans [-1, 1] in x and y), colours, resting face.
@@ -84,6 +90,6 @@ class FaceIdentity:
             nose_y=span(20, 0.2, 0.3), nose_w=span(21, 0.12, 0.18), mouth_y=span(22, 0.47, 0.57),
             mouth_w=span(23, 0.3, 0.38), lip_upper=span(24, 0.035, 0.06), lip_lower=span(25, 0.05, 0.08),
             hairline=span(26, -0.72, -0.52), hair_style=style, glasses=bool(u[27] < 0.12),
-            fold_base=span(28, 0.1, 0.45), skin=tuple(float(x) for x in skin), hair=tuple(float(x) for x in hair),
-            iris=tuple(float(x) for x in iris), rest=tuple(float(x) for x in rest),
+            fold_base=span(28, 0.1, 0.45), skin=_rgb(skin), hair=_rgb(hair),
+            iris=_rgb(iris), rest=tuple(float(x) for x in rest),
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from .actions import _A, OCCLUSION_TYPES, expression_actions
 from .identities import FaceIdentity
@@ -69,7 +70,7 @@ class _Ops:
         """(B, 2) points from scalars or (B,) arrays."""
         return np.stack([np.broadcast_to(x, (self.b,)), np.broadcast_to(y, (self.b,))], -1).astype(np.float64)
 
-    def const(self, q: np.ndarray) -> np.ndarray:
+    def const(self, q: npt.ArrayLike) -> np.ndarray:
         """A (K, 2) constant shape repeated for the batch: (B, K, 2)."""
         return np.broadcast_to(np.asarray(q, np.float64), (self.b, *np.shape(q)))
 
@@ -409,12 +410,12 @@ def _render_batch(I: dict[str, np.ndarray], actions: np.ndarray, nz: dict[str, n
     out *= np.float32(1 / 255)
 
     rect = OCCLUSION_TYPES.index("rect")
-    for b in np.flatnonzero(nz["occlusion"] == rect):  # an object between camera and face, not attached to the head
-        u = nz["occlusion_u"][b]
+    for j in np.flatnonzero(nz["occlusion"] == rect):  # an object between camera and face, not attached to the head
+        u = nz["occlusion_u"][j]
         w, h = (0.25 + 0.25 * u[0]) * size, (0.2 + 0.25 * u[1]) * size
         x0, y0 = (0.1 + 0.8 * u[2]) * size - w / 2, (0.15 + 0.75 * u[3]) * size - h / 2
         rgb = np.array([u[4], u[5], 1 - u[4]]) * 0.9 + 0.05
-        out[b, max(0, int(y0)):max(0, int(y0 + h)), max(0, int(x0)):max(0, int(x0 + w))] = \
+        out[j, max(0, int(y0)):max(0, int(y0 + h)), max(0, int(x0)):max(0, int(x0 + w))] = \
             rgb if color else rgb @ _LUMA
 
     # lighting: directional gradient and a soft side shadow, then contrast about mid-grey, brightness and gamma
@@ -431,11 +432,11 @@ def _render_batch(I: dict[str, np.ndarray], actions: np.ndarray, nz: dict[str, n
     out += (np.float32(0.5) + col32("brightness"))[..., None]
     np.clip(out, 0.0, 1.0, out=out)
     log_levels = _log_levels()
-    for b in np.flatnonzero(nz["gamma"] != 1.0):  # gamma through a 1024-level table (np.power is slow)
-        lut = np.exp(log_levels * np.float32(nz["gamma"][b]))
-        out[b] = np.take(lut, (out[b] * np.float32(1023.0) + np.float32(0.5)).astype(np.int32))
-    for b in np.flatnonzero(nz["blur"] > 0.05):
-        out[b] = cv2.GaussianBlur(out[b], (0, 0), float(nz["blur"][b])).reshape(size, size, ch)
+    for j in np.flatnonzero(nz["gamma"] != 1.0):  # gamma through a 1024-level table (np.power is slow)
+        lut = np.exp(log_levels * np.float32(nz["gamma"][j]))
+        out[j] = np.take(lut, (out[j] * np.float32(1023.0) + np.float32(0.5)).astype(np.int32))
+    for j in np.flatnonzero(nz["blur"] > 0.05):
+        out[j] = cv2.GaussianBlur(out[j], (0, 0), float(nz["blur"][j])).reshape(size, size, ch)
     if rngs is not None:
         for b, rng in enumerate(rngs):
             if nz["noise_std"][b] > 0:
@@ -493,13 +494,13 @@ def render_face(
         acts = np.clip(acts + np.asarray(ident.rest), 0.0, 1.0)
     if occlusion is not None and occlusion not in OCCLUSION_TYPES:
         raise ValueError(f"occlusion must be None or one of {OCCLUSION_TYPES}, got {occlusion!r}")
-    nz = {
+    values = {
         "yaw": [yaw], "roll": [roll], "scale": [scale], "shift": [shift], "gaze": [gaze], "background": [background],
         "clothing": [clothing], "occlusion": [-1 if occlusion is None else OCCLUSION_TYPES.index(occlusion)],
         "occlusion_u": [occlusion_u], "light_dir": [light_dir], "light_strength": [0.7 * lighting],
         "shadow": [0.5 * lighting], "contrast": [1.0], "brightness": [0.0], "gamma": [1.0], "blur": [blur],
         "noise_std": [noise_std],
     }
-    nz = {k: np.asarray(v, np.float64) if k != "occlusion" else np.asarray(v, np.int64) for k, v in nz.items()}
+    nz = {k: np.asarray(v, np.float64) if k != "occlusion" else np.asarray(v, np.int64) for k, v in values.items()}
     rngs = [np.random.default_rng([int(seed), 7])] if noise_std > 0 else None
     return _render_batch(_identity_table([ident]), acts[None], nz, int(size), bool(color), rngs)[0]
