@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..losses import StepInfo
 
@@ -63,6 +63,18 @@ class History(Callback):
         self.rows.append(dict(metrics))
 
 
+class _TrustingModel(Protocol):
+    """A model that predicts at a settable trust (ARBEx)."""
+
+    trust: float
+
+
+class _TrustLoss(Protocol):
+    """A loss that ramps the trust over training (ARBEx's)."""
+
+    def trust(self, info: StepInfo | None) -> float: ...
+
+
 class TrustRamp(Callback):
     """ARBEx's trust ramp: while training, a model with a ``trust`` attribute predicts at the trust its loss ramps
     (``loss.trust(info)``); for validation it goes back to its configured trust (``config.trust``, else 1), so that
@@ -74,7 +86,7 @@ class TrustRamp(Callback):
         return hasattr(model, "trust") and callable(getattr(loss, "trust", None))
 
     def on_train_step_start(self, trainer: Trainer, info: StepInfo) -> None:
-        trainer.model.trust = trainer.loss_fn.trust(info)
+        cast(_TrustingModel, trainer.model).trust = cast(_TrustLoss, trainer.loss_fn).trust(info)
 
     def on_validation_start(self, trainer: Trainer) -> None:
-        trainer.model.trust = float(getattr(trainer.model.config, "trust", 1.0))
+        cast(_TrustingModel, trainer.model).trust = float(getattr(trainer.model.config, "trust", 1.0))

@@ -401,7 +401,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)}")
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value) and isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -71,10 +71,20 @@ def transform_method(cfg: TrainConfig) -> str | None:
 def run_transform(cfg: TrainConfig, train: bool) -> Callable[[Any], torch.Tensor]:
     """The per-sample transform a run applies (train or eval), from its ``data.transform``."""
     method = transform_method(cfg)
+    assert method is not None, "data.transform='keep' has no per-sample transform"
     return build_transform(method, train, cfg.data.img_size, strict=cfg.data.transform != "auto")
 
 
 PIPELINES = ("pil", "tensor")
+
+
+class _BatchBase(TypedDict):
+    """The :class:`BatchTransform` fields a transform preset fixes."""
+
+    channels: int
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    bgr: bool
 
 
 def build_batch_transform(cfg: TrainConfig, train: bool) -> BatchTransform:
@@ -82,14 +92,14 @@ def build_batch_transform(cfg: TrainConfig, train: bool) -> BatchTransform:
     (from its transform preset, as the per-sample pipeline has them), plus ``data.batch_augment`` when training."""
     method = _preset_name(transform_method(cfg) or "default", strict=cfg.data.transform != "auto")
     spec = transform_spec(method, False, cfg.data.img_size)
-    base = {"channels": spec.channels, "mean": spec.mean, "std": spec.std, "bgr": spec.bgr}
+    base: _BatchBase = {"channels": spec.channels, "mean": spec.mean, "std": spec.std, "bgr": spec.bgr}
     if not train:
         return BatchTransform(**base, train=False)
     known = {f.name for f in dataclasses.fields(BatchTransform)} - set(base) - {"train"}
     unknown = sorted(set(cfg.data.batch_augment) - known)
     if unknown:
         raise ConfigError(f"data.batch_augment has unknown key(s) {unknown}; BatchTransform takes {sorted(known)}")
-    aug = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.data.batch_augment.items()}
+    aug: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.data.batch_augment.items()}
     return BatchTransform(**base, **aug)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class DistEnv:
             return arr
         out: list[object] = [None] * self.world_size
         dist.all_gather_object(out, arr)
-        return np.concatenate(out, axis=0)
+        return np.concatenate(cast("list[np.ndarray]", out), axis=0)
 
     def broadcast_object(self, obj: T) -> T:
         if not self.distributed:

@@ -144,8 +144,9 @@ def evaluate(
     write_json(rd.eval_dir / f"{tag}.json", m)
     if save_predictions:
         buf = io.BytesIO()
+        dists = {"dists": pred.dists} if pred.dists is not None else {}
         np.savez(buf, logits=logits.astype(np.float32), targets=pred.targets, indices=pred.indices,
-                 preds=preds, **({"dists": pred.dists} if pred.dists is not None else {}))
+                 preds=preds, **dists)  # type: ignore[arg-type]  # numpy stubs: **kwds also meets allow_pickle: bool
         atomic_write_bytes(rd.eval_dir / f"{tag}.npz", buf.getvalue())
     rec = rd.read_record()
     evals = rec.setdefault("evaluations", [])

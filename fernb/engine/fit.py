@@ -222,7 +222,8 @@ class Trainer:
     def _check_stage_calls(self, model: nn.Module) -> None:
         """Refuse, before training, a schedule that calls a stage method more often than the model allows (ESR
         cannot add more branches than it has)."""
-        limits = model.stage_call_limits() if hasattr(model, "stage_call_limits") else {}
+        stage_call_limits = getattr(model, "stage_call_limits", None)
+        limits = stage_call_limits() if stage_call_limits is not None else {}
         calls = [s.call for s in self.stages if s.call]
         for call, limit in limits.items():
             if calls.count(call) > limit:
@@ -259,9 +260,9 @@ class Trainer:
         return len(self.stage_bounds) - 1
 
     def _stage_lr(self, stage: int) -> float:
-        stages = self.stages
-        if stages and stages[stage].lr is not None:
-            return float(stages[stage].lr)
+        lr = self.stages[stage].lr if self.stages else None
+        if lr is not None:
+            return float(lr)
         return self.cfg.optim.lr
 
     def _schedule_epoch(self, epoch: int) -> int:
@@ -331,7 +332,7 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------------------------------
     def _train_state(self, batch_in_epoch: int, sums: dict[str, Any], train_seconds: float) -> dict[str, Any]:
         rng = capture_rng()
-        rngs = [rng]
+        rngs: list[dict[str, Any] | None] = [rng]
         if self.env.distributed:
             import torch.distributed as dist
 
@@ -453,10 +454,12 @@ class Trainer:
         model) and a validation on throw-away copies of the model, loss and optimiser, with the run's own batches;
         the RNG states and the run's objects are left as they were."""
         cfg, env = self.cfg, self.env
+        assert cfg.schedule.budget_s is not None
         budget = float(cfg.schedule.budget_s)
         t_start = time.perf_counter()
-        saved = {k: getattr(self, k, None) for k in ("model", "loss_fn", "net", "optimizer", "schedule", "scaler",
-                                                      "applied_stage", "stage_calls", "stages", "stage_bounds")}
+        saved: dict[str, Any] = {k: getattr(self, k, None) for k in (
+            "model", "loss_fn", "net", "optimizer", "schedule", "scaler", "applied_stage", "stage_calls", "stages",
+            "stage_bounds")}
         rng = capture_rng()
         # up to 5 % of the budget (8 s at most): 2 s of timing misjudged a step by 13 % (ARBEx, 480 s) and a 1 s
         # one by up to 60 % (60 s runs); the mean, not the median, so that periodic slow steps count

@@ -15,7 +15,7 @@ Conventions (the same as scikit-learn's, which the tests check against):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -149,6 +149,17 @@ def nll(probs: np.ndarray, y_true: Labels, eps: float = 1e-12) -> float:
     return float(-np.log(np.clip(p[np.arange(len(t)), t], eps, 1.0)).mean())
 
 
+@overload
+def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: Literal[True] = ...
+                  ) -> float: ...
+@overload
+def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., *, reduce: Literal[False]
+                  ) -> np.ndarray: ...
+@overload
+def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: bool = ...
+                  ) -> float | np.ndarray: ...
+
+
 def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-12, reduce: bool = True
                   ) -> float | np.ndarray:
     """KL(reference || predicted) per row of (N, C) distributions: sum_c r_c log(r_c / p_c), with 0 log 0 = 0.
@@ -165,6 +176,17 @@ def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-
     terms = np.where(r > 0, r * (np.log(np.where(r > 0, r, 1.0)) - np.log(p)), 0.0)
     out = terms.sum(-1)
     return float(out.mean()) if reduce else out
+
+
+@overload
+def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: Literal[True] = ...
+                  ) -> float: ...
+@overload
+def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., *, reduce: Literal[False]
+                  ) -> np.ndarray: ...
+@overload
+def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: bool = ...
+                  ) -> float | np.ndarray: ...
 
 
 def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-12, reduce: bool = True

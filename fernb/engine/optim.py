@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -49,15 +49,16 @@ class SAM:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
 
-    def _params(self) -> Iterable[Tensor]:
+    def _params(self) -> Iterable[tuple[Tensor, Tensor]]:
+        """(parameter, gradient) of the parameters that have a gradient."""
         for g in self.base.param_groups:
             for p in g["params"]:
                 if p.grad is not None:
-                    yield p
+                    yield p, p.grad
 
     @torch.no_grad()
     def _grad_norm(self) -> Tensor:
-        norms = [((p.abs() if self.adaptive else 1.0) * p.grad).norm(2) for p in self._params()]
+        norms = [((p.abs() if self.adaptive else 1.0) * grad).norm(2) for p, grad in self._params()]
         if not norms:
             return torch.tensor(0.0)
         return torch.stack([n.to(norms[0].device) for n in norms]).norm(2)
@@ -67,8 +68,8 @@ class SAM:
         """Move to w + e(w) using the current gradients."""
         scale = self.rho / (self._grad_norm() + 1e-12)
         self._e = {}
-        for p in self._params():
-            e = (p.pow(2) if self.adaptive else 1.0) * p.grad * scale.to(p.device)
+        for p, grad in self._params():
+            e = (p.pow(2) if self.adaptive else 1.0) * grad * scale.to(p.device)
             p.add_(e)
             self._e[p] = e
 
@@ -86,7 +87,7 @@ class SAM:
     def state_dict(self) -> dict[str, Any]:
         return self.base.state_dict()
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base.load_state_dict(state)
 
 
@@ -145,16 +146,21 @@ def _split_decay(model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[st
     return out
 
 
+def _betas(cfg: OptimConfig) -> tuple[float, float]:
+    """``cfg.betas`` as a tuple (a config built in code may hold a list)."""
+    return cast("tuple[float, float]", tuple(cfg.betas))
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer | SAM:
     """The optimiser ``cfg`` names over ``model``'s trainable parameters (wrapped in :class:`SAM` when asked)."""
     lr = cfg.lr if lr is None else lr
     groups = build_param_groups(model, cfg, lr)
     name = cfg.name.lower()
     if name == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
+        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr, betas=_betas(cfg), eps=cfg.eps,
                                                       weight_decay=cfg.weight_decay)
     elif name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay)
     elif name == "sgd":
         opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)

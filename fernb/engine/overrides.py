@@ -65,7 +65,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def _set_path(obj: Any, path: list[str], value: Any, raw: bool, full: str) -> Any:
     """Return ``obj`` with ``path`` set to ``value`` (dataclasses replaced, dicts copied)."""
     key, rest = path[0], path[1:]
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         hints = _hints(type(obj))
         if key not in hints:
             raise _unknown_key(type(obj), key, full)

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from ..data.base import FERDataset
 from .data import make_loader
 from .distributed import DistEnv
 from .metrics import softmax
+
+if TYPE_CHECKING:
+    from ..models import ModelOutput
 
 __all__ = ["Predictions", "predict", "autocast_context", "float_output"]
 
@@ -60,7 +64,7 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 
 def float_output(out: object) -> object:
     """The model output with half-precision floating tensors cast to float32 (losses run in fp32)."""
-    if dataclasses.is_dataclass(out):
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
         changes = {f.name: getattr(out, f.name).float() for f in dataclasses.fields(out)
                    if isinstance(getattr(out, f.name), torch.Tensor)
                    and getattr(out, f.name).dtype in (torch.float16, torch.bfloat16)}
@@ -70,11 +74,11 @@ def float_output(out: object) -> object:
     return out
 
 
-def _logits(out: object) -> torch.Tensor:
+def _logits(out: torch.Tensor | ModelOutput) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def _extras(out: object, names: Sequence[str] | bool) -> dict[str, torch.Tensor]:
+def _extras(out: torch.Tensor | ModelOutput, names: Sequence[str] | Literal[True]) -> dict[str, torch.Tensor]:
     available = out.extras() if hasattr(out, "extras") else {}
     if names is True:
         return available
@@ -154,6 +158,6 @@ def predict(
         lg, tg, ix = env.all_gather_array(lg), env.all_gather_array(tg), env.all_gather_array(ix)
         ds = env.all_gather_array(ds) if ds is not None else None
         ex = {k: env.all_gather_array(v) for k, v in ex.items()}
-    order = np.argsort(ix, kind="stable")
-    return Predictions(lg[order].astype(np.float32), tg[order].astype(np.int64), ix[order].astype(np.int64),
-                       None if ds is None else ds[order], {k: v[order].astype(np.float32) for k, v in ex.items()})
+    perm = np.argsort(ix, kind="stable")
+    return Predictions(lg[perm].astype(np.float32), tg[perm].astype(np.int64), ix[perm].astype(np.int64),
+                       None if ds is None else ds[perm], {k: v[perm].astype(np.float32) for k, v in ex.items()})

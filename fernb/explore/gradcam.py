@@ -310,7 +310,7 @@ def compute_cams(
                 z = cam.outputs.detach().float().cpu().numpy()
                 maps.append(np.asarray(out, dtype=np.float32))
                 logits.append(z)
-                targets.append(z.argmax(1) if tg is None else np.asarray(wanted[sl]))
+                targets.append(z.argmax(1) if wanted is None else np.asarray(wanted[sl]))
                 signed.append([np.asarray(s, dtype=np.float32) for s in cam.signed_maps])
     if len(maps) != len(chunks):  # pytorch-grad-cam's __exit__ swallows an IndexError raised inside the block
         raise RuntimeError(f"Grad-CAM stopped after {len(maps)} of {len(chunks)} passes at {names}")

@@ -66,7 +66,7 @@ def plot_sample_grid(
     weight = dataset.meta.get("blend_weight")
     for r, cname in enumerate(names):
         idx = np.flatnonzero(dataset.targets == r)
-        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        pick: np.ndarray | list[int] = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
         for c in range(per_class):
             ax = axes[r, c]
             ax.set_xticks([])

@@ -8,7 +8,7 @@ coordinates ``xy`` / ``anchor_xy``, see :func:`fernb.explore.embeddings.project`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib import colormaps
@@ -27,7 +27,7 @@ __all__ = [
     "plot_anchor_summary",
 ]
 
-ANCHOR_STYLE = {"marker": "*", "s": 340, "edgecolors": "black", "linewidths": 1.3, "zorder": 5}
+ANCHOR_STYLE: dict[str, Any] = {"marker": "*", "s": 340, "edgecolors": "black", "linewidths": 1.3, "zorder": 5}
 CONFIDENCE_CMAP = "viridis"
 
 
@@ -37,9 +37,11 @@ def class_colours(num_classes: int) -> np.ndarray:
     return np.asarray([cmap(i % cmap.N) for i in range(num_classes)])
 
 
-def _need_xy(es: EmbeddingSet) -> None:
+def _need_xy(es: EmbeddingSet) -> np.ndarray:
+    """``es.xy``; raises when the set has not been projected."""
     if es.xy is None:
         raise ValueError(f"{es!r} has no map coordinates; pass it through fernb.explore.embeddings.project first")
+    return es.xy
 
 
 def _class_mask(es: EmbeddingSet, classes: Sequence[str | int] | None) -> np.ndarray:
@@ -62,10 +64,10 @@ def _draw(
     anchors: bool = True,
     anchor_labels: bool = True,
     point_size: float | None = None,
-    adjustable: str = "datalim",
+    adjustable: Literal["box", "datalim"] = "datalim",
 ) -> Any:
     """Draw one map on ``ax``; returns the confidence scatter (for a colour bar) or None."""
-    _need_xy(es)
+    es_xy = _need_xy(es)
     if colour not in COLOURINGS and colour not in es.extra:
         raise ValueError(f"colour={colour!r}; expected one of {', '.join(COLOURINGS)}")
     keep_cls = _class_mask(es, classes)
@@ -74,25 +76,28 @@ def _draw(
     size = point_size or float(np.clip(2400 / max(len(es), 1), 6, 36))
     mappable = None
     if (~shown).any():  # context: the hidden classes as faint grey
-        ax.scatter(*es.xy[~shown].T, s=size * 0.6, c="0.85", linewidths=0, zorder=1)
-    xy = es.xy[shown]
+        hidden = es_xy[~shown]
+        ax.scatter(hidden[:, 0], hidden[:, 1], s=size * 0.6, c="0.85", linewidths=0, zorder=1)
+    xy = es_xy[shown]
     if colour in ("label", "prediction"):
         values = es.colour_values(colour)[shown]
-        ax.scatter(*xy.T, s=size, c=cols[values], linewidths=0, alpha=0.85, zorder=2)
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, c=cols[values], linewidths=0, alpha=0.85, zorder=2)
         if colour == "prediction":  # ring the mistakes so the errors stand out
             wrong = (es.preds != es.labels)[shown]
-            ax.scatter(*xy[wrong].T, s=size * 2.2, facecolors="none", edgecolors="black", linewidths=0.5,
+            ax.scatter(xy[wrong, 0], xy[wrong, 1], s=size * 2.2, facecolors="none", edgecolors="black", linewidths=0.5,
                        zorder=3)
     else:
         values = es.colour_values(colour)[shown]
-        mappable = ax.scatter(*xy.T, s=size, c=values, cmap=CONFIDENCE_CMAP, norm=Normalize(0, 1), linewidths=0,
-                              alpha=0.9, zorder=2)
+        mappable = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=values, cmap=CONFIDENCE_CMAP, norm=Normalize(0, 1),
+                              linewidths=0, alpha=0.9, zorder=2)
     if anchors and es.has_anchors and es.anchor_xy is not None:
-        a_keep = keep_cls[es.anchor_classes]
+        anchor_classes = es.anchor_classes
+        assert anchor_classes is not None
+        a_keep = keep_cls[anchor_classes]
         axy = es.anchor_xy[a_keep]
-        ax.scatter(*axy.T, c=cols[es.anchor_classes[a_keep]], **ANCHOR_STYLE)
+        ax.scatter(axy[:, 0], axy[:, 1], c=cols[anchor_classes[a_keep]], **ANCHOR_STYLE)
         if anchor_labels:
-            for (x, y), c in zip(axy, es.anchor_classes[a_keep], strict=True):
+            for (x, y), c in zip(axy, anchor_classes[a_keep], strict=True):
                 ax.annotate(es.class_names[c], (x, y), xytext=(6, 6), textcoords="offset points", fontsize=7,
                             zorder=6, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": cols[c], "lw": 0.8,
                                             "alpha": 0.85})
@@ -152,12 +157,14 @@ def plot_embedding_map(
 
 
 def _draw_neighbours(ax: Axes, es: EmbeddingSet, nb: Neighbours) -> None:
-    p = es.xy[nb.index]
+    xy = _need_xy(es)
+    p = xy[nb.index]
     for j in nb.samples:
-        q = es.xy[j]
+        q = xy[j]
         ax.plot([p[0], q[0]], [p[1], q[1]], color="black", lw=0.7, alpha=0.6, zorder=3)
     if len(nb.samples):
-        ax.scatter(*es.xy[nb.samples].T, s=70, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
+        ax.scatter(xy[nb.samples, 0], xy[nb.samples, 1], s=70, facecolors="none", edgecolors="black", linewidths=1.2,
+                   zorder=4)
     if nb.anchor is not None and es.anchor_xy is not None:
         q = es.anchor_xy[nb.anchor]
         ax.plot([p[0], q[0]], [p[1], q[1]], color="crimson", lw=1.2, ls="--", zorder=4)
@@ -186,14 +193,13 @@ def plot_embedding_epochs(
     """
     if not sets:
         raise ValueError("no sets to plot")
-    for s in sets:
-        _need_xy(s)
+    xys = [_need_xy(s) for s in sets]
     n = len(sets)
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
     fig = Figure(figsize=(panel_size * ncols + 1.6, panel_size * nrows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    pts = np.concatenate([s.xy for s in sets] + [s.anchor_xy for s in sets if s.anchor_xy is not None])
+    pts = np.concatenate(xys + [s.anchor_xy for s in sets if s.anchor_xy is not None])
     lo, hi = pts.min(0), pts.max(0)
     pad = 0.05 * np.maximum(hi - lo, 1e-6)
     cols = class_colours(sets[0].num_classes)
@@ -206,10 +212,12 @@ def plot_embedding_epochs(
         if trajectories and es.anchor_xy is not None and i > 0:
             path = np.stack([s.anchor_xy for s in sets[:i + 1] if s.anchor_xy is not None
                              and s.anchor_xy.shape == es.anchor_xy.shape])  # (T, A, 2)
+            anchor_classes = es.anchor_classes
+            assert anchor_classes is not None
             for a in range(path.shape[1]):
-                if not keep[es.anchor_classes[a]]:
+                if not keep[anchor_classes[a]]:
                     continue
-                c = cols[es.anchor_classes[a]]
+                c = cols[anchor_classes[a]]
                 ax.plot(path[:, a, 0], path[:, a, 1], color=c, lw=1.4, alpha=0.9, zorder=4)
                 ax.scatter(path[:-1, a, 0], path[:-1, a, 1], s=12, color=c, edgecolors="black", linewidths=0.4,
                            zorder=4)

@@ -15,6 +15,8 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray,
     xs, ys = [], []
     for i, row in enumerate(history):
         v = row.get(key)
+        if v is None:
+            continue
         try:
             v = float(v)
         except (TypeError, ValueError):
@@ -131,7 +133,7 @@ def plot_leaderboard(
         xerr = np.asarray(stds)
     ax.barh(y, means, xerr=xerr, capsize=3, color="steelblue", alpha=0.85, label="fernb (this run)")
     for yi, m in zip(y, means, strict=True):
-        ax.text(m + 0.01, yi, f"{m:.3f}", va="center", fontsize=8)
+        ax.text(m + 0.01, float(yi), f"{m:.3f}", va="center", fontsize=8)
     if reference:
         ref = [(yi, reference[nm]) for yi, nm in zip(y, names, strict=True) if nm in reference]
         if ref:

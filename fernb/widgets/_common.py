@@ -25,5 +25,7 @@ def show(out: Any, content: Figure | str | None) -> None:
         return
     from IPython.core.interactiveshell import InteractiveShell
 
-    data, metadata = InteractiveShell.instance().display_formatter.format(content)
+    formatter = InteractiveShell.instance().display_formatter
+    assert formatter is not None
+    data, metadata = formatter.format(content)
     out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)

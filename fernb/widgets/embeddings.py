@@ -204,6 +204,7 @@ class EmbeddingExplorerState:
                                                                                       strict=True))
         anchor = ""
         if nb.anchor is not None:
+            assert nb.anchor_class is not None
             anchor = (f"<br>nearest anchor: <b>{html.escape(names[nb.anchor_class])}</b> "
                       f"(distance {nb.anchor_distance:.3g})")
         return f"<b>sample {who(nb.index)}</b>{anchor}<br>{len(nb.samples)} nearest samples:<ol>{rows}</ol>"

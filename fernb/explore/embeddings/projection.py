@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 
@@ -89,9 +89,11 @@ def _fit_2d(x: np.ndarray, method: str, n_neighbors: int, min_dist: float, seed:
 
 
 @overload
-def project(sets: EmbeddingSet, **kwargs: Any) -> EmbeddingSet: ...
+def project(sets: EmbeddingSet, *, method: str = ..., n_neighbors: int = ..., min_dist: float = ..., seed: int = ...,
+            cache: bool = ...) -> EmbeddingSet: ...
 @overload
-def project(sets: Sequence[EmbeddingSet], **kwargs: Any) -> list[EmbeddingSet]: ...
+def project(sets: Sequence[EmbeddingSet], *, method: str = ..., n_neighbors: int = ..., min_dist: float = ...,
+            seed: int = ..., cache: bool = ...) -> list[EmbeddingSet]: ...
 
 
 def project(
@@ -130,7 +132,7 @@ def project(
         The projected set, or a list of them in the order given.
     """
     single = isinstance(sets, EmbeddingSet)
-    items = [sets] if single else list(sets)
+    items = [sets] if isinstance(sets, EmbeddingSet) else list(sets)
     if not items:
         return []
     if method not in ("umap", "pca"):
@@ -141,7 +143,7 @@ def project(
     blocks: list[np.ndarray] = []
     for s in items:
         blocks.append(s.embeddings)
-        if s.has_anchors:
+        if s.has_anchors and s.anchors is not None:
             blocks.append(s.anchors)
     x = np.concatenate(blocks).astype(np.float32)
     params = {"method": method, "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed}
@@ -163,12 +165,13 @@ def project(
             buf = io.BytesIO()
             np.save(buf, xy)
             _write_cache(path, buf.getvalue())
-    out, at = [], 0
+    out: list[EmbeddingSet] = []
+    at = 0
     for s in items:
         n = len(s)
         s_xy, at = xy[at:at + n], at + n
         a_xy = None
-        if s.has_anchors:
+        if s.has_anchors and s.anchors is not None:
             a_xy, at = xy[at:at + len(s.anchors)], at + len(s.anchors)
         out.append(dataclasses.replace(s, xy=s_xy, anchor_xy=a_xy))
     return out[0] if single else out

@@ -118,6 +118,7 @@ def anchor_summary(sets: Sequence[EmbeddingSet]):
             row[col] = float("nan")
         if es.has_anchors:
             a, ac = es.anchors, es.anchor_classes
+            assert a is not None and ac is not None
             d = _pairwise(x, a)
             row["nearest_anchor_accuracy"] = float((ac[d.argmin(1)] == y).mean())
             own = np.where(ac[None, :] == y[:, None], d, np.inf).min(1)
