@@ -36,9 +36,8 @@ run: venv
 smoke: venv
 	$(PY) -m fernb notebooks --smoke --out $(OUT)/notebooks-smoke
 
+# pytest only: the synthetic data and UMAP's numba kernels are warmed by session fixtures (tests/conftest.py)
 test: venv
-	$(PY) benchmarks/bench_synthetic.py --n 10000 --size 64
-	$(PY) -c "from fernb.explore.embeddings import warm_numba_cache as w; print(f'UMAP kernels compiled or loaded from the numba cache in {w():.1f} s')"
 	$(PY) -m pytest
 
 lint: venv

@@ -10,13 +10,19 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see fernb/__init__.py
 
+import time  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import toys  # noqa: E402
 
+from fernb.data.synthetic import SyntheticConfig, cache_path, get_synthetic  # noqa: E402
+from fernb.explore.embeddings import warm_numba_cache  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERNB_SHARED", REPO.parent / "shared"))
 DEVICE = pytest.StashKey[torch.device]()
+WARM_UPS: dict[str, str] = {}  # what the warm-up fixtures did and how long it took, for the terminal summary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,6 +97,26 @@ def specs_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def synthetic_cache() -> None:
+    """The default synthetic data (what smoke runs and notebooks train on) in the persistent cache before the first
+    test, so that no test or notebook times its generation (a few seconds in a fresh checkout)."""
+    cfg = SyntheticConfig()
+    made = not cache_path(cfg).is_file()
+    t0 = time.perf_counter()
+    get_synthetic(cfg)
+    WARM_UPS[f"synthetic faces (n={cfg.n}, {cfg.size} px)"] = (f"{'generated' if made else 'loaded from the cache'} "
+                                                              f"in {time.perf_counter() - t0:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def numba_cache() -> None:
+    """UMAP's numba kernels compiled into (or loaded from) the persistent numba cache, once, before the tests that run
+    UMAP here or in a notebook kernel: so that no timed test or notebook pays the compile (about 40 s in a fresh
+    checkout)."""
+    WARM_UPS["UMAP kernels"] = f"compiled or loaded from the numba cache in {warm_numba_cache():.1f} s"
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _toys() -> Iterator[None]:
     """The engine's toy model and loss (``toys.py``) stay registered for the whole session."""
     with toys.registered():
@@ -103,10 +129,14 @@ def _threads() -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
-    """Print the notebook suite's wall time (the smoke suite must finish in under 5 minutes on 2 cores), and what the
-    real-data and browser tests measured."""
+    """Print what the warm-up fixtures did, the notebook suite's wall time (the smoke suite must finish in under 5
+    minutes on 2 cores), and what the real-data and browser tests measured."""
     import sys
 
+    if WARM_UPS:
+        terminalreporter.section("warm-ups (session fixtures, outside every test's time)")
+        for name, what in WARM_UPS.items():
+            terminalreporter.write_line(f"{name:40s} {what}")
     module = sys.modules.get("test_notebooks")
     TIMINGS = getattr(module, "TIMINGS", None)
     if TIMINGS:

@@ -51,8 +51,9 @@ def _src(locator) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def lab(browser_ready, tmp_path_factory) -> LabServer:
-    """One JupyterLab for the module, serving smoke copies of the explorer notebooks."""
+def lab(browser_ready, numba_cache, tmp_path_factory) -> LabServer:
+    """One JupyterLab for the module, serving smoke copies of the explorer notebooks (UMAP's kernels compiled before:
+    05's run is timed)."""
     folder = tmp_path_factory.mktemp("lab")
     for name in EXPLORERS:
         smoke_copy(REPO / "notebooks" / name, folder, REPO / "runs")

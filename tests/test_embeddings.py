@@ -129,6 +129,7 @@ def test_pick_checkpoints_spreads_over_training_and_keeps_the_best(tmp_path, epo
 
 
 # -- projection -------------------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("numba_cache")
 def test_umap_projection_is_seeded_and_places_anchors(arbex_sets, cache_dir):
     es = arbex_sets[1]
     a = emb.project(es, seed=3, cache=False)
@@ -138,6 +139,7 @@ def test_umap_projection_is_seeded_and_places_anchors(arbex_sets, cache_dir):
     np.testing.assert_array_equal(a.anchor_xy, b.anchor_xy)
 
 
+@pytest.mark.usefixtures("numba_cache")
 @pytest.mark.parametrize("method", ["umap", "pca"])
 def test_second_projection_is_read_from_the_cache(arbex_sets, cache_dir, monkeypatch, method):
     first = emb.project(arbex_sets[0], method=method, seed=1)

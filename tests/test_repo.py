@@ -64,6 +64,12 @@ def test_ci_runs_the_readme_test_command():
     assert all(cmd in readme for cmd in ("make browser", "make lint", "make typecheck"))
 
 
+def test_make_test_runs_pytest_and_nothing_else():
+    make = (REPO / "Makefile").read_text()
+    recipe = re.search(r"(?m)^test:.*\n((?:\t.*\n)*)", make).group(1).splitlines()
+    assert recipe == ["\t$(PY) -m pytest"], "warm-ups belong in session fixtures (tests/conftest.py), not in make test"
+
+
 @pytest.mark.parametrize("nb", list_notebooks(), ids=lambda p: p.name)
 def test_notebook_is_committed_without_outputs(nb: Path):
     cells = json.loads(nb.read_text())["cells"]
