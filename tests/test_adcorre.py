@@ -105,3 +105,12 @@ def test_official_preset_uses_the_keras_xception_and_the_code_s_ten_heads():
 
     cfg = AdCorreConfig.official()
     assert cfg.backbone == "legacy_xception" and cfg.num_embeddings == 10 and cfg.embedding_dim == 256
+
+
+@pytest.mark.parametrize("stride, side", [(None, 2), (2, 3), (1, 6)])
+def test_stem_stride_keeps_a_small_face_s_resolution_in_a_timm_resnet(stride: int | None, side: int):
+    model = create_model("adcorre", "tiny", stem_stride=stride).eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.rand(2, 3, 48, 48)).shape[-2:] == (side, side)
+    with pytest.raises(ValueError, match="timm ResNet"):
+        create_model("adcorre", "tiny", backbone="mobilenetv3_small_050", backbone_kwargs={}, stem_stride=1)

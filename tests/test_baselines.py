@@ -257,3 +257,12 @@ def test_tiny_preset_trains_on_ferplus_with_a_falling_loss(name: str, overrides:
     assert np.isfinite(losses).all()
     assert np.mean(losses[-2:]) < np.mean(losses[:2]) and losses[-1] < losses[0], \
         f"{name}: loss did not fall: {np.round(losses, 3)}"
+
+
+@pytest.mark.parametrize("stem, stride, side", [("imagenet", 1, 6), ("small", 2, 12), ("small", 1, 24)])
+def test_small_stem_stride_sets_the_layer2_map_the_branches_split(stem: str, stride: int, side: int):
+    model = create_model("manet", "tiny", stem=stem, stem_stride=stride).eval()
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert model.forward_features(x).shape[-2:] == (side, side)
+        assert model(x).logits.shape == (2, 8)

@@ -67,6 +67,8 @@ class AdCorreConfig:
         img_size: the input side the preset is meant for (224; pixels / 255, no mean/std).
         keras_compat: Keras numerics in the backbone: BatchNorm eps 1e-3 and TensorFlow "same" padding for the
             stride-2 max pools (on in ``official``; use it with Keras weights).
+        stem_stride: None keeps the backbone's stem; 1 or 2 gives a timm ResNet's ``conv1`` this stride and drops its
+            max-pool, for 48-64 px faces (stride 1: the last stage sees a 48 px face at 6x6 instead of 2x2).
     """
 
     num_classes: int = 7
@@ -77,6 +79,7 @@ class AdCorreConfig:
     drop_rate: float = 0.5
     img_size: int = 224
     keras_compat: bool = False
+    stem_stride: int | None = None
 
     @classmethod
     def official(cls) -> AdCorreConfig:
@@ -120,6 +123,8 @@ class AdCorre(FERModel):
                              "e.g. 'legacy_xception' or 'resnet18'.") from None
         if cfg.keras_compat:
             _keras_numerics(self.backbone)
+        if cfg.stem_stride is not None:
+            _set_stem_stride(self.backbone, cfg.backbone, cfg.stem_stride)
         # size of forward_head(pre_logits=True): the pooled features (after a conv head for e.g. MobileNetV3)
         self.num_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         k, d = cfg.num_embeddings, cfg.embedding_dim
@@ -182,6 +187,18 @@ class AdCorre(FERModel):
             return t[:, prefix:].reshape(t.shape[0], grid[0], grid[1], t.shape[-1]).permute(0, 3, 1, 2)
 
         return reshape
+
+
+def _set_stem_stride(backbone: nn.Module, name: str, stride: int) -> None:
+    """In place: a timm ResNet's ``conv1`` gets ``stride`` and its ``maxpool`` becomes the identity."""
+    conv = getattr(backbone, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not isinstance(getattr(backbone, "maxpool", None), nn.MaxPool2d):
+        raise ValueError(f"AdCorreConfig.stem_stride needs a timm ResNet backbone (a 'conv1' convolution and a "
+                         f"'maxpool'); {name!r} has neither. Set stem_stride=None or use e.g. backbone='resnet18'.")
+    if stride not in (1, 2):
+        raise ValueError(f"AdCorreConfig.stem_stride must be None, 1 or 2, got {stride!r}")
+    conv.stride = (stride, stride)
+    backbone.maxpool = nn.Identity()
 
 
 def _keras_numerics(backbone: nn.Module) -> None:

@@ -132,7 +132,8 @@ class MANetConfig:
         num_classes: output classes (7 for RAF-DB).
         width: channels of layer1; stages have ``width * (1, 2, 4, 8)`` (64 official).
         layers: blocks per stage.
-        stem: ``"imagenet"`` (7x7/2 + max-pool) or ``"small"`` (3x3/1, no pool) for 48-64 px inputs.
+        stem: ``"imagenet"`` (7x7/2 + max-pool) or ``"small"`` (3x3, no pool) for 48-64 px inputs.
+        stem_stride: stride of the ``small`` stem (1 or 2).
         img_size: the input side the preset is meant for (224 official; the local branch needs an even layer2 map).
         beta: weight of the local branch in the prediction and the loss (0.6).
         cbam_reduction: CBAM channel-MLP reduction (16).
@@ -144,6 +145,7 @@ class MANetConfig:
     width: int = 64
     layers: tuple[int, int, int, int] = (2, 2, 2, 2)
     stem: Literal["imagenet", "small"] = "imagenet"
+    stem_stride: int = 1
     img_size: int = 224
     beta: float = 0.6
     cbam_reduction: int = 16
@@ -204,7 +206,7 @@ class MANet(FERModel):
         self.config = cfg = config or MANetConfig()
         w, r = cfg.width, cfg.cbam_reduction
         c1, c2, c3, c4 = w, 2 * w, 4 * w, 8 * w
-        self.stem = ResNetStem(3, w, cfg.stem)
+        self.stem = ResNetStem(3, w, cfg.stem, cfg.stem_stride)
         self.layer1 = make_layer(BasicBlock, w, c1, cfg.layers[0])
         self.layer2 = make_layer(BasicBlock, c1, c2, cfg.layers[1], stride=2)
 
@@ -225,14 +227,15 @@ class MANet(FERModel):
         init_resnet_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, 2 * width, H/8, W/8) ``layer2`` map shared by both branches."""
+        """(B, 3, H, W) -> (B, 2 * width, H/2r, W/2r) ``layer2`` map shared by both branches (r: the stem's reduction,
+        4 for ``imagenet``)."""
         return self.layer2(self.layer1(self.stem(x)))
 
     def _branches(self, x: Tensor) -> MANetOutput:
         h, w = x.shape[-2:]
         if h % 2 or w % 2:
             raise ValueError(f"MA-Net splits the layer2 map into quadrants; got an odd {h}x{w} map. Use an input size "
-                             "that is a multiple of 16 (imagenet stem) or 2 (small stem).")
+                             "that is a multiple of 16 (imagenet stem) or 4 * stem_stride (small stem).")
         hh, hw = h // 2, w // 2
         patches = (x[:, :, :hh, :hw], x[:, :, :hh, hw:], x[:, :, hh:, :hw], x[:, :, hh:, hw:])
         outs = [l4(l3(p)) for p, l3, l4 in zip(patches, self.local_layer3, self.local_layer4)]
