@@ -42,6 +42,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from torch import Tensor, nn
 
+from ._convert import DROP, Rule, rename_key
 from ._weights import CheckpointMismatchError, KeyReport, read_state_dict, report_keys
 from .poster import PosterBackboneConfig, PosterV2Backbone, _warn_once
 from .resnet import ResNetTrunk, init_resnet_weights
@@ -51,6 +52,8 @@ __all__ = ["ARBExBackbone", "PosterV2Embedding", "ResNet18Embedding", "TimmEmbed
 
 BACKBONE_HELP = "'poster_v2', 'resnet18' or 'timm:<model name>' (e.g. 'timm:resnet10t', 'timm:vit_tiny_patch16_224')"
 RESNET18_KWARGS = ("width", "stem", "stem_stride")
+# a torchvision / fernb ResNet-18 -> the adapter's keys: the classifier dropped, the rest under "trunk."
+_RESNET18_RULES: tuple[Rule, ...] = ((r"^fc\.", DROP), (r"^(?!trunk\.)", "trunk."))
 _TIMM_RESERVED = ("pretrained", "num_classes", "in_chans", "checkpoint_path", "pretrained_cfg_overlay")
 
 
@@ -156,10 +159,11 @@ class ResNet18Embedding(nn.Module):
         out: dict[str, Tensor] = {}
         dropped: list[str] = []
         for k, v in sd.items():
-            if k.startswith("fc."):
-                dropped.append(k)
+            new = rename_key(k, _RESNET18_RULES)
+            if isinstance(new, str) or new is None:
+                out[new or k] = v
             else:
-                out[k if k.startswith("trunk.") else f"trunk.{k}"] = v
+                dropped.append(k)
         return out, dropped
 
 

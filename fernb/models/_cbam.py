@@ -31,8 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ._convert import Rule, rename
+
 __all__ = ["CBAM", "ChannelGate", "SpatialGate", "FastCBAM", "GateConv", "ChannelPool", "GateAndPool",
-           "convert_cbam_key"]
+           "convert_cbam_key", "CBAM_RULES"]
 
 
 # -- CBAM (Woo et al., ECCV 2018), as in MA-Net's attention.py and the Diversified code's cbam.py ---------------------
@@ -93,10 +95,18 @@ class CBAM(nn.Module):
         return self.forward_attention(x)[0]
 
 
+# Official CBAM key fragments (Jongchan/attention-module naming), anywhere in a key -> fernb's :class:`CBAM` naming.
+CBAM_RULES: tuple[Rule, ...] = (
+    (r"ChannelGate\.mlp\.1\.", "channel.fc1."),
+    (r"ChannelGate\.mlp\.3\.", "channel.fc2."),
+    (r"SpatialGate\.spatial\.conv\.", "spatial.conv."),
+    (r"SpatialGate\.spatial\.bn\.", "spatial.bn."),
+)
+
+
 def convert_cbam_key(k: str) -> str:
     """Official CBAM key fragments (Jongchan/attention-module naming) -> fernb's :class:`CBAM` naming."""
-    k = k.replace("ChannelGate.mlp.1.", "channel.fc1.").replace("ChannelGate.mlp.3.", "channel.fc2.")
-    return k.replace("SpatialGate.spatial.conv.", "spatial.conv.").replace("SpatialGate.spatial.bn.", "spatial.bn.")
+    return rename(k, CBAM_RULES)
 
 
 @functools.lru_cache(maxsize=1)

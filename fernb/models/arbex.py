@@ -102,6 +102,7 @@ from torch import Tensor, nn
 
 from ._backbones import ARBExBackbone, create_backbone, parse_backbone
 from ._base import FERModel, ModelOutput
+from ._convert import Rule, rename_key
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, read_state_dict
 from .poster import PosterBackboneConfig, _tiny_backbone, convert_backbone_state_dict
@@ -492,34 +493,46 @@ class ARBEx(FERModel):
         if any(k.startswith("landmark.path_") for k in sd):  # a bare official vit.*.pth file
             sd = {f"vit.{k}": v for k, v in sd.items()}
         out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, self.backbone, prefix="backbone.")
-        n_hidden, per = len(self.config.hidden_sizes), 4 if self.config.head_batch_norm else 3
+        rules = _head_rules(len(self.config.hidden_sizes), self.config.head_batch_norm)
         attn_found = False
         for k, v in rest.items():
-            new = None
-            m = re.fullmatch(r"classifier\.net\.(\d+)\.(\w+)", k)
-            if m:
-                i, p = int(m.group(1)), m.group(2)
-                if i == per * n_hidden:
-                    new = f"head.fc.{p}"
-                elif i % per == 0:
-                    new = f"head.blocks.{i // per}.fc.{p}"
-                elif i % per == 2 and per == 4:
-                    new = f"head.blocks.{i // per}.norm.{p}"
-            elif k == "anchors.anchors":
-                new = "anchors"
-            else:
-                m = re.fullmatch(r"self_attn\.(Q|K|V|attn_fn)\.(.+)", k)
-                if m:
-                    attn_found = True
-                    new = (f"attention.{m.group(1).lower()}.{m.group(2)}" if m.group(1) != "attn_fn"
-                           else f"attention.mha.{m.group(2)}")
-            out[new if new is not None else k] = v
+            new = rename_key(k, rules)
+            attn_found |= isinstance(new, str) and new.startswith("attention.")
+            out[new if isinstance(new, str) else k] = v
         if naming == "arbex" and not attn_found and any(k.startswith("classifier.") for k in rest):
             warnings.warn("official ARBEx checkpoint without self_attn (train.py never saves it): the attention "
                           "branch keeps this model's current weights", UserWarning, stacklevel=3)
             for k, v in self.attention.state_dict().items():
                 out[f"attention.{k}"] = v
         return out, naming, dropped
+
+
+def _head_rules(n_hidden: int, batch_norm: bool) -> tuple[Rule, ...]:
+    """Official ``classifier``, ``anchors`` and ``self_attn`` keys -> fernb's ``head``, ``anchors``, ``attention``.
+
+    The official MLP is one Sequential of [Linear, ReLU, BatchNorm1d, Dropout] (no BatchNorm1d without
+    ``head_batch_norm``) per hidden layer, then the last Linear.
+    """
+    per = 4 if batch_norm else 3
+
+    def classifier(m: re.Match[str]) -> str | None:
+        i, block = int(m[1]), int(m[1]) // per
+        if i == per * n_hidden:
+            return f"head.fc.{m[2]}"
+        if i % per == 0:
+            return f"head.blocks.{block}.fc.{m[2]}"
+        if i % per == 2 and per == 4:
+            return f"head.blocks.{block}.norm.{m[2]}"
+        return None
+
+    return (
+        (r"^classifier\.net\.(\d+)\.(\w+)$", classifier),
+        (r"^anchors\.anchors$", "anchors"),
+        (r"^self_attn\.Q\.(.+)$", r"attention.q.\1"),
+        (r"^self_attn\.K\.(.+)$", r"attention.k.\1"),
+        (r"^self_attn\.V\.(.+)$", r"attention.v.\1"),
+        (r"^self_attn\.attn_fn\.(.+)$", r"attention.mha.\1"),
+    )
 
 
 def read_official_arbex(

@@ -36,7 +36,6 @@ The minimal random resampling (MRR) of the paper is a sampler (``fernb.data.samp
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -45,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
+from ._convert import MODULE_PREFIX, Rule, rename, rename_key
 from ._registry import build_config, register_model
 from .resnet import ResNetTrunk, drop_mismatched_heads, init_resnet_weights, strip_module_prefix
 
@@ -264,24 +264,23 @@ class ARM(FERModel):
         :meth:`calibrate_affinity`).
         """
         sd = strip_module_prefix(sd)
-        names = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
-        out: dict[str, Tensor] = {}
-        naming = "torchvision ResNet-18"
-        for k, v in sd.items():
-            m = re.match(r"features\.(\d+)\.(.*)", k)
-            if m and m.group(1) in names:
-                out[f"backbone.{names[m.group(1)]}.{m.group(2)}"] = v
-                naming = "official ARM (Networks.ResNet18_ARM___RAF)"
-            elif k.startswith(("conv1.", "bn1.", "layer")):
-                out[f"backbone.{k}"] = v
-            else:
-                out[k] = v
+        official = any(rename_key(k, _OFFICIAL_RULES) is not None for k in sd)
+        naming = "official ARM (Networks.ResNet18_ARM___RAF)" if official else "torchvision ResNet-18"
+        out = {rename(k, _RULES): v for k, v in sd.items()}
         own = self.state_dict()
         for k in ("arm.running_affinity", "arm.affinity_batches"):
             if k not in out:
                 out[k] = torch.zeros_like(own[k])
         out, dropped = drop_mismatched_heads(out, own, lambda k: k.startswith("fc."))
         return out, naming, dropped
+
+
+# ResNet18_ARM___RAF keeps torchvision's ResNet-18 children in an nn.Sequential, ``features``
+_OFFICIAL_RULES: tuple[Rule, ...] = tuple(
+    (rf"^features\.{i}\.", f"backbone.{name}.")
+    for i, name in {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}.items())
+# official (DataParallel-prefixed or not) or torchvision naming -> fernb's
+_RULES: tuple[Rule, ...] = (*MODULE_PREFIX, *_OFFICIAL_RULES, (r"^(?=conv1\.|bn1\.|layer)", "backbone."))
 
 
 @register_model

@@ -52,10 +52,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
-from ._cbam import FastCBAM, convert_cbam_key
+from ._cbam import CBAM_RULES, FastCBAM
+from ._convert import MODULE_PREFIX, Rule, rename
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, read_state_dict
-from .resnet import drop_mismatched_heads, strip_module_prefix
+from .resnet import drop_mismatched_heads
 
 __all__ = ["ESR", "ESRConfig", "ESROutput", "read_official_esr", "plurality_vote"]
 
@@ -381,23 +382,22 @@ class ESR(FERModel):
         class count (AffectNet's 8 for a 7-class RAF-DB model) are dropped: load with ``strict=False`` for fresh
         heads, as ``esr_rafdb.py`` does.
         """
-        sd = strip_module_prefix(sd)
-        out: dict[str, Tensor] = {}
-        found: set[int] = set()
-        for k, v in sd.items():
-            m = re.match(r"convolutional_branches\.(\d+)\.(.*)", k)
-            if m:
-                found.add(int(m.group(1)))
-                k = f"branches.{m.group(1)}.{m.group(2)}"
-            elif k.startswith("branches."):
-                found.add(int(k.split(".")[1]))
-            k = k.replace(".fc_dimensional.", ".fc_affect.")
-            out[convert_cbam_key(k)] = v
+        out = {rename(k, _RULES): v for k, v in sd.items()}
+        found = {int(k.split(".")[1]) for k in out if k.startswith("branches.")}
         if "active_branches" not in out and found:
             out["active_branches"] = torch.tensor(max(found) + 1, dtype=torch.long)
         out, dropped = drop_mismatched_heads(out, self.state_dict(),
                                              lambda k: re.search(r"\.(fc|fc_affect)\.", k) is not None)
         return out, "official ESR (per-branch files)", dropped
+
+
+# official naming (optionally DataParallel-prefixed) -> fernb's
+_RULES: tuple[Rule, ...] = (
+    *MODULE_PREFIX,
+    (r"^convolutional_branches\.(\d+)\.", r"branches.\1."),
+    (r"\.fc_dimensional\.", ".fc_affect."),
+    *CBAM_RULES,
+)
 
 
 def _describe_folder(directory: Path, limit: int = 8) -> str:

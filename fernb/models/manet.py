@@ -34,7 +34,6 @@ Options beyond the official code:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -44,7 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
-from ._cbam import CBAM, FastCBAM, convert_cbam_key
+from ._cbam import CBAM, CBAM_RULES, FastCBAM
+from ._convert import MODULE_PREFIX, Rule, rename
 from ._registry import build_config, register_model
 from .resnet import (
     BasicBlock,
@@ -54,7 +54,6 @@ from .resnet import (
     drop_mismatched_heads,
     init_resnet_weights,
     make_layer,
-    strip_module_prefix,
 )
 
 __all__ = ["MANet", "MANetConfig", "MANetOutput", "CBAM", "AttentionBlock", "MulScaleBlock"]
@@ -277,22 +276,27 @@ class MANet(FERModel):
         count (the MS-Celeb-1M pre-training's 12,666 identities) are dropped: load such a checkpoint with
         ``strict=False`` to get fresh heads, as ``main.py`` does.
         """
-        sd = strip_module_prefix(sd)
         out = {_manet_key(k): v for k, v in sd.items()}
         heads = ("fc_local.", "fc_global.")
         out, dropped = drop_mismatched_heads(out, self.state_dict(), lambda k: k.startswith(heads))
         return out, "official MA-Net (model/manet.py)", dropped
 
 
+# official naming (MA-Net and Diversified MA-Net; optionally DataParallel-prefixed) -> fernb's, part by part
+_RULES: tuple[Rule, ...] = (
+    *MODULE_PREFIX,
+    (r"^(conv1|bn1)\.", r"stem.\1."),
+    *[(rf"^layer([34])_1_p{p}\.", rf"local_layer\1.{p - 1}.") for p in (1, 2, 3, 4)],
+    (r"^layer([34])_2\.", r"global_layer\1."),
+    *[(rf"\.(conv|bn)([12])_2_{g}\.", rf".path\2.\1s.{g - 1}.") for g in (1, 2, 3, 4)],
+    *CBAM_RULES,
+    (r"^fc_1\.(weight|bias)$", r"fc_local.\1"),
+    (r"^fc_2\.(weight|bias)$", r"fc_global.\1"),
+)
+
+
 def _manet_key(k: str) -> str:
-    k = re.sub(r"^(conv1|bn1)\.", r"stem.\1.", k)
-    k = re.sub(r"^layer([34])_1_p([1-4])\.", lambda m: f"local_layer{m.group(1)}.{int(m.group(2)) - 1}.", k)
-    k = re.sub(r"^layer([34])_2\.", r"global_layer\1.", k)
-    k = re.sub(r"\.(conv|bn)([12])_2_([1-4])\.",
-               lambda m: f".path{m.group(2)}.{m.group(1)}s.{int(m.group(3)) - 1}.", k)
-    k = convert_cbam_key(k)
-    return {"fc_1.weight": "fc_local.weight", "fc_1.bias": "fc_local.bias",
-            "fc_2.weight": "fc_global.weight", "fc_2.bias": "fc_global.bias"}.get(k, k)
+    return rename(k, _RULES)
 
 
 @register_model

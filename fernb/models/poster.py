@@ -35,6 +35,7 @@ input size                      224 only                                any mult
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
 from ._blocks import ConvBNAct, DepthWiseBlock, DropPath, IRBlock, Mlp, SEGate, TransformerBlock
+from ._convert import DROP, Rule, rename, rename_key, under
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, KeyReport, read_state_dict
 
@@ -521,190 +523,184 @@ class PosterV2(FERModel):
         """
         out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, self.backbone, prefix="backbone.")
         for k, v in rest.items():
-            m = re.fullmatch(r"VIT\.head\.linear\.(weight|bias)", k)
-            out[f"head.{m.group(1)}" if m else k] = v
+            out[rename(k, _POSTER_HEAD_RULES)] = v
         return out, naming, dropped
 
 
 # ---------------------------------------------------------------------------------------------------- weight naming
 
-_MFN_CB_INNER = {"conv": "conv", "bn": "bn", "prelu": "act"}
-_MFN_DW_INNER = {"conv": "expand", "conv_dw": "dw", "project": "project"}
-_IDX_INNER = {"0": "conv", "1": "bn", "2": "act"}
-_IDX_DW = {"0": "expand", "1": "dw", "2": "project"}
+# Part names of the official blocks -> fernb's: MobileFaceNet's Conv_block (by attribute, or by Sequential index in
+# ARBEx), its Depth_Wise unit, IR-50's bottleneck (res_layer indices) and its shortcut.
+_CB = {"conv": "conv", "bn": "bn", "prelu": "act"}
+_DW = {"conv": "expand", "conv_dw": "dw", "project": "project"}
+_SEQ = {"0": "conv", "1": "bn", "2": "act"}
+_SEQ_DW = {"0": "expand", "1": "dw", "2": "project"}
 _IR_RES = {"0": "bn1", "1": "conv1", "2": "act", "3": "conv2", "4": "bn2"}
-_IR_SHORT = {"0": "conv", "1": "bn"}
-_VIT_DEAD = re.compile(  # official ViT modules never used in the forward pass
-    r"(patch_embed|eca_block|CON1|IRLinear1|IRLinear2|head_dist|dist_token)(\.|$)|blocks\.\d+\.conv\.")
-_DROP = object()
+_IR_SHORT = {"0": "downsample.conv", "1": "downsample.bn"}
+_DROP = DROP  # the converters' "unused official module" marker (kept under its old name)
+_POSTER_HEAD_RULES: tuple[Rule, ...] = ((r"^VIT\.head\.linear\.(weight|bias)$", r"head.\1"),)
 
 
-def _mfn_key(rest: str, depths: tuple[int, int, int]) -> str | object | None:
-    """A MobileFaceNet key (POSTER_V2 or ARBEx naming, without prefix) -> fernb ``landmark.`` key, _DROP or None."""
-    n5 = depths[2]
-    if rest.startswith("output_layer."):
-        return _DROP
-    m = re.fullmatch(r"(conv1|conv2_dw|conv_6_sep)\.(conv|bn|prelu)\.(\w+)", rest)
-    if m:
-        pos = {"conv1": (0, 0), "conv2_dw": (0, 1), "conv_6_sep": (2, 1 + n5)}[m.group(1)]
-        return f"stages.{pos[0]}.{pos[1]}.{_MFN_CB_INNER[m.group(2)]}.{m.group(3)}"
-    m = re.fullmatch(r"(conv_23|conv_34|conv_45|conv_(3|4|5)\.model\.(\d+))\.(conv|conv_dw|project)\.(conv|bn|prelu)"
-                     r"\.(\w+)", rest)
-    if m:
-        if m.group(2):
-            s, j = int(m.group(2)) - 3, int(m.group(3))
-            pos = (s, (3 if s == 0 else 1) + j)
-        else:
-            pos = {"conv_23": (0, 2), "conv_34": (1, 0), "conv_45": (2, 0)}[m.group(1)]
-        return f"stages.{pos[0]}.{pos[1]}.{_MFN_DW_INNER[m.group(4)]}.{_MFN_CB_INNER[m.group(5)]}.{m.group(6)}"
-    # ARBEx: path_1 = [conv1, conv2_dw, conv_23, conv_3], path_2 = [conv_34, conv_4], path_3 = [conv_45, conv_5, conv_6]
-    m = re.fullmatch(r"path_(\d)\.(\d+)\.(.+)", rest)
-    if m:
-        p, i, inner = int(m.group(1)) - 1, int(m.group(2)), m.group(3)
-        kind = {(0, 0): "cb", (0, 1): "cb", (0, 2): "dw", (0, 3): "res", (1, 0): "dw", (1, 1): "res", (2, 0): "dw",
-                (2, 1): "res", (2, 2): "cb"}.get((p, i))
-        first = {0: 3, 1: 1, 2: 1}[p]
-        if kind == "cb":
-            mm = re.fullmatch(r"net\.([012])\.(\w+)", inner)
-            if mm:
-                return f"stages.{p}.{i if (p, i) != (2, 2) else 1 + n5}.{_IDX_INNER[mm.group(1)]}.{mm.group(2)}"
-        elif kind == "dw":
-            mm = re.fullmatch(r"net\.([012])\.net\.([012])\.(\w+)", inner)
-            if mm:
-                return f"stages.{p}.{i}.{_IDX_DW[mm.group(1)]}.{_IDX_INNER[mm.group(2)]}.{mm.group(3)}"
-        elif kind == "res":
-            mm = re.fullmatch(r"net\.(\d+)\.net\.([012])\.net\.([012])\.(\w+)", inner)
-            if mm:
-                return (f"stages.{p}.{first + int(mm.group(1))}.{_IDX_DW[mm.group(2)]}.{_IDX_INNER[mm.group(3)]}"
-                        f".{mm.group(4)}")
-    return None
+def _conv_block(stage: int, index: int, parts: Mapping[str, str]) -> Callable[[re.Match[str]], str]:
+    """A Conv_block at ``stages.{stage}.{index}``; groups: part, parameter."""
+    return lambda m: f"stages.{stage}.{index}.{parts[m[1]]}.{m[2]}"
 
 
-def _ir_key(rest: str, depths: tuple[int, int, int]) -> str | object | None:
-    """An IR-50 key (POSTER_V2 ``body1-3``, face.evoLVe ``body.N`` or ARBEx ``net_s.net``) -> fernb ``image.`` key."""
-    m = re.fullmatch(r"input_layer\.([012])\.(\w+)", rest)
-    if m:
-        return f"stem.{_IDX_INNER[m.group(1)]}.{m.group(2)}"
-    if rest.startswith("output_layer."):
-        return _DROP
-    m = re.fullmatch(r"(?:body([123])|net_([123])\.net)\.(\d+)\.(.+)", rest)
-    if m:
-        s, j, inner = int(m.group(1) or m.group(2)) - 1, int(m.group(3)), m.group(4)
-    else:
-        m = re.fullmatch(r"body\.(\d+)\.(.+)", rest)  # face.evoLVe: one flat Sequential over the four stages
-        if not m:
-            return None
-        n, inner = int(m.group(1)), m.group(2)
-        bounds = [sum(depths[:i]) for i in range(4)]
-        if n >= bounds[3]:
-            return _DROP  # IR-50 stage 4, never used by POSTER_V2
-        s = max(i for i in range(3) if n >= bounds[i])
-        j = n - bounds[s]
-    mm = re.fullmatch(r"(?:res_layer|res)\.([0-4])\.(\w+)", inner)
-    if mm:
-        return f"stages.{s}.{j}.{_IR_RES[mm.group(1)]}.{mm.group(2)}"
-    mm = re.fullmatch(r"(?:shortcut_layer|shortcut)\.([01])\.(\w+)", inner)
-    if mm:
-        return f"stages.{s}.{j}.downsample.{_IR_SHORT[mm.group(1)]}.{mm.group(2)}"
-    return None
+def _dw_unit(stage: int, index: int, parts: Mapping[str, str], inner: Mapping[str, str]
+             ) -> Callable[[re.Match[str]], str]:
+    """A Depth_Wise unit at ``stages.{stage}.{index}``; groups: part, inner part, parameter."""
+    return lambda m: f"stages.{stage}.{index}.{parts[m[1]]}.{inner[m[2]]}.{m[3]}"
 
 
-def _vit_key(rest: str) -> str | object | None:
-    """A key of the official ViT (POSTER ``VIT.`` / ARBEx ``vit.vit.``) -> fernb backbone key."""
-    if _VIT_DEAD.match(rest):
-        return _DROP
-    if rest in ("cls_token", "pos_embed"):
-        return rest
-    m = re.fullmatch(r"blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)", rest)
-    if m:
-        return rest
-    m = re.fullmatch(r"norm\.(weight|bias)", rest)
-    if m:
-        return rest
-    m = re.fullmatch(r"se_block\.linear([12])\.(weight|bias)", rest)
-    if m:
-        return f"se.fc{m.group(1)}.{m.group(2)}"
-    return None
+def _dw_repeated(stage: int, first: int, parts: Mapping[str, str], inner: Mapping[str, str]
+                 ) -> Callable[[re.Match[str]], str]:
+    """The j-th residual Depth_Wise unit of a stage, at ``stages.{stage}.{first + j}``; groups: j, part, inner part,
+    parameter."""
+    return lambda m: f"stages.{stage}.{first + int(m[1])}.{parts[m[2]]}.{inner[m[3]]}.{m[4]}"
 
 
-def _attn_key(m: re.Match) -> str | object:
-    if m[2] == "relative_position_index":
-        return _DROP
-    sub = {"relative_position_bias_table": "rel_pos_table", "qkv": "kv", "proj": "proj"}[m[2]]
-    return f"scales.{int(m[1]) - 1}.attn.{sub}{m[3] or ''}"
+@functools.lru_cache(maxsize=8)
+def _mfn_rules(n5: int) -> tuple[Rule, ...]:
+    """MobileFaceNet keys (POSTER_V2's attribute names, or ARBEx's ``path_1-3``) -> ``stages.*`` of
+    :class:`LandmarkStages`; ``n5``: residual blocks of the last stage (``conv_6_sep`` follows them)."""
+    cb, dw = r"(conv|bn|prelu)\.(\w+)$", r"(conv|conv_dw|project)\.(conv|bn|prelu)\.(\w+)$"
+    seq_cb, seq_dw = r"net\.([012])\.(\w+)$", r"net\.([012])\.net\.([012])\.(\w+)$"
+    return (
+        (r"^output_layer\.", DROP),  # the GDC head
+        # POSTER_V2 (MobileFaceNet attribute names)
+        (rf"^conv1\.{cb}", _conv_block(0, 0, _CB)),
+        (rf"^conv2_dw\.{cb}", _conv_block(0, 1, _CB)),
+        (rf"^conv_23\.{dw}", _dw_unit(0, 2, _DW, _CB)),
+        (rf"^conv_3\.model\.(\d+)\.{dw}", _dw_repeated(0, 3, _DW, _CB)),
+        (rf"^conv_34\.{dw}", _dw_unit(1, 0, _DW, _CB)),
+        (rf"^conv_4\.model\.(\d+)\.{dw}", _dw_repeated(1, 1, _DW, _CB)),
+        (rf"^conv_45\.{dw}", _dw_unit(2, 0, _DW, _CB)),
+        (rf"^conv_5\.model\.(\d+)\.{dw}", _dw_repeated(2, 1, _DW, _CB)),
+        (rf"^conv_6_sep\.{cb}", _conv_block(2, 1 + n5, _CB)),
+        # ARBEx: path_1 = [conv1, conv2_dw, conv_23, conv_3], path_2 = [conv_34, conv_4], path_3 = [conv_45, conv_5,
+        # conv_6_sep], as Sequentials
+        (rf"^path_1\.0\.{seq_cb}", _conv_block(0, 0, _SEQ)),
+        (rf"^path_1\.1\.{seq_cb}", _conv_block(0, 1, _SEQ)),
+        (rf"^path_1\.2\.{seq_dw}", _dw_unit(0, 2, _SEQ_DW, _SEQ)),
+        (rf"^path_1\.3\.net\.(\d+)\.{seq_dw}", _dw_repeated(0, 3, _SEQ_DW, _SEQ)),
+        (rf"^path_2\.0\.{seq_dw}", _dw_unit(1, 0, _SEQ_DW, _SEQ)),
+        (rf"^path_2\.1\.net\.(\d+)\.{seq_dw}", _dw_repeated(1, 1, _SEQ_DW, _SEQ)),
+        (rf"^path_3\.0\.{seq_dw}", _dw_unit(2, 0, _SEQ_DW, _SEQ)),
+        (rf"^path_3\.1\.net\.(\d+)\.{seq_dw}", _dw_repeated(2, 1, _SEQ_DW, _SEQ)),
+        (rf"^path_3\.2\.{seq_cb}", _conv_block(2, 1 + n5, _SEQ)),
+    )
 
 
-# Official top-level POSTER_V2 modules (pattern on the whole key) -> fernb key.
-_POSTER_TOP_KEYS: list[tuple[str, Callable[[re.Match], str | object]]] = [
-    (r"attn([123])\.(relative_position_bias_table|relative_position_index|qkv|proj)(\.\w+)?", _attn_key),
-    (r"window([123])\.norm\.(weight|bias)", lambda m: f"scales.{int(m[1]) - 1}.norm1.{m[2]}"),
-    (r"conv([123])\.(weight|bias)", lambda m: f"scales.{int(m[1]) - 1}.downsample.{m[2]}"),
-    (r"ffn([123])\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+|norm\.\w+)",
-     lambda m: f"scales.{int(m[1]) - 1}.{m[2].replace('norm.', 'norm2.')}"),
-    (r"last_face_conv\.(weight|bias)", lambda m: f"landmark_proj.{m[1]}"),
-    (r"embed_(q|k)\.(\d+)\.(weight|bias)", lambda m: f"scales.{'qk'.index(m[1])}.embed.{m[2]}.{m[3]}"),
-    (r"embed_v\.proj\.(weight|bias)", lambda m: f"scales.2.embed.0.{m[1]}"),
-]
+@functools.lru_cache(maxsize=8)
+def _ir_rules(depths: tuple[int, int, int]) -> tuple[Rule, ...]:
+    """IR-50 keys (POSTER_V2's ``body1-3``, face.evoLVe's flat ``body.N``, ARBEx's ``net_1-3.net``) -> ``stem.*`` and
+    ``stages.*`` of :class:`IRStages`; ``depths``: units of stages 1-3 (stage 4 of IR-50 is never used)."""
+    bounds = tuple(sum(depths[:i]) for i in range(4))
+    res, short = r"(?:res_layer|res)\.([0-4])\.(\w+)$", r"(?:shortcut_layer|shortcut)\.([01])\.(\w+)$"
+
+    def unit(stage: int | None, parts: Mapping[str, str]) -> Callable[[re.Match[str]], str]:
+        def key(m: re.Match[str]) -> str:
+            n = int(m[1])
+            s = stage if stage is not None else max(i for i in range(3) if n >= bounds[i])
+            return f"stages.{s}.{n - (0 if stage is not None else bounds[s])}.{parts[m[2]]}.{m[3]}"
+
+        return key
+
+    rules: list[Rule] = [
+        (r"^input_layer\.([012])\.(\w+)$", lambda m: f"stem.{_SEQ[m[1]]}.{m[2]}"),
+        (r"^output_layer\.", DROP),
+        # face.evoLVe: one flat Sequential over the four stages; units of stage 4 are dropped
+        (r"^body\.(\d+)\.(?=.)", lambda m: DROP if int(m[1]) >= bounds[3] else None),
+        (rf"^body\.(\d+)\.{res}", unit(None, _IR_RES)),
+        (rf"^body\.(\d+)\.{short}", unit(None, _IR_SHORT)),
+    ]
+    for s in range(3):
+        prefix = rf"^(?:body{s + 1}|net_{s + 1}\.net)\.(\d+)\."
+        rules += [(prefix + res, unit(s, _IR_RES)), (prefix + short, unit(s, _IR_SHORT))]
+    return tuple(rules)
+
+
+_VIT_RULES: tuple[Rule, ...] = (
+    # official ViT modules never used in the forward pass
+    (r"^(?:patch_embed|eca_block|CON1|IRLinear1|IRLinear2|head_dist|dist_token)(?:\.|$)", DROP),
+    (r"^blocks\.\d+\.conv\.", DROP),
+    (r"^(cls_token|pos_embed)$", r"\1"),
+    (r"^(blocks\.\d+\.(?:norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(?:weight|bias))$", r"\1"),
+    (r"^(norm\.(?:weight|bias))$", r"\1"),
+    (r"^se_block\.linear([12])\.(weight|bias)$", r"se.fc\1.\2"),
+)
+
+# POSTER_V2's own modules (pyramid_trans_expr2), scale i = 1, 2, 3 -> scales.{i - 1}
+_POSTER_TOP_RULES: tuple[Rule, ...] = (
+    *[rule for i in (1, 2, 3) for rule in (
+        (rf"^attn{i}\.relative_position_index(?:\.\w+)?$", DROP),  # recomputed (and checked) here
+        (rf"^attn{i}\.relative_position_bias_table((?:\.\w+)?)$", rf"scales.{i - 1}.attn.rel_pos_table\1"),
+        (rf"^attn{i}\.qkv((?:\.\w+)?)$", rf"scales.{i - 1}.attn.kv\1"),
+        (rf"^attn{i}\.proj((?:\.\w+)?)$", rf"scales.{i - 1}.attn.proj\1"),
+        (rf"^window{i}\.norm\.(weight|bias)$", rf"scales.{i - 1}.norm1.\1"),
+        (rf"^conv{i}\.(weight|bias)$", rf"scales.{i - 1}.downsample.\1"),
+        (rf"^ffn{i}\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+)$", rf"scales.{i - 1}.\1"),
+        (rf"^ffn{i}\.norm\.(\w+)$", rf"scales.{i - 1}.norm2.\1"),
+    )],
+    (r"^last_face_conv\.(weight|bias)$", r"landmark_proj.\1"),
+    (r"^embed_q\.(\d+)\.(weight|bias)$", r"scales.0.embed.\1.\2"),
+    (r"^embed_k\.(\d+)\.(weight|bias)$", r"scales.1.embed.\1.\2"),
+    (r"^embed_v\.proj\.(weight|bias)$", r"scales.2.embed.0.\1"),
+)
+
+# ARBEx's PosterV2 module (its keys under "vit."), scale index 0, 1, 2 as ours
+_ARBEX_TOP_RULES: tuple[Rule, ...] = (
+    (r"^conv\.(weight|bias)$", r"landmark_proj.\1"),
+    (r"^convs\.([012])\.(weight|bias)$", r"scales.\1.downsample.\2"),
+    (r"^window_module\.([012])\.norm\.(weight|bias)$", r"scales.\1.norm1.\2"),
+    (r"^attns\.([012])\.index_relative$", DROP),
+    (r"^attns\.([012])\.table$", r"scales.\1.attn.rel_pos_table"),
+    (r"^attns\.([012])\.qkv\.(\w+)$", r"scales.\1.attn.kv.\2"),
+    (r"^attns\.([012])\.linear\.(\w+)$", r"scales.\1.attn.proj.\2"),
+    (r"^ffns\.([012])\.gamma_([12])$", r"scales.\1.gamma\2"),
+    (r"^ffns\.([012])\.mlp\.0\.(\w+)$", r"scales.\1.mlp.fc1.\2"),
+    (r"^ffns\.([012])\.mlp\.3\.(\w+)$", r"scales.\1.mlp.fc2.\2"),
+    (r"^ffns\.([012])\.norm\.(\w+)$", r"scales.\1.norm2.\2"),
+    (r"^embs\.0\.(\d+)\.(weight|bias)$", r"scales.0.embed.\1.\2"),
+    (r"^embs\.1\.(weight|bias)$", r"scales.1.embed.0.\1"),
+    (r"^embs\.2\.proj\.(weight|bias)$", r"scales.2.embed.0.\1"),
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _backbone_rules(naming: str, ir_depths: tuple[int, int, int], n5: int) -> tuple[Rule, ...]:
+    """The whole table of one official naming (``poster_v2``, ``arbex``, ``ir50``, ``mobilefacenet``) -> fernb
+    backbone keys."""
+    ir, mfn = _ir_rules(ir_depths), _mfn_rules(n5)
+    tables = {
+        "poster_v2": [*under(mfn, "face_landback.", "landmark."), *under(ir, "ir_back.", "image."),
+                      *under(_VIT_RULES, "VIT."), *_POSTER_TOP_RULES],
+        "arbex": [*under(mfn, "vit.landmark.", "landmark."), *under(ir, "vit.ir.", "image."),
+                  *under(_VIT_RULES, "vit.vit."), *under(_ARBEX_TOP_RULES, "vit.")],
+        "ir50": under(ir, "", "image."),
+        "mobilefacenet": under(mfn, "", "landmark."),
+    }
+    return tuple(tables[naming])
 
 
 def _poster_key(key: str, cfg: PosterBackboneConfig) -> str | object | None:
     """A ``pyramid_trans_expr2`` key -> fernb backbone key, _DROP, or None (not a backbone key)."""
-    if key.startswith("face_landback."):
-        return _prefixed("landmark.", _mfn_key(key[len("face_landback."):], cfg.landmark_depths))
-    if key.startswith("ir_back."):
-        return _prefixed("image.", _ir_key(key[len("ir_back."):], cfg.ir_depths))
-    if key.startswith("VIT."):
-        return _vit_key(key[4:])
-    for pattern, rename in _POSTER_TOP_KEYS:
-        m = re.fullmatch(pattern, key)
-        if m:
-            return rename(m)
-    return None
+    return rename_key(key, _backbone_rules("poster_v2", tuple(cfg.ir_depths), int(cfg.landmark_depths[2])))
 
 
 def _arbex_key(key: str, cfg: PosterBackboneConfig) -> str | object | None:
     """An ARBEx ``vit.`` key (its PosterV2 module) -> fernb backbone key, _DROP, or None."""
-    if not key.startswith("vit."):
-        return None
-    key = key[4:]
-    if key.startswith("landmark."):
-        return _prefixed("landmark.", _mfn_key(key[len("landmark."):], cfg.landmark_depths))
-    if key.startswith("ir."):
-        return _prefixed("image.", _ir_key(key[3:], cfg.ir_depths))
-    if key.startswith("vit."):
-        return _vit_key(key[4:])
-    m = re.fullmatch(r"conv\.(weight|bias)", key)
-    if m:
-        return f"landmark_proj.{m.group(1)}"
-    m = re.fullmatch(r"convs\.([012])\.(weight|bias)", key)
-    if m:
-        return f"scales.{m.group(1)}.downsample.{m.group(2)}"
-    m = re.fullmatch(r"window_module\.([012])\.norm\.(weight|bias)", key)
-    if m:
-        return f"scales.{m.group(1)}.norm1.{m.group(2)}"
-    m = re.fullmatch(r"attns\.([012])\.(table|index_relative|qkv\.\w+|linear\.\w+)", key)
-    if m:
-        what = m.group(2)
-        if what == "index_relative":
-            return _DROP
-        what = "rel_pos_table" if what == "table" else what.replace("qkv.", "kv.").replace("linear.", "proj.")
-        return f"scales.{m.group(1)}.attn.{what}"
-    m = re.fullmatch(r"ffns\.([012])\.(gamma_1|gamma_2|mlp\.[03]\.\w+|norm\.\w+)", key)
-    if m:
-        what = m.group(2).replace("gamma_", "gamma").replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
-        return f"scales.{m.group(1)}.{what.replace('norm.', 'norm2.')}"
-    m = re.fullmatch(r"embs\.0\.(\d+)\.(weight|bias)|embs\.1\.(weight|bias)|embs\.2\.proj\.(weight|bias)", key)
-    if m:
-        if m.group(1) is not None:
-            return f"scales.0.embed.{m.group(1)}.{m.group(2)}"
-        if m.group(3) is not None:
-            return f"scales.1.embed.0.{m.group(3)}"
-        return f"scales.2.embed.0.{m.group(4)}"
-    return None
+    return rename_key(key, _backbone_rules("arbex", tuple(cfg.ir_depths), int(cfg.landmark_depths[2])))
 
 
-def _prefixed(prefix: str, key: str | object | None) -> str | object | None:
-    return prefix + key if isinstance(key, str) else key
+def _mfn_key(rest: str, depths: tuple[int, int, int]) -> str | object | None:
+    """A MobileFaceNet key (POSTER_V2 or ARBEx naming, without prefix) -> fernb ``landmark.`` key, _DROP or None."""
+    return rename_key(rest, _mfn_rules(depths[2]))
+
+
+def _ir_key(rest: str, depths: tuple[int, int, int]) -> str | object | None:
+    """An IR-50 key (POSTER_V2 ``body1-3``, face.evoLVe ``body.N`` or ARBEx ``net_s.net``) -> fernb ``image.`` key."""
+    return rename_key(rest, _ir_rules(tuple(depths)))
 
 
 def _check_index(key: str, value: Tensor, backbone: PosterV2Backbone | None) -> None:
@@ -740,29 +736,22 @@ def convert_backbone_state_dict(
     """
     keys = list(sd)
     if any(k.startswith(("face_landback.", "ir_back.", "VIT.")) for k in keys):
-        naming, fn = "poster_v2", _poster_key
+        naming = "poster_v2"
     elif any(k.startswith("vit.") for k in keys):
-        naming, fn = "arbex", _arbex_key
+        naming = "arbex"
     elif any(k.startswith(("input_layer.", "body1.", "body.", "net_1.net.")) for k in keys):  # a bare IR-50 file
-
-        def fn(key: str, cfg: PosterBackboneConfig) -> str | object | None:
-            return _prefixed("image.", _ir_key(key, cfg.ir_depths))
-
         naming = "ir50"
     elif any(k.startswith(("conv1.conv.", "conv_23.", "path_1.")) for k in keys):  # a bare MobileFaceNet file
-
-        def fn(key: str, cfg: PosterBackboneConfig) -> str | object | None:
-            return _prefixed("landmark.", _mfn_key(key, cfg.landmark_depths))
-
         naming = "mobilefacenet"
     else:
         return {}, None, [], dict(sd)
+    rules = _backbone_rules(naming, tuple(cfg.ir_depths), int(cfg.landmark_depths[2]))
     out: dict[str, Tensor] = {}
     dropped: list[str] = []
     rest: dict[str, Tensor] = {}
     for k in keys:
-        new = fn(k, cfg)
-        if new is _DROP:
+        new = rename_key(k, rules)
+        if new is DROP:
             dropped.append(k)
             if "index" in k:
                 _check_index(k, sd[k], backbone)

@@ -23,6 +23,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
+from ._convert import MODULE_PREFIX, Rule, rename
 from ._registry import build_config, register_model
 
 __all__ = ["ResNet", "ResNetConfig", "BasicBlock", "make_layer"]
@@ -170,7 +171,11 @@ class ResNetTrunk(nn.Module):
 
 def strip_module_prefix(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Drop a DataParallel / DDP ``module.`` prefix from every key that has it."""
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {rename(k, MODULE_PREFIX): v for k, v in sd.items()}
+
+
+# torchvision's ResNet (optionally DataParallel-prefixed) -> fernb's: the trunk under "trunk.", the classifier as is.
+TORCHVISION_RULES: tuple[Rule, ...] = (*MODULE_PREFIX, (r"^(?!fc\.|trunk\.)", "trunk."))
 
 
 def drop_mismatched_heads(
@@ -228,10 +233,7 @@ class ResNet(FERModel):
         """torchvision naming (``conv1.weight``, ``layer1.0.conv1.weight``, ``fc.weight``; optionally ``module.``-
         prefixed) -> fernb naming (``trunk.conv1.weight``, ``trunk.layer1.0.conv1.weight``, ``fc.weight``). A
         classifier of another class count (ImageNet's 1000) is dropped."""
-        sd = strip_module_prefix(sd)
-        out: dict[str, Tensor] = {}
-        for k, v in sd.items():
-            out[k if k.startswith(("fc.", "trunk.")) else f"trunk.{k}"] = v
+        out = {rename(k, TORCHVISION_RULES): v for k, v in sd.items()}
         out, dropped = drop_mismatched_heads(out, self.state_dict(), lambda k: k.startswith("fc."))
         return out, "torchvision ResNet", dropped
 
