@@ -170,6 +170,24 @@ def test_gradcam_map_is_not_flat_official(official_model: PosterV2, fixture_inpu
         assert m.std() > 0 and m.max() > m.min()
 
 
+def test_one_attention_serves_the_vit_and_the_landmark_cross_attention():
+    from fernb.models._blocks import Attention, TransformerBlock
+    from fernb.models.poster import LandmarkCrossAttention
+
+    torch.manual_seed(0)
+    cross, block = LandmarkCrossAttention(16, 2, 3), TransformerBlock(16, 4)
+    assert isinstance(cross, Attention) and isinstance(block.attn, Attention)
+    assert cross.qkv is None and cross.kv is not None and block.attn.kv is None  # keys as the official files'
+    torch.nn.init.normal_(cross.rel_pos_table)
+    x, q, t = torch.randn(2, 9, 16), torch.randn(2, 9, 16), torch.randn(2, 5, 16)
+    fused = cross(x, q), block(t)
+    cross.fused = block.attn.fused = False
+    for a, b in zip(fused, (cross(x, q), block(t))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="query"):
+        cross(x)
+
+
 # ------------------------------------------------------------------------------------------------ CE loss, benchmark
 
 

@@ -1,6 +1,7 @@
 """Small layers shared by the POSTER_V2 and ARBEx families.
 
-The face backbones (IR-50 units, MobileFaceNet blocks), the pre-norm transformer block and the SE gate. Each layer
+The face backbones (IR-50 units, MobileFaceNet blocks), the attention (self- and POSTER_V2's cross-attention), the
+pre-norm transformer block and the SE gate. Each layer
 computes exactly what the official POSTER_V2 code computes (checked against ``shared/fidelity``); names follow timm
 habits rather than the official ones, and ``fernb.models.poster`` converts between the two.
 """
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvBNAct", "DepthWiseBlock", "IRBlock", "Mlp", "DropPath", "SelfAttention", "TransformerBlock", "SEGate"]
+__all__ = ["ConvBNAct", "DepthWiseBlock", "IRBlock", "Mlp", "DropPath", "Attention", "SelfAttention",
+           "TransformerBlock", "SEGate"]
 
 
 class ConvBNAct(nn.Module):
@@ -135,16 +137,25 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over tokens, (B, N, D) -> (B, N, D), qkv with bias, scale ``head_dim ** -0.5``.
+class Attention(nn.Module):
+    """Multi-head attention over tokens, (B, N, D) -> (B, N, D): the one attention of POSTER_V2 and ARBEx.
+
+    Self-attention (default) projects queries, keys and values from the tokens (``qkv``, with bias), as the official
+    ViT. With ``external_query`` the tokens give only keys and values (``kv``) and the caller's ``query`` (B, N, D)
+    is used as it is, without a projection: POSTER_V2's landmark cross-attention. A subclass adds a bias to the
+    attention logits through :meth:`attn_bias` (POSTER_V2's relative position bias). Scale ``head_dim ** -0.5``.
+
+    The unfused path keeps each official order of operations: without a bias the logits are scaled,
+    ``(q @ k^T) * scale`` (ViT); with one the query is, ``(q * scale) @ k^T + bias`` (Swin's window attention).
 
     Args:
         dim: token dimension.
         num_heads: attention heads (``dim`` must be divisible by it).
         fused: use ``F.scaled_dot_product_attention`` (same result to float rounding; faster, less memory).
+        external_query: take the queries from ``forward``'s ``query`` instead of projecting them.
     """
 
-    def __init__(self, dim: int, num_heads: int, fused: bool = True) -> None:
+    def __init__(self, dim: int, num_heads: int, fused: bool = True, external_query: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -152,17 +163,44 @@ class SelfAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.fused = fused
-        self.qkv = nn.Linear(dim, dim * 3)
+        self.external_query = external_query
+        self.qkv: nn.Linear | None = None if external_query else nn.Linear(dim, dim * 3)
+        self.kv: nn.Linear | None = nn.Linear(dim, dim * 2) if external_query else None
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def attn_bias(self) -> Tensor | None:
+        """A bias added to the attention logits, broadcast to (B, heads, N, N); None: no bias."""
+        return None
+
+    def _heads(self, t: Tensor, parts: int) -> tuple[Tensor, ...]:
+        """(B, N, parts * D) -> ``parts`` tensors (B, heads, N, head_dim)."""
+        b, n, _ = t.shape
+        return t.reshape(b, n, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, x: Tensor, query: Tensor | None = None) -> Tensor:
+        """x: (B, N, D) tokens; query: (B, N, D), only with ``external_query`` -> (B, N, D)."""
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.fused:
-            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if self.kv is not None:
+            if query is None:
+                raise ValueError("this attention takes its queries from the caller: forward(x, query)")
+            k, v = self._heads(self.kv(x), 2)
+            q = query.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         else:
-            x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+            assert self.qkv is not None
+            q, k, v = self._heads(self.qkv(x), 3)
+        bias = self.attn_bias()
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        elif bias is None:
+            out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+        else:
+            out = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+SelfAttention = Attention  # the name TransformerBlock's attention had before the two attentions became one
 
 
 class TransformerBlock(nn.Module):
@@ -171,7 +209,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, fused: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = SelfAttention(dim, num_heads, fused)
+        self.attn = Attention(dim, num_heads, fused)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import FERModel, ModelOutput
-from ._blocks import ConvBNAct, DepthWiseBlock, DropPath, IRBlock, Mlp, SEGate, TransformerBlock
+from ._blocks import Attention, ConvBNAct, DepthWiseBlock, DropPath, IRBlock, Mlp, SEGate, TransformerBlock
 from ._convert import DROP, Rule, rename, rename_key, under
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, KeyReport, read_state_dict
@@ -240,8 +240,10 @@ def relative_position_index(window: int) -> Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-class LandmarkCrossAttention(nn.Module):
+class LandmarkCrossAttention(Attention):
     """Keys and values from image tokens, queries = the raw landmark features, plus a relative position bias.
+
+    :class:`~fernb.models._blocks.Attention` with ``external_query`` and a Swin relative position bias.
 
     Args:
         dim: channels of both maps.
@@ -253,16 +255,8 @@ class LandmarkCrossAttention(nn.Module):
     rel_pos_index: Tensor
 
     def __init__(self, dim: int, num_heads: int, window: int, fused: bool = True) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim**-0.5
+        super().__init__(dim, num_heads, fused, external_query=True)
         self.window = window
-        self.fused = fused
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
         self.rel_pos_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.register_buffer("rel_pos_index", relative_position_index(window), persistent=False)
 
@@ -271,17 +265,9 @@ class LandmarkCrossAttention(nn.Module):
         n = self.window**2
         return self.rel_pos_table[self.rel_pos_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
 
-    def forward(self, x: Tensor, query: Tensor) -> Tensor:
-        """x: (B, N, C) image tokens; query: (B, N, C) landmark tokens -> (B, N, C)."""
-        b, n, c = x.shape
-        k, v = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q = query.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-        bias = self.position_bias().unsqueeze(0).to(q.dtype)
-        if self.fused:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        else:
-            out = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+    def attn_bias(self) -> Tensor:
+        """(1, heads, N, N): :meth:`position_bias` for every image."""
+        return self.position_bias().unsqueeze(0)
 
 
 class CrossScale(nn.Module):
