@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from torch import nn
+from typing import Any, TypeVar
 
 from ..registry import Registry
+from ._base import FERModel
 
 __all__ = ["MODELS", "register_model", "build_config", "parse_variant", "VARIANTS"]
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+EntryPoint = Callable[..., FERModel]
+E = TypeVar("E", bound=EntryPoint)
+
+MODELS: Registry[EntryPoint] = Registry("model")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn(preset: str = "tiny", **overrides) -> nn.Module`` under its function name (once: a name
-    registered twice raises ``ValueError``)."""
-    return MODELS.register()(fn)
+def register_model(fn: E) -> E:
+    """Register ``fn(preset: str = "tiny", **overrides) -> FERModel`` under its function name (once: a name
+    registered twice raises ``ValueError``). Its pretrained cfgs are registered beside it
+    (:func:`fernb.models._pretrained.register_pretrained_cfgs`)."""
+    MODELS.register()(fn)
+    return fn
 
 
 # Model variants named "name+flag" (a config flag set to True) where benchmarks and tests list methods side by side.

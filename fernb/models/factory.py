@@ -6,13 +6,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from . import adcorre, arbex, arm, esr, manet, poster, resnet  # noqa: F401  (each registers its entry points)
+from ._base import FERModel
+from ._pretrained import PRETRAINED_CFGS, PretrainedCfg, pretrained_cfg_of
 from ._registry import MODELS
 from ._weights import load_checkpoint
 
-__all__ = ["create_model", "list_models", "model_entrypoint"]
+__all__ = ["create_model", "list_models", "model_entrypoint", "get_pretrained_cfg", "list_pretrained"]
 
 
 def list_models() -> list[str]:
@@ -20,7 +20,7 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+def model_entrypoint(name: str) -> Callable[..., FERModel]:
     """The registered entry point ``name``; unknown names raise a ``KeyError`` listing the known models."""
     return MODELS.get(name)
 
@@ -33,7 +33,7 @@ def create_model(
     checkpoint: str | Path | Mapping[str, Any] | None = None,
     strict: bool = True,
     **overrides: Any,
-) -> nn.Module:
+) -> FERModel:
     """Build a registered model from a preset, with config overrides and an optional checkpoint.
 
     Args:
@@ -45,6 +45,9 @@ def create_model(
             official naming (converted automatically; :func:`fernb.models._weights.load_checkpoint`).
         strict: refuse a checkpoint with missing or unexpected keys.
         **overrides: fields of the model's config dataclass.
+
+    The entry point builds the model (:func:`fernb.models._builder.build_model`: construct, attach
+    ``model.pretrained_cfg``, load the pretrained parts the config names); the checkpoint is loaded after that.
     """
     if num_classes is not None:
         overrides["num_classes"] = num_classes
@@ -52,3 +55,21 @@ def create_model(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, strict=strict)
     return model
+
+
+def get_pretrained_cfg(name: str, preset: str | None = None) -> PretrainedCfg:
+    """The pretrained cfg of a registered model and preset, without building it (timm's ``get_pretrained_cfg``).
+
+    Args:
+        name: an entry point (``"poster_v2"``) or ``"<entry point>.<preset>"`` (``"poster_v2.official"``).
+        preset: the preset (default ``"tiny"``, :func:`create_model`'s).
+
+    Raises:
+        KeyError: an unknown name or preset (the message lists the known ones).
+    """
+    return pretrained_cfg_of(name, preset)
+
+
+def list_pretrained(name: str | None = None) -> list[str]:
+    """Names ``"<entry point>.<preset>"`` of the registered pretrained cfgs (of entry point ``name`` only, if given)."""
+    return [n for n in PRETRAINED_CFGS.names() if name is None or n.split(".")[0] == MODELS.canonical(name)]
