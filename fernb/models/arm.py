@@ -38,13 +38,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ._base import FERModel, ModelOutput
+from ._base import FERModel, ModelOutput, check_num_classes, new_linear, prefixed_features
+from ._builder import build_model
 from ._convert import MODULE_PREFIX, Rule, rename, rename_key
+from ._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, register_pretrained_cfgs
 from ._registry import build_config, register_model
 from .resnet import ResNetTrunk, drop_mismatched_heads, init_resnet_weights, strip_module_prefix
 
@@ -175,6 +177,7 @@ class ARM(FERModel):
     """
 
     config: ARMConfig
+    pretrained_tag = "arm"
 
     default_behaviour = "official"
 
@@ -200,8 +203,10 @@ class ARM(FERModel):
         self.arm = AmendModule(self.num_maps, cfg.de_albino_kernel, cfg.de_albino_stride, out_side,
                                cfg.affinity_momentum, cfg.alpha_init)
         self.drop = nn.Dropout(cfg.drop_rate)
-        self.num_features = out_side * out_side
-        self.fc = nn.Linear(self.num_features, cfg.num_classes)
+        self.num_features = channels
+        self.head_hidden_size = out_side * out_side
+        self.feature_info = prefixed_features(self.backbone.feature_info, "backbone.")
+        self.fc = nn.Linear(self.head_hidden_size, cfg.num_classes)
         init_resnet_weights(self.backbone)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -225,6 +230,12 @@ class ARM(FERModel):
 
     def cam_target_layers(self) -> list[nn.Module]:
         return [self.backbone.layer4[-1]]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``fc`` for ``num_classes`` classes (see :meth:`FERModel.reset_classifier`)."""
+        n = check_num_classes(num_classes)
+        self.fc = new_linear(self.fc, n)
+        self._set_num_classes(n)
 
     @torch.no_grad()
     def calibrate_affinity(self, batches: Iterable[Tensor]) -> Tensor:
@@ -271,7 +282,7 @@ class ARM(FERModel):
         for k in ("arm.running_affinity", "arm.affinity_batches"):
             if k not in out:
                 out[k] = torch.zeros_like(own[k])
-        out, dropped = drop_mismatched_heads(out, own, lambda k: k.startswith("fc."))
+        out, dropped = drop_mismatched_heads(out, own, self.pretrained_cfg.is_classifier)
         return out, naming, dropped
 
 
@@ -283,7 +294,24 @@ _OFFICIAL_RULES: tuple[Rule, ...] = tuple(
 _RULES: tuple[Rule, ...] = (*MODULE_PREFIX, *_OFFICIAL_RULES, (r"^(?=conv1\.|bn1\.|layer)", "backbone."))
 
 
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": ("backbone.conv1",),
+                            "classifier": ("fc",), "source": "https://github.com/sunmusik/Amend-Representation-Module",
+                            "paper": "https://arxiv.org/abs/2103.10189", **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "arm.official": _cfg(
+        input_size=(3, 224, 224), num_classes=7, weight_files=("epoch59_acc0.9205.pth", "resnet18-f37072fd.pth"),
+        notes="epoch59_acc0.9205.pth: the RAF-DB model (README, Google Drive); resnet18-f37072fd.pth: the official "
+              "initialisation, torchvision's ImageNet ResNet-18 (its fc is dropped; strict=False). Official "
+              "checkpoints have no running affinity map: see ARM.calibrate_affinity"),
+    "arm.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
+                     notes="fernb's CPU-size preset (width 16, small stem): no published weights"),
+})
+
+
 @register_model
 def arm(preset: str = "tiny", **overrides: object) -> ARM:
     """ARM (ResNet-18 + Amend Representation Module); ``behaviour="official"|"fixed"`` for the eval-time affinity."""
-    return ARM(build_config(ARMConfig, preset, overrides))
+    return build_model(ARM, build_config(ARMConfig, preset, overrides), "arm", preset)

@@ -41,19 +41,20 @@ checkpoint=folder)`` does both and returns the usual key report.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import FERModel, ModelOutput
+from ._base import FERModel, ModelOutput, check_num_classes, feature, new_linear
+from ._builder import build_model
 from ._cbam import CBAM_RULES, FastCBAM
 from ._convert import MODULE_PREFIX, Rule, rename
+from ._pretrained import UNIT_MEAN, UNIT_STD, PretrainedCfg, register_pretrained_cfgs
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, read_state_dict
 from .resnet import drop_mismatched_heads
@@ -226,6 +227,7 @@ class ESR(FERModel):
     """ESR ensemble (and Diversified ESR with ``diversity=True``). ``forward`` returns :class:`ESROutput`."""
 
     config: ESRConfig
+    pretrained_tag = "esr"
     active_branches: Tensor
 
     def __init__(self, config: ESRConfig | None = None) -> None:
@@ -238,7 +240,12 @@ class ESR(FERModel):
             ESRBranch(cfg.base_channels[-1], cfg.branch_channels, cfg.num_classes, cfg.use_affect_head,
                       cfg.diversity, cfg.cbam_reduction)
             for _ in range(cfg.num_branches))
-        self.num_features = cfg.branch_channels[-1]
+        self.num_features = cfg.base_channels[-1]
+        self.head_hidden_size = cfg.branch_channels[-1]
+        # nominal strides: ESR's convolutions are unpadded, so its maps are a few pixels smaller than size / reduction
+        self.feature_info = [feature(cfg.base_channels[-1], 4, "base"),
+                             *[feature(cfg.branch_channels[-1], 8, f"branches.{i}.last_map")
+                               for i in range(cfg.num_branches)]]
         n = cfg.initial_branches
         # the count lives in a buffer (saved in checkpoints) and in a Python int (read by forward without a GPU sync)
         self.register_buffer("active_branches", torch.tensor(0, dtype=torch.long))
@@ -359,6 +366,21 @@ class ESR(FERModel):
         """The last conv map of every active branch (Grad-CAM averages them)."""
         return [br.last_map for br in self.active]
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """New heads for ``num_classes`` classes in every branch, active or not: ``fc`` and, with the affect head,
+        ``fc_affect`` (its input is the class scores). See :meth:`FERModel.reset_classifier`."""
+        n = check_num_classes(num_classes)
+        for br in cast("list[ESRBranch]", list(self.branches)):
+            br.fc = new_linear(br.fc, n)
+            if br.fc_affect is not None:
+                br.fc_affect = new_linear(br.fc_affect, in_features=n)
+        self._set_num_classes(n)
+
+    def resolve_pretrained_cfg(self, cfg: PretrainedCfg) -> PretrainedCfg:
+        """The registered cfg for this model; ``fc_affect`` is a classifier only when the affect head is built."""
+        heads = ("branches.*.fc", "branches.*.fc_affect") if self.config.use_affect_head else ("branches.*.fc",)
+        return super().resolve_pretrained_cfg(cfg).replace(classifier=heads)
+
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def read_checkpoint_dir(self, directory: Path) -> dict[str, Tensor]:
         """Read an official release folder (:func:`read_official_esr`) for :func:`fernb.models._weights.load_checkpoint`
@@ -386,8 +408,7 @@ class ESR(FERModel):
         found = {int(k.split(".")[1]) for k in out if k.startswith("branches.")}
         if "active_branches" not in out and found:
             out["active_branches"] = torch.tensor(max(found) + 1, dtype=torch.long)
-        out, dropped = drop_mismatched_heads(out, self.state_dict(),
-                                             lambda k: re.search(r"\.(fc|fc_affect)\.", k) is not None)
+        out, dropped = drop_mismatched_heads(out, self.state_dict(), self.pretrained_cfg.is_classifier)
         return out, "official ESR (per-branch files)", dropped
 
 
@@ -439,7 +460,25 @@ def read_official_esr(directory: str | Path, max_branches: int | None = None) ->
     return sd
 
 
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{
+        "mean": UNIT_MEAN, "std": UNIT_STD, "channel_order": "BGR", "first_conv": ("base.conv1",),
+        "source": "https://github.com/siqueira-hc/Efficient-Facial-Feature-Learning-with-Wide-Ensemble-based-"
+                  "Convolutional-Neural-Networks", "paper": "Siqueira, Magg, Wermter, AAAI 2020", **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "esr.official": _cfg(
+        input_size=(3, 96, 96), num_classes=8, classifier=("branches.*.fc", "branches.*.fc_affect"),
+        weight_files=("Net-Base-Shared_Representations.pt", *[BRANCH_FILE.format(i) for i in range(1, 10)]),
+        notes="ESR-9 trained on AffectNet, released in the repository as one file per part: pass their folder as the "
+              "checkpoint. Trained on OpenCV (BGR) images, pixels / 255"),
+    "esr.tiny": _cfg(input_size=(3, 64, 64), num_classes=8, classifier=("branches.*.fc",),
+                     notes="fernb's CPU-size preset (narrow base and branches, 4 branches): no published weights"),
+})
+
+
 @register_model
 def esr(preset: str = "tiny", **overrides: object) -> ESR:
     """ESR ensemble; ``diversity=True`` gives the Diversified ESR (CBAM + attention heads for the diversity terms)."""
-    return ESR(build_config(ESRConfig, preset, overrides))
+    return build_model(ESR, build_config(ESRConfig, preset, overrides), "esr", preset)

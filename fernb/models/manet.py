@@ -36,15 +36,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import FERModel, ModelOutput
+from ._base import FERModel, ModelOutput, check_num_classes, feature, new_linear
+from ._builder import build_model
 from ._cbam import CBAM, CBAM_RULES, FastCBAM
 from ._convert import MODULE_PREFIX, Rule, rename
+from ._pretrained import UNIT_MEAN, UNIT_STD, PretrainedCfg, register_pretrained_cfgs
 from ._registry import build_config, register_model
 from .resnet import (
     BasicBlock,
@@ -85,13 +87,13 @@ class ScalePath(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(groups))
 
     def forward(self, splits: tuple[Tensor, ...], order: list[int]) -> Tensor:
-        outs: list[Tensor | None] = [None] * len(splits)
+        outs: dict[int, Tensor] = {}
         prev: Tensor | None = None
         for j in order:
             inp = splits[j] if prev is None else F.relu(prev) + splits[j]
             prev = self.bns[j](self.convs[j](inp))
             outs[j] = prev
-        return torch.cat(outs, dim=1)
+        return torch.cat([outs[j] for j in range(len(splits))], dim=1)
 
 
 class MulScaleBlock(nn.Module):
@@ -199,6 +201,7 @@ class MANet(FERModel):
     """MA-Net (and Diversified MA-Net with ``diversity=True``). ``forward`` returns :class:`MANetOutput`."""
 
     config: MANetConfig
+    pretrained_tag = "manet"
 
     def __init__(self, config: MANetConfig | None = None) -> None:
         super().__init__()
@@ -220,7 +223,11 @@ class MANet(FERModel):
         self.global_layer3 = make_layer(multiscale, c2, c3, cfg.layers[2], 2)
         self.global_layer4 = make_layer(multiscale, c3, c4, cfg.layers[3], 2)
         self.local_stitch = nn.Identity()  # the stitched (B, D, 2h, 2w) local map passes here (a Grad-CAM target)
-        self.num_features = c4
+        self.num_features, self.head_hidden_size = c2, 2 * c4
+        r0 = self.stem.reduction  # the stem's total stride
+        self.feature_info = [feature(w, self.stem.act_reduction, "stem.relu"), feature(c1, r0, "layer1"),
+                             feature(c2, 2 * r0, "layer2"), feature(c3, 4 * r0, "global_layer3"),
+                             feature(c4, 4 * r0, "local_stitch"), feature(c4, 8 * r0, "global_layer4")]
         self.fc_local = nn.Linear(c4, cfg.num_classes)
         self.fc_global = nn.Linear(c4, cfg.num_classes)
         init_resnet_weights(self)
@@ -255,7 +262,10 @@ class MANet(FERModel):
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """layer2 map (B, 2w, h, w) -> embedding (B, 2 * D) if ``pre_logits`` else mixed logits (B, C)."""
         out = self._branches(features)
-        return out.embedding if pre_logits else out.logits
+        if pre_logits:
+            assert out.embedding is not None
+            return out.embedding
+        return out.logits
 
     def forward(self, x: Tensor) -> MANetOutput:
         return self._branches(self.forward_features(x))
@@ -263,6 +273,12 @@ class MANet(FERModel):
     def cam_target_layers(self) -> list[nn.Module]:
         """The stitched local map (2h x 2w) and the last global block (h x w)."""
         return [self.local_stitch, self.global_layer4[-1]]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New ``fc_local`` and ``fc_global`` for ``num_classes`` classes (see :meth:`FERModel.reset_classifier`)."""
+        n = check_num_classes(num_classes)
+        self.fc_local, self.fc_global = new_linear(self.fc_local, n), new_linear(self.fc_global, n)
+        self._set_num_classes(n)
 
     def convert_state_dict(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str, list[str]]:
         """Official naming (MA-Net ``manet()`` and Diversified ``manet()``; optional DataParallel ``module.``) ->
@@ -277,8 +293,7 @@ class MANet(FERModel):
         ``strict=False`` to get fresh heads, as ``main.py`` does.
         """
         out = {_manet_key(k): v for k, v in sd.items()}
-        heads = ("fc_local.", "fc_global.")
-        out, dropped = drop_mismatched_heads(out, self.state_dict(), lambda k: k.startswith(heads))
+        out, dropped = drop_mismatched_heads(out, self.state_dict(), self.pretrained_cfg.is_classifier)
         return out, "official MA-Net (model/manet.py)", dropped
 
 
@@ -299,7 +314,23 @@ def _manet_key(k: str) -> str:
     return rename(k, _RULES)
 
 
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{"mean": UNIT_MEAN, "std": UNIT_STD, "first_conv": ("stem.conv1",),
+                            "classifier": ("fc_local", "fc_global"), "source": "https://github.com/zengqunzhao/MA-Net",
+                            "paper": "Zhao, Liu, Wang, IEEE TIP 30:6544-6556, 2021", **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "manet.official": _cfg(
+        input_size=(3, 224, 224), num_classes=7, weight_files=("Pretrained_on_MSCeleb.pth.tar",),
+        notes="the MS-Celeb-1M initialisation of main.py (Google Drive; 12,666-identity heads, dropped: load with "
+              "strict=False); the Diversified MA-Net released no weights"),
+    "manet.tiny": _cfg(input_size=(3, 64, 64), num_classes=8,
+                       notes="fernb's CPU-size preset (width 16, one block per stage): no published weights"),
+})
+
+
 @register_model
 def manet(preset: str = "tiny", **overrides: object) -> MANet:
     """MA-Net; ``diversity=True`` gives the Diversified MA-Net outputs for the diversity terms."""
-    return MANet(build_config(MANetConfig, preset, overrides))
+    return build_model(MANet, build_config(MANetConfig, preset, overrides), "manet", preset)

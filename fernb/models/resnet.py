@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from ._base import FERModel, ModelOutput
+from ._base import FERModel, ModelOutput, check_num_classes, feature, new_linear, prefixed_features
+from ._builder import build_model
 from ._convert import MODULE_PREFIX, Rule, rename
+from ._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, register_pretrained_cfgs
 from ._registry import build_config, register_model
 
 __all__ = ["ResNet", "ResNetConfig", "BasicBlock", "make_layer"]
@@ -120,18 +122,18 @@ class ResNetConfig:
 
 class ResNetStem(nn.Module):
     """The stem: ``"imagenet"`` (conv 7x7/2, BN, ReLU, max-pool 3x3/2; stride 4) or ``"small"`` (conv 3x3 with
-    stride ``small_stride``, BN, ReLU; no pool)."""
+    stride ``small_stride``, BN, ReLU; no pool). ``reduction``: its total stride; ``act_reduction``: the ReLU's."""
 
     def __init__(self, in_chans: int, width: int, kind: str, small_stride: int = 1) -> None:
         super().__init__()
         if kind == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-            self.reduction = 4
+            self.reduction, self.act_reduction = 4, 2
         elif kind == "small":
             self.conv1 = nn.Conv2d(in_chans, width, kernel_size=3, stride=small_stride, padding=1, bias=False)
             self.maxpool = nn.Identity()
-            self.reduction = small_stride
+            self.reduction = self.act_reduction = small_stride
         else:
             raise ValueError(f"stem must be 'imagenet' or 'small', got {kind!r}")
         self.bn1 = nn.BatchNorm2d(width)
@@ -163,6 +165,8 @@ class ResNetTrunk(nn.Module):
         self.layer4 = make_layer(BasicBlock, chans[2], chans[3], layers[3], stride=2)
         self.num_features = chans[3]
         self.reduction = 8 * s.reduction
+        self.feature_info = [feature(width, s.act_reduction, "relu"),
+                             *[feature(chans[i], s.reduction * 2**i, f"layer{i + 1}") for i in range(4)]]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -202,12 +206,14 @@ class ResNet(FERModel):
     """
 
     config: ResNetConfig
+    pretrained_tag = "resnet18"
 
     def __init__(self, config: ResNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or ResNetConfig()
         self.trunk = ResNetTrunk(cfg.layers, cfg.width, cfg.stem, cfg.in_chans, cfg.stem_stride)
-        self.num_features = self.trunk.num_features
+        self.num_features = self.head_hidden_size = self.trunk.num_features
+        self.feature_info = prefixed_features(self.trunk.feature_info, "trunk.")
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(cfg.drop_rate)
         self.fc = nn.Linear(self.num_features, cfg.num_classes)
@@ -229,17 +235,39 @@ class ResNet(FERModel):
     def cam_target_layers(self) -> list[nn.Module]:
         return [self.trunk.layer4[-1]]
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``fc`` for ``num_classes`` classes (see :meth:`FERModel.reset_classifier`)."""
+        n = check_num_classes(num_classes)
+        self.fc = new_linear(self.fc, n)
+        self._set_num_classes(n)
+
     def convert_state_dict(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str, list[str]]:
         """torchvision naming (``conv1.weight``, ``layer1.0.conv1.weight``, ``fc.weight``; optionally ``module.``-
         prefixed) -> fernb naming (``trunk.conv1.weight``, ``trunk.layer1.0.conv1.weight``, ``fc.weight``). A
         classifier of another class count (ImageNet's 1000) is dropped."""
         out = {rename(k, TORCHVISION_RULES): v for k, v in sd.items()}
-        out, dropped = drop_mismatched_heads(out, self.state_dict(), lambda k: k.startswith("fc."))
+        out, dropped = drop_mismatched_heads(out, self.state_dict(), self.pretrained_cfg.is_classifier)
         return out, "torchvision ResNet", dropped
+
+
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": ("trunk.conv1",),
+                            "classifier": ("fc",), "paper": "https://arxiv.org/abs/1512.03385", **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "resnet18.official": _cfg(
+        input_size=(3, 224, 224), num_classes=7, weight_files=("resnet18-f37072fd.pth",),
+        source="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        notes="torchvision's ImageNet ResNet-18 (resnet18-5c106cde.pth before torchvision 0.13): the trunk loads, "
+              "its 1000-class fc is dropped (strict=False)"),
+    "resnet18.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
+                          notes="fernb's CPU-size preset (width 16, small stem): no published weights"),
+})
 
 
 @register_model
 def resnet18(preset: str = "tiny", **overrides: object) -> ResNet:
     """ResNet-18 cross-entropy baseline (``official``: torchvision at 224 px; ``tiny``: width 16, 48 px)."""
-    return ResNet(build_config(ResNetConfig, preset, overrides))
+    return build_model(ResNet, build_config(ResNetConfig, preset, overrides), "resnet18", preset)
 
