@@ -141,6 +141,22 @@ def test_missing_file_says_where_weights_come_from(tmp_path: Path):
         quiet(fernb.create_model, "poster_v2", ir50_weights=str(tmp_path / "ir50.pth"))
 
 
+def test_constructors_never_open_files_the_builder_does(tmp_path: Path):
+    import dataclasses
+
+    from fernb.models.arbex import ARBEx, ARBExConfig
+    from fernb.models.poster import PosterV2
+
+    missing = str(tmp_path / "ir50.pth")
+    model = PosterV2(dataclasses.replace(PosterV2Config.tiny(), ir50_weights=missing, landmark_weights=missing))
+    assert model.backbone.load_reports == [] and model.backbone.frozen == {"image": False, "landmark": False}
+    ARBEx(dataclasses.replace(ARBExConfig.tiny_resnet18(), backbone_checkpoint=missing))
+    with pytest.raises(FileNotFoundError, match="ir50.pth.*Google Drive"):
+        quiet(fernb.create_model, "poster_v2", ir50_weights=missing)
+    with pytest.raises(FileNotFoundError):
+        quiet(fernb.create_model, "arbex", "tiny_resnet18", backbone_checkpoint=missing)
+
+
 def test_random_init_is_announced_once_per_process():
     poster_mod._RANDOM_INIT_WARNED.clear()
     with warnings.catch_warnings(record=True) as caught:

@@ -25,9 +25,9 @@ Notes on the timm adapter:
   (their gradient is zero and the map is flat), its input still does through the attention. The reshape drops the
   ``num_prefix_tokens`` and lays the rest on the patch grid (``patch_embed.grid_size``, or a square). Channels-last
   models (``output_fmt == "NHWC"``: Swin, ...) are permuted to (B, C, H, W).
-- Nothing is ever downloaded: ``pretrained=True`` is refused. ``backbone_checkpoint`` loads a local file after
-  construction (:func:`load_backbone_checkpoint`); without one the backbone starts from random init and a warning
-  says so once per model name and process.
+- Nothing is ever downloaded: ``pretrained=True`` is refused. ``backbone_checkpoint`` is a local file the builder
+  loads after construction (:func:`load_backbone_weights`); without one the backbone starts from random init and a
+  warning says so once per model name and process.
 - ``timm`` is imported inside :class:`TimmEmbedding` only: importing it costs ~1.5 s on a 2-core CPU
   (``python -X importtime``; torch itself ~1.4 s, the rest of :mod:`fernb.models.arbex` ~25 ms). The registry
   imports it anyway (``adcorre`` needs it), so this only spares ``from fernb.models.arbex import ...``.
@@ -42,13 +42,14 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from torch import Tensor, nn
 
+from ._base import prefixed_features
 from ._convert import DROP, Rule, rename_key
 from ._weights import CheckpointMismatchError, KeyReport, read_state_dict, report_keys
 from .poster import PosterBackboneConfig, PosterV2Backbone, _warn_once
 from .resnet import ResNetTrunk, init_resnet_weights
 
-__all__ = ["ARBExBackbone", "PosterV2Embedding", "ResNet18Embedding", "TimmEmbedding", "BACKBONE_HELP",
-           "parse_backbone", "create_backbone", "load_backbone_checkpoint"]
+__all__ = ["ARBExBackbone", "PosterV2Embedding", "ResNet18Embedding", "TimmEmbedding", "TimmModel", "BACKBONE_HELP",
+           "parse_backbone", "build_backbone", "create_backbone", "load_backbone_checkpoint", "load_backbone_weights"]
 
 BACKBONE_HELP = "'poster_v2', 'resnet18' or 'timm:<model name>' (e.g. 'timm:resnet10t', 'timm:vit_tiny_patch16_224')"
 RESNET18_KWARGS = ("width", "stem", "stem_stride")
@@ -63,10 +64,18 @@ class ARBExBackbone(Protocol):
 
     Attributes:
         embed_dim: D, the width of the embedding ``forward`` returns.
+        num_features: channels (or token width) of ``forward_features``' output.
+        feature_info: its feature maps, as :attr:`fernb.models.FERModel.feature_info` (names inside the adapter).
     """
 
     @property
     def embed_dim(self) -> int: ...
+
+    @property
+    def num_features(self) -> int: ...
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]: ...
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, 3, H, W) -> embedding (B, D)."""
@@ -109,10 +118,14 @@ def parse_backbone(spec: str) -> tuple[str, str | None]:
 class PosterV2Embedding(PosterV2Backbone):
     """:class:`~fernb.models.poster.PosterV2Backbone` with ``embed_dim``: same modules, keys and numbers."""
 
-    load_report: KeyReport | None
+    load_report: KeyReport | None = None
 
     @property
     def embed_dim(self) -> int:
+        return int(self.cfg.embed_dim)
+
+    @property
+    def num_features(self) -> int:
         return int(self.cfg.embed_dim)
 
 
@@ -128,13 +141,14 @@ class ResNet18Embedding(nn.Module):
         stem_stride: stride of the small stem.
     """
 
-    load_report: KeyReport | None
+    load_report: KeyReport | None = None
 
     def __init__(self, width: int = 64, stem: str = "imagenet", stem_stride: int = 1) -> None:
         super().__init__()
         self.trunk = ResNetTrunk((2, 2, 2, 2), width, stem, 3, stem_stride)
         init_resnet_weights(self.trunk)
-        self.embed_dim = int(self.trunk.num_features)
+        self.embed_dim = self.num_features = int(self.trunk.num_features)
+        self.feature_info = prefixed_features(self.trunk.feature_info, "trunk.")
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> ``layer4`` map (B, D, h, w)."""
@@ -167,12 +181,14 @@ class ResNet18Embedding(nn.Module):
         return out, dropped
 
 
-class _TimmModel(Protocol):
-    """What the adapter uses of a timm model (``timm.create_model`` is typed as returning a plain ``nn.Module``);
+class TimmModel(Protocol):
+    """What fernb uses of a timm model (``timm.create_model`` is typed as returning a plain ``nn.Module``);
     ``num_prefix_tokens`` exists on token models only."""
 
     num_features: int
     num_prefix_tokens: int
+    feature_info: list[dict[str, Any]]
+    pretrained_cfg: dict[str, Any]
 
     def forward_features(self, x: Tensor) -> Tensor: ...
 
@@ -194,7 +210,7 @@ class TimmEmbedding(nn.Module):
             ``checkpoint_path``, ``pretrained_cfg_overlay``: weights come from ``backbone_checkpoint`` only).
     """
 
-    load_report: KeyReport | None
+    load_report: KeyReport | None = None
 
     def __init__(self, name: str, img_size: int | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -219,7 +235,9 @@ class TimmEmbedding(nn.Module):
             model = timm.create_model(name, **base)
         self.name = name
         self.model = model
-        self.embed_dim = int(getattr(model, "head_hidden_size", None) or cast(_TimmModel, model).num_features)
+        self.embed_dim = int(getattr(model, "head_hidden_size", None) or cast(TimmModel, model).num_features)
+        self.num_features = int(cast(TimmModel, model).num_features)
+        self.feature_info = prefixed_features(getattr(model, "feature_info", None) or [], "model.")
         if isinstance(getattr(model, "num_prefix_tokens", None), int):
             self.output_fmt = "NLC"
         else:
@@ -227,11 +245,11 @@ class TimmEmbedding(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> the timm model's ``forward_features``: (B, C, h, w), (B, N, C) or (B, h, w, C)."""
-        return cast(_TimmModel, self.model).forward_features(x)
+        return cast(TimmModel, self.model).forward_features(x)
 
     def pool(self, features: Tensor) -> Tensor:
         """Features -> (B, D): the timm model's own pooling (and conv head / norm), without the classifier."""
-        return cast(_TimmModel, self.model).forward_head(features, pre_logits=True)
+        return cast(TimmModel, self.model).forward_head(features, pre_logits=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, D)."""
@@ -258,7 +276,7 @@ class TimmEmbedding(nn.Module):
             return _channels_first
         if self.output_fmt != "NLC":
             return None
-        prefix = int(cast(_TimmModel, self.model).num_prefix_tokens)
+        prefix = int(cast(TimmModel, self.model).num_prefix_tokens)
         grid = getattr(getattr(self.model, "patch_embed", None), "grid_size", None)
 
         def reshape(t: Tensor) -> Tensor:
@@ -325,44 +343,64 @@ def load_backbone_checkpoint(backbone: ResNet18Embedding | TimmEmbedding, path: 
     return rep
 
 
-def create_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None,
-                    checkpoint: str | Path | None = None) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
-    """Build the adapter named by ``spec``, then load ``checkpoint`` into it (adapters never open files).
+def build_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None
+                   ) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
+    """The adapter named by ``spec``, built without reading any file (what ARBEx's constructor calls; the builder
+    then loads weights with :func:`load_backbone_weights`).
 
     Args:
         cfg: the ARBEx config: POSTER_V2 sizes for ``"poster_v2"``; ``img_size`` for timm models that take it.
         spec: ``"poster_v2"``, ``"resnet18"`` or ``"timm:<name>"``.
         kwargs: ``backbone_kwargs`` (``resnet18``: ``width``, ``stem``, ``stem_stride``; timm: any
             ``timm.create_model`` argument but the reserved ones).
-        checkpoint: a local weight file for the ``resnet18`` or timm backbone.
-
-    Returns:
-        An :class:`ARBExBackbone`; ``load_report`` (a :class:`~fernb.models._weights.KeyReport` or None) says what
-        ``checkpoint`` loaded.
     """
     family, name = parse_backbone(spec)
     kwargs = dict(kwargs or {})
-    backbone: PosterV2Embedding | ResNet18Embedding | TimmEmbedding
     if family == "poster_v2":
-        backbone = PosterV2Embedding(cfg)
-    elif family == "resnet18":
+        return PosterV2Embedding(cfg)
+    if family == "resnet18":
         unknown = sorted(set(kwargs) - set(RESNET18_KWARGS))
         if unknown:
             raise ValueError(f"backbone_kwargs {unknown} do not apply to the resnet18 backbone; it takes "
                              f"{list(RESNET18_KWARGS)}")
-        backbone = ResNet18Embedding(**kwargs)
-    else:
-        assert name is not None
-        backbone = TimmEmbedding(name, img_size=getattr(cfg, "img_size", None), **kwargs)
+        return ResNet18Embedding(**kwargs)
+    assert name is not None
+    return TimmEmbedding(name, img_size=getattr(cfg, "img_size", None), **kwargs)
+
+
+def load_backbone_weights(backbone: PosterV2Embedding | ResNet18Embedding | TimmEmbedding,
+                          checkpoint: str | Path | None) -> KeyReport | None:
+    """Load ``checkpoint`` into a ``resnet18`` or timm adapter (its ``load_report``), or, without one, say once per
+    model and process that a timm backbone starts from random init. (POSTER_V2's pretrained parts come from
+    ``ir50_weights`` / ``landmark_weights``: :func:`fernb.models.poster.load_pretrained_parts`.)
+
+    Raises:
+        ValueError: a checkpoint for the POSTER_V2 adapter.
+        FileNotFoundError, CheckpointMismatchError: see :func:`load_backbone_checkpoint`.
+    """
     backbone.load_report = None
     if checkpoint is not None:
         if isinstance(backbone, PosterV2Embedding):
             raise ValueError("backbone_checkpoint is for the resnet18 and timm backbones; POSTER_V2 takes its "
                              "pretrained parts from ir50_weights / landmark_weights")
         backbone.load_report = load_backbone_checkpoint(backbone, checkpoint)
-    elif family == "timm":
-        _warn_once(f"arbex-timm-random-init:{name}",
-                   f"ARBEx backbone 'timm:{name}' starts from random init: fernb never downloads weights. Give a "
-                   "local file as backbone_checkpoint (safetensors or a torch state dict of the same timm model) to "
-                   "start from pretrained weights. Said once per model and process.")
+    elif isinstance(backbone, TimmEmbedding):
+        _warn_once(f"arbex-timm-random-init:{backbone.name}",
+                   f"ARBEx backbone 'timm:{backbone.name}' starts from random init: fernb never downloads weights. "
+                   "Give a local file as backbone_checkpoint (safetensors or a torch state dict of the same timm "
+                   "model) to start from pretrained weights. Said once per model and process.")
+    return backbone.load_report
+
+
+def create_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None,
+                    checkpoint: str | Path | None = None) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
+    """Build the adapter named by ``spec`` (:func:`build_backbone`), then load ``checkpoint`` into it
+    (:func:`load_backbone_weights`; adapters never open files).
+
+    Returns:
+        An :class:`ARBExBackbone`; ``load_report`` (a :class:`~fernb.models._weights.KeyReport` or None) says what
+        ``checkpoint`` loaded.
+    """
+    backbone = build_backbone(cfg, spec, kwargs)
+    load_backbone_weights(backbone, checkpoint)
     return backbone

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch.nn.functional as F
@@ -45,8 +45,11 @@ from timm.layers import create_pool2d
 from timm.models.xception import Xception
 from torch import Tensor, nn
 
-from ._base import FERModel, ModelOutput
+from ._backbones import TimmModel
+from ._base import FERModel, ModelOutput, check_num_classes, new_linear, prefixed_features
+from ._builder import build_model
 from ._keras import convert_keras_adcorre, format_mismatch
+from ._pretrained import UNIT_MEAN, UNIT_STD, PretrainedCfg, register_pretrained_cfgs
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError
 
@@ -112,6 +115,7 @@ class AdCorre(FERModel):
     """timm backbone + k L2-normalised embedding heads + linear classifier; ``forward`` gives :class:`AdCorreOutput`."""
 
     config: AdCorreConfig
+    pretrained_tag = "adcorre"
 
     def __init__(self, config: AdCorreConfig | None = None) -> None:
         super().__init__()
@@ -121,23 +125,31 @@ class AdCorre(FERModel):
         except RuntimeError as exc:  # timm's "Unknown model"
             raise ValueError(f"AdCorreConfig.backbone={cfg.backbone!r}: {exc}. Use a name from timm.list_models(), "
                              "e.g. 'legacy_xception' or 'resnet18'.") from None
+        timm_model = cast(TimmModel, self.backbone)
+        info = list(timm_model.feature_info)
         if cfg.keras_compat:
             _keras_numerics(self.backbone)
         if cfg.stem_stride is not None:
             _set_stem_stride(self.backbone, cfg.backbone, cfg.stem_stride)
-        # size of forward_head(pre_logits=True): the pooled features (after a conv head for e.g. MobileNetV3)
-        self.num_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+            # conv1's stride 2 becomes stem_stride and the max-pool after act1 goes: the stem's stride 4 does too
+            info = [dict(d, reduction=d["reduction"] * cfg.stem_stride // (2 if d["module"] == "act1" else 4))
+                    for d in info]
+        self.num_features = int(timm_model.num_features)  # channels of forward_features' map (or tokens)
+        self.feature_info = prefixed_features(info, "backbone.")
+        # the pooled features forward_head(pre_logits=True) gives (after a conv head for e.g. MobileNetV3)
+        pooled = int(getattr(self.backbone, "head_hidden_size", None) or timm_model.num_features)
         k, d = cfg.num_embeddings, cfg.embedding_dim
-        self.heads = nn.Linear(self.num_features, k * d)
+        self.head_hidden_size = k * d
+        self.heads = nn.Linear(pooled, k * d)
         self.drop = nn.Dropout(cfg.drop_rate)
         self.fc = nn.Linear(k * d, cfg.num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> the backbone's last feature map (B, F, h, w) (tokens (B, N, F) for a ViT)."""
-        return self.backbone.forward_features(x)
+        return cast(TimmModel, self.backbone).forward_features(x)
 
     def _embeddings(self, features: Tensor) -> Tensor:
-        pooled = self.backbone.forward_head(features, pre_logits=True)
+        pooled = cast(TimmModel, self.backbone).forward_head(features, pre_logits=True)
         e = self.heads(pooled).unflatten(1, (self.config.num_embeddings, self.config.embedding_dim))
         return F.normalize(e, dim=-1, eps=1e-12).transpose(0, 1)  # (k, B, d)
 
@@ -174,7 +186,19 @@ class AdCorre(FERModel):
 
     def cam_target_layers(self) -> list[nn.Module]:
         """The backbone's last feature stage (timm ``feature_info``)."""
-        return [self.backbone.get_submodule(self.backbone.feature_info[-1]["module"])]
+        return [self.get_submodule(self.feature_info[-1]["module"])]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``fc`` for ``num_classes`` classes; the embedding heads stay. See :meth:`FERModel.reset_classifier`."""
+        n = check_num_classes(num_classes)
+        self.fc = new_linear(self.fc, n)
+        self._set_num_classes(n)
+
+    def resolve_pretrained_cfg(self, cfg: PretrainedCfg) -> PretrainedCfg:
+        """The registered cfg for this model, with the first convolution of its timm backbone."""
+        first = cast(TimmModel, self.backbone).pretrained_cfg.get("first_conv") or ()
+        first = (first,) if isinstance(first, str) else tuple(first)
+        return super().resolve_pretrained_cfg(cfg).replace(first_conv=tuple(f"backbone.{n}" for n in first))
 
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         """None for CNN backbones; for token backbones, drop the prefix tokens and reshape to (B, F, h, w)."""
@@ -212,7 +236,25 @@ def _keras_numerics(backbone: nn.Module) -> None:
                 setattr(module, child_name, create_pool2d("max", child.kernel_size, child.stride, padding="same"))
 
 
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{"mean": UNIT_MEAN, "std": UNIT_STD, "first_conv": ("backbone.conv1",),
+                            "classifier": ("fc",), "source": "https://github.com/aliprf/Ad-Corre",
+                            "paper": "Fard, Mahoor, IEEE Access 10:26756-26768, 2022", **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "adcorre.official": _cfg(
+        input_size=(3, 224, 224), num_classes=7,
+        weight_files=("AffectNet_6336.h5", "RafDB_8696.h5", "Fer2013_7203.h5",
+                      "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        notes="Keras HDF5 files: the three trained models (AffectNet-7, RAF-DB, FER-2013) and the Keras ImageNet "
+              "Xception they start from (backbone only: strict=False); read with h5py"),
+    "adcorre.tiny": _cfg(input_size=(3, 64, 64), num_classes=8,
+                         notes="fernb's CPU-size preset (a width-16 timm ResNet-18): no published weights"),
+})
+
+
 @register_model
 def adcorre(preset: str = "tiny", **overrides: object) -> AdCorre:
     """Ad-Corre (timm backbone + k embedding heads); train with ``create_loss("adcorre")``."""
-    return AdCorre(build_config(AdCorreConfig, preset, overrides))
+    return build_model(AdCorre, build_config(AdCorreConfig, preset, overrides), "adcorre", preset)

@@ -95,17 +95,34 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from ._backbones import ARBExBackbone, create_backbone, parse_backbone
-from ._base import FERModel, ModelOutput
+from ._backbones import (
+    ARBExBackbone,
+    ResNet18Embedding,
+    TimmEmbedding,
+    TimmModel,
+    build_backbone,
+    load_backbone_weights,
+    parse_backbone,
+)
+from ._base import FERModel, ModelOutput, check_num_classes, new_linear, prefixed_features
+from ._builder import build_model
 from ._convert import Rule, rename_key
+from ._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, register_pretrained_cfgs
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, read_state_dict
-from .poster import PosterBackboneConfig, _tiny_backbone, convert_backbone_state_dict
+from .poster import (
+    POSTER_FIRST_CONV,
+    PosterBackboneConfig,
+    PosterV2Backbone,
+    _tiny_backbone,
+    convert_backbone_state_dict,
+    load_pretrained_parts,
+)
 
 __all__ = ["ARBExConfig", "ARBEx", "ARBExOutput", "read_official_arbex", "normalized_entropy", "arbex"]
 
@@ -132,7 +149,8 @@ class ARBExConfig(PosterBackboneConfig):
             ``timm.create_model`` argument but ``pretrained``, ``num_classes``, ``in_chans``, ``checkpoint_path``
             (timm models that take ``img_size`` get the config's unless given here). Empty for ``poster_v2``.
         backbone_checkpoint: a local weight file for the ``resnet18`` or timm backbone (safetensors or a torch state
-            dict, read with ``weights_only=True``), loaded strictly at construction; None: random init.
+            dict, read with ``weights_only=True``), loaded strictly by the builder after construction; None: random
+            init.
         embed_norm: ``"none"`` or ``"layernorm"`` on the pooled embedding; None: ``"none"`` for POSTER_V2,
             ``"layernorm"`` otherwise (module docstring).
         embed_dim: D. POSTER_V2: its token width; other backbones: set from the backbone when the model is built.
@@ -359,25 +377,40 @@ class ARBEx(FERModel):
     """
 
     config: ARBExConfig
+    pretrained_tag = "arbex"
 
     def __init__(self, cfg: ARBExConfig) -> None:
         super().__init__()
         cfg = cfg.resolved()
         self.default_behaviour = cfg.behaviour
-        self.backbone: ARBExBackbone = create_backbone(cfg, cfg.backbone, cfg.backbone_kwargs, cfg.backbone_checkpoint)
+        # no file is read here: the builder loads backbone_checkpoint / ir50_weights / landmark_weights afterwards
+        self.backbone: ARBExBackbone = build_backbone(cfg, cfg.backbone, cfg.backbone_kwargs)
         d = int(self.backbone.embed_dim)
         if d != cfg.embed_dim:
             cfg = dataclasses.replace(cfg, embed_dim=d)
         self.config = cfg
-        self.embed_dim = d
+        self.embed_dim = self.head_hidden_size = d
+        self.num_features = int(self.backbone.num_features)
+        self.feature_info = prefixed_features(self.backbone.feature_info, "backbone.")
         self.embed_norm = nn.LayerNorm(d, eps=1e-6) if cfg.embed_norm == "layernorm" else nn.Identity()
         self.head = MLPHead(d, tuple(cfg.hidden_sizes), cfg.num_classes, cfg.head_batch_norm, cfg.head_dropout)
-        self.anchors = nn.Parameter(torch.zeros(cfg.num_classes, cfg.num_anchors, d))
-        if cfg.anchor_init == "normal":
-            nn.init.normal_(self.anchors, std=cfg.anchor_init_std)
-        self.attention = ReliabilityAttention(d, cfg.num_classes, cfg.attn_anchors, cfg.attn_heads,
-                                              cfg.attention_context)
+        self.anchors = self._new_anchors(cfg.num_classes)
+        self.attention = self._new_attention(cfg.num_classes)
         self.trust = float(cfg.trust)
+
+    def _new_anchors(self, num_classes: int, like: Tensor | None = None) -> nn.Parameter:
+        """(C, k, D) anchors, initialised as ``anchor_init`` says (on ``like``'s device and dtype)."""
+        cfg = self.config
+        device, dtype = (None, None) if like is None else (like.device, like.dtype)
+        anchors = nn.Parameter(torch.zeros(num_classes, cfg.num_anchors, self.embed_dim, device=device, dtype=dtype))
+        if cfg.anchor_init == "normal":
+            nn.init.normal_(anchors, std=cfg.anchor_init_std)
+        return anchors
+
+    def _new_attention(self, num_classes: int) -> ReliabilityAttention:
+        cfg = self.config
+        return ReliabilityAttention(self.embed_dim, num_classes, cfg.attn_anchors, cfg.attn_heads,
+                                    cast(str, cfg.attention_context))
 
     @property
     def behaviour(self) -> str:
@@ -416,6 +449,31 @@ class ARBEx(FERModel):
         """The backbone's Grad-CAM layers (:mod:`fernb.models._backbones`)."""
         return self.backbone.cam_target_layers()
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """Everything sized by the class count, new for ``num_classes`` classes: the head's last layer, the anchors
+        (C, k, D; ``anchor_init``) and the attention branch (C * k_att wide). The embedding and the hidden layers
+        stay. See :meth:`FERModel.reset_classifier`."""
+        n = check_num_classes(num_classes)
+        self.head.fc = new_linear(self.head.fc, n)
+        anchors = self._new_anchors(n, like=self.anchors)
+        anchors.requires_grad_(self.anchors.requires_grad)
+        self.anchors = anchors
+        ref = self.attention.q.weight
+        self.attention = self._new_attention(n).to(device=ref.device, dtype=ref.dtype).train(
+            self.attention.training).requires_grad_(ref.requires_grad)
+        self._set_num_classes(n)
+
+    def resolve_pretrained_cfg(self, cfg: PretrainedCfg) -> PretrainedCfg:
+        """The registered cfg for this model, with the first convolution of its backbone."""
+        cfg = super().resolve_pretrained_cfg(cfg)
+        if isinstance(self.backbone, ResNet18Embedding):
+            return cfg.replace(first_conv=("backbone.trunk.conv1",))
+        if isinstance(self.backbone, TimmEmbedding):
+            first = cast(TimmModel, self.backbone.model).pretrained_cfg.get("first_conv") or ()
+            first = (first,) if isinstance(first, str) else tuple(first)
+            return cfg.replace(first_conv=tuple(f"backbone.model.{n}" for n in first))
+        return cfg.replace(first_conv=POSTER_FIRST_CONV)
+
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         """Token activations -> (B, C, h, w) maps; None for CNN backbones, whose target already is a map."""
         return self.backbone.cam_reshape_transform()
@@ -439,7 +497,7 @@ class ARBEx(FERModel):
         p = torch.softmax(head_logits / cfg.temperature, -1)
         c_p = self.confidence(p)
         d = self.anchor_distances(e)
-        l_g = torch.softmax(-d.flatten(1) / cfg.delta, -1).view_as(d).sum(-1)
+        l_g = torch.softmax(-d.flatten(1) / cast(float, cfg.delta), -1).view_as(d).sum(-1)
         c_g = self.confidence(l_g)
         l_a = self.attention(e, self.anchors)
         c_a = self.confidence(l_a)
@@ -492,7 +550,8 @@ class ARBEx(FERModel):
             return sd, None, []
         if any(k.startswith("landmark.path_") for k in sd):  # a bare official vit.*.pth file
             sd = {f"vit.{k}": v for k, v in sd.items()}
-        out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, self.backbone, prefix="backbone.")
+        poster = self.backbone if isinstance(self.backbone, PosterV2Backbone) else None
+        out, naming, dropped, rest = convert_backbone_state_dict(sd, self.config, poster, prefix="backbone.")
         rules = _head_rules(len(self.config.hidden_sizes), self.config.head_batch_norm)
         attn_found = False
         for k, v in rest.items():
@@ -553,9 +612,39 @@ def read_official_arbex(
     return out
 
 
+def load_pretrained(model: ARBEx) -> None:
+    """The builder step of ``arbex``: POSTER_V2's ``ir50_weights`` / ``landmark_weights``
+    (:func:`~fernb.models.poster.load_pretrained_parts`) or the other backbones' ``backbone_checkpoint``
+    (:func:`~fernb.models._backbones.load_backbone_weights`)."""
+    if isinstance(model.backbone, PosterV2Backbone):
+        load_pretrained_parts(model)
+    else:
+        load_backbone_weights(cast("ResNet18Embedding | TimmEmbedding", model.backbone),
+                              model.config.backbone_checkpoint)
+
+
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": POSTER_FIRST_CONV,
+                            "classifier": ("head.fc", "anchors", "attention"),
+                            "source": "https://github.com/takihasan/ARBEx", "paper": "https://arxiv.org/abs/2305.01486",
+                            **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "arbex.official": _cfg(
+        input_size=(3, 224, 224), num_classes=8, weight_files=("ir50.pth", "mobilefacenet.pth"),
+        notes="train.py starts from IR-50 and MobileFaceNet files it never published (POSTER_V2's ir50.pth and "
+              "mobilefacenet_model_best.pth.tar load in their place); no trained ARBEx checkpoint was released"),
+    "arbex.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
+                       notes="fernb's CPU-size preset (narrow POSTER_V2, 128-d): no published weights"),
+    "arbex.tiny_resnet18": _cfg(input_size=(3, 48, 48), num_classes=8, first_conv=("backbone.trunk.conv1",),
+                                notes="the tiny head on fernb's width-16 ResNet-18 trunk: no published weights"),
+})
+
+
 @register_model
 def arbex(preset: str = "tiny", **overrides: Any) -> ARBEx:
     """ARBEx. Presets: ``official`` (224 -> 112 px, 768-d, 8 classes), ``tiny`` (48 px, 128-d), ``tiny_resnet18``
     (``tiny`` on a width-16 ResNet-18). ``behaviour``: ``"fixed"`` (default) or ``"official"``. ``backbone``:
     ``"poster_v2"`` (default), ``"resnet18"`` or ``"timm:<name>"``."""
-    return ARBEx(build_config(ARBExConfig, preset, overrides))
+    return build_model(ARBEx, build_config(ARBExConfig, preset, overrides), "arbex", preset, load_pretrained)

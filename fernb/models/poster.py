@@ -47,9 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import FERModel, ModelOutput
+from ._base import FERModel, ModelOutput, check_num_classes, feature, new_linear, prefixed_features
 from ._blocks import Attention, ConvBNAct, DepthWiseBlock, DropPath, IRBlock, Mlp, SEGate, TransformerBlock
+from ._builder import build_model
 from ._convert import DROP, Rule, rename, rename_key, under
+from ._pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, pretrained_cfg_of, register_pretrained_cfgs
 from ._registry import build_config, register_model
 from ._weights import CheckpointMismatchError, KeyReport, read_state_dict
 
@@ -61,6 +63,7 @@ __all__ = [
     "PosterV2Output",
     "convert_backbone_state_dict",
     "load_pretrained_backbones",
+    "load_pretrained_parts",
     "poster_v2",
 ]
 
@@ -89,8 +92,10 @@ class PosterBackboneConfig:
         vit_heads: ViT heads (8 officially).
         vit_mlp_ratio: ViT MLP ratio.
         fused_attention: use ``F.scaled_dot_product_attention`` (same numbers to float rounding, faster).
-        ir50_weights: path of an IR-50 file (POSTER_V2's ``ir50.pth``, face.evoLVe or ARBEx naming), or None.
-        landmark_weights: path of a MobileFaceNet file (``mobilefacenet_model_best.pth.tar`` or ARBEx naming), or None.
+        ir50_weights: path of an IR-50 file (POSTER_V2's ``ir50.pth``, face.evoLVe or ARBEx naming), or None; read by
+            the builder (``create_model``, :func:`load_pretrained_parts`), never by the constructor.
+        landmark_weights: path of a MobileFaceNet file (``mobilefacenet_model_best.pth.tar`` or ARBEx naming), or None;
+            read by the builder.
         freeze_ir50: True/False, or None for "frozen if and only if ``ir50_weights`` was loaded".
         freeze_landmark: same for the landmark branch.
         frozen_bn_eval: keep the BatchNorm layers of frozen branches in eval mode during training (the official code
@@ -333,7 +338,14 @@ class PosterV2Backbone(nn.Module):
     Attributes:
         image: IR-50 stages 1-3. landmark: MobileFaceNet features. landmark_proj: conv3x3 from the landmark scale-3
         width to ``dims[2]``. scales: the three :class:`CrossScale`. cls_token, pos_embed, blocks, norm: the ViT.
-        se: the SE gate. load_reports: key reports of the pretrained files loaded at construction.
+        se: the SE gate. load_reports: key reports of the pretrained files the builder loaded
+        (:func:`load_pretrained_parts`). frozen: which branches do not train. feature_info: the branches' maps and
+        the ViT blocks' tokens (timm's ``feature_info``; reductions relative to ``img_size``).
+
+    The constructor never opens a file: ``ir50_weights`` / ``landmark_weights`` are loaded by the builder
+    (``create_model`` / the registered entry points) after construction, which then freezes the branches the
+    config asks for (``freeze_ir50`` / ``freeze_landmark`` None: those whose weights it loaded). Built directly,
+    the backbone starts from random init and freezes only the branches the config sets to True.
     """
 
     def __init__(self, cfg: PosterBackboneConfig) -> None:
@@ -359,15 +371,23 @@ class PosterV2Backbone(nn.Module):
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.se = SEGate(cfg.embed_dim)
         self._init_weights()
-        self.load_reports: list[KeyReport] = load_pretrained_backbones(
-            self, ir50=cfg.ir50_weights, landmark=cfg.landmark_weights)
-        self.frozen = {
-            "image": cfg.freeze_ir50 if cfg.freeze_ir50 is not None else cfg.ir50_weights is not None,
-            "landmark": cfg.freeze_landmark if cfg.freeze_landmark is not None else cfg.landmark_weights is not None,
-        }
+        f = cfg.img_size / res  # the input is resized to the backbone resolution first
+        lm = (cfg.dims[0], cfg.dims[1], self.landmark.out_channels)
+        self.feature_info = [
+            *[feature(cfg.dims[i], 2 ** (i + 1) * f, f"image.stages.{i}") for i in range(3)],
+            *[feature(lm[i], 2 ** (i + 2) * f, f"landmark.stages.{i}") for i in range(3)],
+            *[feature(cfg.embed_dim, 16 * f, f"blocks.{i}") for i in range(cfg.depth)],
+        ]
+        self.load_reports: list[KeyReport] = []
+        self.frozen = {"image": False, "landmark": False}
+        self.freeze(image=bool(cfg.freeze_ir50), landmark=bool(cfg.freeze_landmark))
+
+    def freeze(self, image: bool, landmark: bool) -> None:
+        """Stop (or restore) the gradients of the IR-50 (``image``) and MobileFaceNet (``landmark``) branches; with
+        ``frozen_bn_eval`` their BatchNorm layers also stay in eval mode while training."""
+        self.frozen = {"image": bool(image), "landmark": bool(landmark)}
         for name, frozen in self.frozen.items():
-            if frozen:
-                getattr(self, name).requires_grad_(False)
+            getattr(self, name).requires_grad_(not frozen)
 
     def _init_weights(self) -> None:
         # The official code: ViT Linear trunc-normal 0.01 (LN 1/0), cls/pos trunc-normal 0.02, relative-position
@@ -473,14 +493,15 @@ class PosterV2(FERModel):
     """POSTER_V2 classifier: :class:`PosterV2Backbone` and a linear head on the 768-d embedding."""
 
     config: PosterV2Config
+    pretrained_tag = "poster_v2"
 
     def __init__(self, cfg: PosterV2Config) -> None:
         super().__init__()
         self.config = cfg
         self.backbone = PosterV2Backbone(cfg)
-        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
+        self.num_features = self.head_hidden_size = cfg.embed_dim
+        self.feature_info = prefixed_features(self.backbone.feature_info, "backbone.")
+        self.head = _init_head(nn.Linear(cfg.embed_dim, cfg.num_classes))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> normalised ViT tokens (B, 1 + 3*g*g, D)."""
@@ -501,6 +522,13 @@ class PosterV2(FERModel):
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor]:
         return self.backbone.cam_reshape_transform()
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new linear ``head`` for ``num_classes`` classes, initialised as the official one (trunc-normal 0.01,
+        zero bias); see :meth:`FERModel.reset_classifier`."""
+        n = check_num_classes(num_classes)
+        self.head = _init_head(new_linear(self.head, n))
+        self._set_num_classes(n)
+
     def convert_state_dict(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str | None, list[str]]:
         """Official POSTER_V2 (``pyramid_trans_expr2``) or ARBEx naming -> fernb naming.
 
@@ -511,6 +539,14 @@ class PosterV2(FERModel):
         for k, v in rest.items():
             out[rename(k, _POSTER_HEAD_RULES)] = v
         return out, naming, dropped
+
+
+def _init_head(head: nn.Linear) -> nn.Linear:
+    """The official initialisation of the classifier: trunc-normal weights of std 0.01, zero bias."""
+    with torch.no_grad():
+        nn.init.trunc_normal_(head.weight, std=0.01)
+        nn.init.zeros_(head.bias)
+    return head
 
 
 # ---------------------------------------------------------------------------------------------------- weight naming
@@ -752,16 +788,15 @@ def convert_backbone_state_dict(
 
 # ---------------------------------------------------------------------------------------------------- pretrained files
 
-_WEIGHTS_HELP = (
-    "POSTER_V2's README links both files (ir50.pth: Google Drive id 17QAIPlpZUwkQzOTNiu-gUFLTqAxS-qHt; "
-    "mobilefacenet_model_best.pth.tar: 1SMYP5NDkmDE3eLlciN7Z4px-bvFEuHEX, also in py-feat's v0.1 release)"
-)
+def _weights_help() -> str:
+    """Where the two pretrained files come from (the ``poster_v2.official`` pretrained cfg's notes)."""
+    return f"POSTER_V2's README links both files ({pretrained_cfg_of('poster_v2.official').notes})"
 
 
 def _load_branch(backbone: PosterV2Backbone, path: str | Path, branch: str) -> KeyReport:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{branch} weights {path} do not exist. {_WEIGHTS_HELP}; or set "
+        raise FileNotFoundError(f"{branch} weights {path} do not exist. {_weights_help()}; or set "
                                 f"{'ir50_weights' if branch == 'image' else 'landmark_weights'}=None for random init.")
     sd = read_state_dict(path)
     module: nn.Module = getattr(backbone, branch)
@@ -790,7 +825,7 @@ def _load_branch(backbone: PosterV2Backbone, path: str | Path, branch: str) -> K
     if not rep.ok:
         raise CheckpointMismatchError(
             f"{path} does not fit the {what} branch of this POSTER_V2 backbone:\n{rep}\n"
-            f"  what to do: pass the {what} file of the published models ({_WEIGHTS_HELP}) with the 'official' "
+            f"  what to do: pass the {what} file of the published models ({_weights_help()}) with the 'official' "
             "preset; the 'tiny' preset has other widths and cannot use pretrained backbones.")
     module.load_state_dict(mapped, strict=True)
     return rep
@@ -828,15 +863,57 @@ def load_pretrained_backbones(
         _warn_once("poster-random-init",
                    "fernb POSTER_V2 backbone: no ir50_weights / landmark_weights given, so IR-50 and MobileFaceNet "
                    "start from random init (the published POSTER_V2 and ARBEx start from pretrained face backbones; "
-                   f"{_WEIGHTS_HELP}). Said once per process.")
+                   f"{_weights_help()}). Said once per process.")
     return reports
+
+
+def load_pretrained_parts(model: nn.Module) -> list[KeyReport]:
+    """The builder step of ``poster_v2`` and ``arbex`` (on POSTER_V2): load the files the config names
+    (``ir50_weights``, ``landmark_weights``) into ``model.backbone`` with :func:`load_pretrained_backbones`, keep the
+    reports (``backbone.load_reports``), then freeze the branches the config asks for (``freeze_ir50`` /
+    ``freeze_landmark``; None: the branches whose weights were loaded). Models on other backbones are left as they
+    are (their adapters load their own checkpoint).
+
+    Raises:
+        FileNotFoundError, CheckpointMismatchError: see :func:`load_pretrained_backbones`.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, PosterV2Backbone):
+        return []
+    cfg = backbone.cfg
+    backbone.load_reports = load_pretrained_backbones(backbone, ir50=cfg.ir50_weights, landmark=cfg.landmark_weights)
+    loaded = {"image": cfg.ir50_weights is not None, "landmark": cfg.landmark_weights is not None}
+    backbone.freeze(image=loaded["image"] if cfg.freeze_ir50 is None else cfg.freeze_ir50,
+                    landmark=loaded["landmark"] if cfg.freeze_landmark is None else cfg.freeze_landmark)
+    return backbone.load_reports
 
 
 # ---------------------------------------------------------------------------------------------------- registry
 
 
+# The POSTER_V2 backbone's first convolutions (one per branch), under "backbone." in both models.
+POSTER_FIRST_CONV = ("backbone.image.stem.conv", "backbone.landmark.stages.0.0.conv")
+
+
+def _cfg(**kwargs: Any) -> PretrainedCfg:
+    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": POSTER_FIRST_CONV,
+                            "classifier": ("head",), "source": "https://github.com/Talented-Q/POSTER_V2",
+                            "paper": "https://arxiv.org/abs/2301.12149", **kwargs})
+
+
+default_cfgs = register_pretrained_cfgs({
+    "poster_v2.official": _cfg(
+        input_size=(3, 224, 224), num_classes=7, weight_files=("ir50.pth", "mobilefacenet_model_best.pth.tar"),
+        notes="ir50.pth: Google Drive id 17QAIPlpZUwkQzOTNiu-gUFLTqAxS-qHt; mobilefacenet_model_best.pth.tar: "
+              "1SMYP5NDkmDE3eLlciN7Z4px-bvFEuHEX, also in py-feat's v0.1 release"),
+    "poster_v2.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
+                           notes="fernb's CPU-size preset (widths 8/16/32, 128-d): no published weights"),
+})
+
+
 @register_model
 def poster_v2(preset: str = "tiny", **overrides: Any) -> PosterV2:
     """POSTER_V2 classifier. Presets: ``official`` (224 -> 112 px, 768-d, 7 classes), ``tiny`` (48 px, 128-d)."""
-    return PosterV2(build_config(PosterV2Config, preset, overrides))
+    return build_model(PosterV2, build_config(PosterV2Config, preset, overrides), "poster_v2", preset,
+                       load_pretrained_parts)
 
