@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from ..models import create_model
+from ..models import FERModel, create_model
 from .checkpoint import load_checkpoint
 from .config import ModelConfig, TrainConfig, load_config
 from .distributed import resolve_device
@@ -18,7 +16,7 @@ __all__ = ["build_model", "load_run"]
 
 
 def build_model(cfg: ModelConfig, num_classes: int, img_size: int | None = None, *, checkpoint: bool = True
-                ) -> nn.Module:
+                ) -> FERModel:
     """``create_model`` with the config's preset and overrides.
 
     ``img_size`` (the run's ``data.img_size``) is passed on to models whose config has an ``img_size`` field, unless
@@ -37,7 +35,7 @@ def build_model(cfg: ModelConfig, num_classes: int, img_size: int | None = None,
 
 
 def load_run(run_dir: str | Path, checkpoint: str | int = "best", *, device: str = "cpu"
-             ) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
+             ) -> tuple[TrainConfig, FERModel, dict[str, Any]]:
     """Rebuild a run's model from its config and a checkpoint, in eval mode.
 
     ``checkpoint``: ``"best"``, ``"last"``, or an epoch kept by ``run.keep_epochs`` (``3`` or ``"epoch-003"``;

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..data.transforms import to_display
 from ..engine.data import build_test_dataset
 from ..engine.factory import load_run
-from ..models._base import LogitsOnly
+from ..models._base import FERModel, LogitsOnly
 
 __all__ = [
     "CamResult",
@@ -219,7 +219,7 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def target_layer_names(model: nn.Module) -> list[str]:
+def target_layer_names(model: FERModel) -> list[str]:
     """Qualified names of ``model.cam_target_layers()`` (``"backbone.blocks.1.norm1"``, ...)."""
     names = {id(m): n for n, m in model.named_modules()}
     return [names.get(id(m), type(m).__name__) for m in model.cam_target_layers()]
@@ -255,7 +255,7 @@ def _as_targets(classes: int | Sequence[int] | np.ndarray | None, n: int) -> lis
 
 
 def compute_cams(
-    model: nn.Module,
+    model: FERModel,
     images: Tensor,
     classes: int | Sequence[int] | np.ndarray | None = None,
     *,
@@ -405,7 +405,7 @@ class CamModel:
     name: str
     run_dir: Path
     cfg: Any
-    model: nn.Module
+    model: FERModel
     class_names: list[str]
     dataset: Any = field(repr=False, default=None)
 
