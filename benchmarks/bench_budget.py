@@ -32,8 +32,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ferplus"
-ALL_METHODS = ("reference", "resnet18", "arbex", "arbex:resnet18", "arbex:poster_v2", "poster_v2", "arm", "adcorre",
-               "esr", "manet", "esr+diversity", "manet+diversity")
+ALL_METHODS = (
+    "reference",
+    "resnet18",
+    "arbex",
+    "arbex:resnet18",
+    "arbex:poster_v2",
+    "poster_v2",
+    "arm",
+    "adcorre",
+    "esr",
+    "manet",
+    "esr+diversity",
+    "manet+diversity",
+)
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
@@ -51,11 +63,17 @@ def method_config(spec: str, args: argparse.Namespace, out_dir: Path, seed: int)
     from fernb.engine.presets import merge_model_kwargs
 
     method, extra = parse_method(spec)
-    cfg = config_from_preset(f"{method}/ferplus@budget", data__root=str(args.root),
-                             schedule__budget_s=args.budget_s, run__out_dir=str(out_dir),
-                             run__name=f"{spec.replace(':', '-').replace('+', '-')}-s{seed}", run__seed=seed,
-                             run__quiet=not args.progress, run__threads=args.threads,
-                             run__keep_epochs=method == "arbex")
+    cfg = config_from_preset(
+        f"{method}/ferplus@budget",
+        data__root=str(args.root),
+        schedule__budget_s=args.budget_s,
+        run__out_dir=str(out_dir),
+        run__name=f"{spec.replace(':', '-').replace('+', '-')}-s{seed}",
+        run__seed=seed,
+        run__quiet=not args.progress,
+        run__threads=args.threads,
+        run__keep_epochs=method == "arbex",
+    )
     cfg.model.kwargs = merge_model_kwargs(dict(cfg.model.kwargs), extra)
     return cfg
 
@@ -73,11 +91,22 @@ def run_fernb(spec: str, args: argparse.Namespace, out_dir: Path, seed: int) -> 
     train_time = sum(r["train_samples"] / r["samples_per_second"] for r in rows if r["samples_per_second"])
     best = res.best_metrics
     record = RunDir(res.run_dir).read_record()
-    out = {"method": spec, "seed": seed, "img_s": samples / max(train_time, 1e-9), "steps": res.steps,
-           "epochs": len(rows), "seconds": res.train_seconds, "wall": wall, "best_epoch": res.best_epoch,
-           "acc": best.get("valid_accuracy"), "mca": best.get("valid_mean_class_accuracy"),
-           "f1": best.get("valid_macro_f1"), "precision": record.get("precision"),
-           "budget": record.get("budget"), "run_dir": str(res.run_dir)}
+    out = {
+        "method": spec,
+        "seed": seed,
+        "img_s": samples / max(train_time, 1e-9),
+        "steps": res.steps,
+        "epochs": len(rows),
+        "seconds": res.train_seconds,
+        "wall": wall,
+        "best_epoch": res.best_epoch,
+        "acc": best.get("valid_accuracy"),
+        "mca": best.get("valid_mean_class_accuracy"),
+        "f1": best.get("valid_macro_f1"),
+        "precision": record.get("precision"),
+        "budget": record.get("budget"),
+        "run_dir": str(res.run_dir),
+    }
     if cfg.model.name == "arbex":
         out["arbex"] = arbex_report(res.run_dir)
     return out
@@ -90,13 +119,15 @@ def arbex_report(run_dir: Path) -> dict[str, Any]:
 
     table = reliability_table(run_dir, "valid", "best")
     f, given = table.frame, table.codes("given")
-    branches = {name: float((table.codes(name) == given).mean()) for name in
-                ("primary", "anchor", "attention", "corrected")}
+    branches = {
+        name: float((table.codes(name) == given).mean()) for name in ("primary", "anchor", "attention", "corrected")
+    }
     conf = {name: float(np.median(f[f"c_{name}"])) for name in ("primary", "anchor", "attention", "corrected")}
     epochs = [c for c in list_checkpoints(run_dir) if c.startswith("epoch-")]
     summary = anchor_summary(collect_checkpoints(run_dir, epochs, cache=False))
-    per_epoch = summary[["epoch", "accuracy", "nearest_anchor_accuracy", "anchor_separation", "anchor_drift",
-                         "embedding_scale"]].to_dict("records")
+    per_epoch = summary[
+        ["epoch", "accuracy", "nearest_anchor_accuracy", "anchor_separation", "anchor_drift", "embedding_scale"]
+    ].to_dict("records")
     return {"branch_accuracy": branches, "median_confidence": conf, "per_epoch": per_epoch}
 
 
@@ -109,8 +140,7 @@ def run_reference(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from fernb.data.arrays import materialize
 
     def arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
-        ds = materialize(load_dataset("ferplus", str(args.root), split, label_space="ferplus8"), 48,
-                         progress=False)
+        ds = materialize(load_dataset("ferplus", str(args.root), split, label_space="ferplus8"), 48, progress=False)
         px = np.asarray(ds.pixels)
         return (px[:, None] if px.ndim == 3 else px.transpose(0, 3, 1, 2)).copy(), ds.targets
 
@@ -122,21 +152,34 @@ def run_reference(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     r = reference_loop(tx, ty, vx, vy, 8, args.budget_s, seed=seed)
     pred = r.valid_logits.argmax(1)
-    return {"method": "reference", "seed": seed, "img_s": r.images_per_second, "steps": r.steps, "epochs": r.epochs,
-            "seconds": r.train_seconds, "wall": r.train_seconds, "best_epoch": r.best_epoch,
-            "acc": r.best_valid_accuracy, "mca": float(balanced_accuracy_score(vy, pred)),
-            "f1": float(f1_score(vy, pred, average="macro"))}
+    return {
+        "method": "reference",
+        "seed": seed,
+        "img_s": r.images_per_second,
+        "steps": r.steps,
+        "epochs": r.epochs,
+        "seconds": r.train_seconds,
+        "wall": r.train_seconds,
+        "best_epoch": r.best_epoch,
+        "acc": r.best_valid_accuracy,
+        "mca": float(balanced_accuracy_score(vy, pred)),
+        "f1": float(f1_score(vy, pred, average="macro")),
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'method':<18} {'seed':>4} {'img/s':>7} {'steps':>6} {'epochs':>6} {'sec':>6} {'best':>4} " \
-           f"{'acc':>6} {'mca':>6} {'f1':>6}"
+    head = (
+        f"{'method':<18} {'seed':>4} {'img/s':>7} {'steps':>6} {'epochs':>6} {'sec':>6} {'best':>4} "
+        f"{'acc':>6} {'mca':>6} {'f1':>6}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['method']:<18} {r['seed']:>4} {r['img_s']:>7.0f} {r['steps']:>6} {r['epochs']:>6} "
-              f"{r['seconds']:>6.0f} {r['best_epoch'] or 0:>4} {100 * r['acc']:>6.1f} {100 * r['mca']:>6.1f} "
-              f"{100 * r['f1']:>6.1f}")
+        print(
+            f"{r['method']:<18} {r['seed']:>4} {r['img_s']:>7.0f} {r['steps']:>6} {r['epochs']:>6} "
+            f"{r['seconds']:>6.0f} {r['best_epoch'] or 0:>4} {100 * r['acc']:>6.1f} {100 * r['mca']:>6.1f} "
+            f"{100 * r['f1']:>6.1f}"
+        )
     means: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         means.setdefault(r["method"], []).append(r)
@@ -152,19 +195,26 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("\nratios to the reference loop (accuracy, img/s)")
         for m, rs in means.items():
             if m != "reference":
-                print(f"{m:<18} acc x{np.mean([r['acc'] for r in rs]) / acc:.3f}  "
-                      f"img/s x{np.mean([r['img_s'] for r in rs]) / speed:.3f}")
+                print(
+                    f"{m:<18} acc x{np.mean([r['acc'] for r in rs]) / acc:.3f}  "
+                    f"img/s x{np.mean([r['img_s'] for r in rs]) / speed:.3f}"
+                )
     for r in rows:
         if "arbex" not in r:
             continue
         a = r["arbex"]
-        print(f"\n{r['method']} seed {r['seed']}: branch accuracy on valid "
-              + ", ".join(f"{k} {100 * v:.1f}" for k, v in a["branch_accuracy"].items())
-              + "; median confidence " + ", ".join(f"{k} {v:.2f}" for k, v in a["median_confidence"].items()))
+        print(
+            f"\n{r['method']} seed {r['seed']}: branch accuracy on valid "
+            + ", ".join(f"{k} {100 * v:.1f}" for k, v in a["branch_accuracy"].items())
+            + "; median confidence "
+            + ", ".join(f"{k} {v:.2f}" for k, v in a["median_confidence"].items())
+        )
         print(f"  {'epoch':>5} {'acc':>6} {'nearest-anchor':>14} {'separation':>10} {'drift':>8} {'scale':>8}")
         for e in a["per_epoch"]:
-            print(f"  {e['epoch']:>5} {100 * e['accuracy']:>6.1f} {100 * e['nearest_anchor_accuracy']:>14.1f} "
-                  f"{e['anchor_separation']:>10.3f} {e['anchor_drift']:>8.3f} {e['embedding_scale']:>8.3f}")
+            print(
+                f"  {e['epoch']:>5} {100 * e['accuracy']:>6.1f} {100 * e['nearest_anchor_accuracy']:>14.1f} "
+                f"{e['anchor_separation']:>10.3f} {e['anchor_drift']:>8.3f} {e['embedding_scale']:>8.3f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -188,8 +238,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             for seed in seeds:
                 row = run_reference(args, seed) if spec == "reference" else run_fernb(spec, args, out_dir, seed)
                 rows.append(row)
-                print(f"# {spec} seed {seed}: acc {100 * row['acc']:.1f} mca {100 * row['mca']:.1f} "
-                      f"({row['img_s']:.0f} img/s, {row['steps']} steps)", flush=True)
+                print(
+                    f"# {spec} seed {seed}: acc {100 * row['acc']:.1f} mca {100 * row['mca']:.1f} "
+                    f"({row['img_s']:.0f} img/s, {row['steps']} steps)",
+                    flush=True,
+                )
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=1, default=str))
     print()

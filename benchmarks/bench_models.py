@@ -119,8 +119,9 @@ def count_flops(model: Any, x: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def measure(name: str, preset: str, device: str, dtype: str, batch: int, warmup: int, iters: int,
-            threads: int | None) -> Row:
+def measure(
+    name: str, preset: str, device: str, dtype: str, batch: int, warmup: int, iters: int, threads: int | None
+) -> Row:
     """Build one model and measure it in this process."""
     import torch
 
@@ -242,12 +243,45 @@ def _fmt(v: Any, nd: int = 1) -> str:
 
 def format_table(rows: list[Row]) -> str:
     """A plain-text table of the rows."""
-    head = ["model", "preset", "device", "dtype", "px", "batch", "params M", "train M", "GFLOPs/img", "fwd ms",
-            "fwd img/s", "train ms", "train img/s", "fwd MiB", "train MiB", "notes"]
-    body = [[r.model, r.preset, r.device, r.dtype, str(r.input_size), str(r.batch), _fmt(r.params_m, 2),
-             _fmt(r.trainable_m, 2), _fmt(r.gflops, 3), _fmt(r.fwd_ms), _fmt(r.fwd_img_s), _fmt(r.train_ms),
-             _fmt(r.train_img_s), _fmt(r.fwd_peak_mib, 0), _fmt(r.train_peak_mib, 0), "; ".join(r.notes)]
-            for r in rows]
+    head = [
+        "model",
+        "preset",
+        "device",
+        "dtype",
+        "px",
+        "batch",
+        "params M",
+        "train M",
+        "GFLOPs/img",
+        "fwd ms",
+        "fwd img/s",
+        "train ms",
+        "train img/s",
+        "fwd MiB",
+        "train MiB",
+        "notes",
+    ]
+    body = [
+        [
+            r.model,
+            r.preset,
+            r.device,
+            r.dtype,
+            str(r.input_size),
+            str(r.batch),
+            _fmt(r.params_m, 2),
+            _fmt(r.trainable_m, 2),
+            _fmt(r.gflops, 3),
+            _fmt(r.fwd_ms),
+            _fmt(r.fwd_img_s),
+            _fmt(r.train_ms),
+            _fmt(r.train_img_s),
+            _fmt(r.fwd_peak_mib, 0),
+            _fmt(r.train_peak_mib, 0),
+            "; ".join(r.notes),
+        ]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(head), "-+-".join("-" * w for w in widths), *[line(b) for b in body]])
@@ -255,8 +289,11 @@ def format_table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> list[Row]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="*", help="registry names, name+flag for a variant (default: every registered "
-                                                "model and the diversity variants)")
+    p.add_argument(
+        "--models",
+        nargs="*",
+        help="registry names, name+flag for a variant (default: every registered model and the diversity variants)",
+    )
     p.add_argument("--presets", nargs="*", default=["tiny", "official"])
     p.add_argument("--batch-sizes", nargs="*", type=int, help="default: 1 16 64 (tiny), 1 4 16 (official)")
     p.add_argument("--devices", nargs="*", help="default: cpu, plus cuda when available")
@@ -293,12 +330,23 @@ def main(argv: list[str] | None = None) -> list[Row]:
             for device in devices:
                 for dtype in dtypes:
                     for batch in batches:
-                        spec = dict(name=name, preset=preset, device=device, dtype=dtype, batch=batch,
-                                    warmup=warmup, iters=iters, threads=args.threads)
+                        spec = dict(
+                            name=name,
+                            preset=preset,
+                            device=device,
+                            dtype=dtype,
+                            batch=batch,
+                            warmup=warmup,
+                            iters=iters,
+                            threads=args.threads,
+                        )
                         row = _run_worker(spec, args.in_process)
                         rows.append(row)
-                        print(f"  done {name}/{preset}/{device}/{dtype}/b{batch}: "
-                              f"train {_fmt(row.train_img_s)} img/s", file=sys.stderr, flush=True)
+                        print(
+                            f"  done {name}/{preset}/{device}/{dtype}/b{batch}: train {_fmt(row.train_img_s)} img/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'step':<28}{'wall s':>10}{'cpu s':>10}{'images/s':>12}")
     for name, sec, cpu, rate in rows:
         print(f"{name:<28}{sec:>10.2f}{cpu:>10.2f}{'' if np.isnan(rate) else f'{rate:>12.0f}'}")
-    print("(cpu s: user + system time of this process and its finished workers; wall s > cpu s / processes means "
-          "the cores were shared with other work)")
+    print(
+        "(cpu s: user + system time of this process and its finished workers; wall s > cpu s / processes means "
+        "the cores were shared with other work)"
+    )
     print(f"\ncache file: {size_mb:.1f} MiB; target: {cfg.n} images at {cfg.size} px in < 30 s on 2 cores")
     return 0
 

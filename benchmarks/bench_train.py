@@ -36,20 +36,36 @@ def run_method(spec: str, args: argparse.Namespace, out_dir: Path) -> dict:
 
     method, model_kwargs = parse_variant(spec)
     over = {
-        "model.preset": "tiny", "data.root": str(args.root),
+        "model.preset": "tiny",
+        "data.root": str(args.root),
         "data.img_size": args.img_size or smoke_overrides(method, "ferplus")["data.img_size"],
-        "data.batch_size": args.batch_size, "data.eval_batch_size": 128, "data.valid_limit": args.valid_limit,
-        "data.train_limit": args.train_limit, "schedule.epochs": 10_000, "run.time_budget_s": args.budget_s,
-        "run.out_dir": str(out_dir), "run.name": spec.replace("+", "-"), "run.quiet": not args.progress,
-        "run.seed": args.seed, "run.threads": args.threads, "run.checkpoint_every_steps": 0,
+        "data.batch_size": args.batch_size,
+        "data.eval_batch_size": 128,
+        "data.valid_limit": args.valid_limit,
+        "data.train_limit": args.train_limit,
+        "schedule.epochs": 10_000,
+        "run.time_budget_s": args.budget_s,
+        "run.out_dir": str(out_dir),
+        "run.name": spec.replace("+", "-"),
+        "run.quiet": not args.progress,
+        "run.seed": args.seed,
+        "run.threads": args.threads,
+        "run.checkpoint_every_steps": 0,
     }
     if model_kwargs:
         over["model.kwargs"] = model_kwargs
     if method == "esr":  # one long stage: the branch-by-branch schedule does not fit a short budget
         over.update({"schedule.stages": [], "data.sampler_kwargs": {}})
     if args.common_optim:
-        over.update({"optim.name": "adam", "optim.lr": 1e-3, "optim.sam": False, "optim.weight_decay": 0.0,
-                     "schedule.name": "none"})
+        over.update(
+            {
+                "optim.name": "adam",
+                "optim.lr": 1e-3,
+                "optim.sam": False,
+                "optim.weight_decay": 0.0,
+                "schedule.name": "none",
+            }
+        )
     cfg = apply_overrides(config_from_preset(f"{method}/ferplus"), over)
     t0 = time.perf_counter()
     res = fit(cfg)
@@ -61,21 +77,30 @@ def run_method(spec: str, args: argparse.Namespace, out_dir: Path) -> dict:
     rec = RunDir(res.run_dir).read_record()
     best = res.best_metrics
     return {
-        "method": spec, "params": rec["model"]["params"], "img_size": cfg.data.img_size,
+        "method": spec,
+        "params": rec["model"]["params"],
+        "img_size": cfg.data.img_size,
         "optim": f"{cfg.optim.name}{'+sam' if cfg.optim.sam else ''} lr={cfg.optim.lr:g}",
-        "steps": res.steps, "epochs": round(res.steps / max(1, rec["steps_per_epoch"]), 2),
+        "steps": res.steps,
+        "epochs": round(res.steps / max(1, rec["steps_per_epoch"]), 2),
         "train_img_per_s": samples / max(train_time, 1e-9),
         "valid_accuracy": best.get("valid_accuracy"),
         "valid_mean_class_accuracy": best.get("valid_mean_class_accuracy"),
-        "valid_macro_f1": best.get("valid_macro_f1"), "best_epoch": res.best_epoch, "wall_s": wall,
+        "valid_macro_f1": best.get("valid_macro_f1"),
+        "best_epoch": res.best_epoch,
+        "wall_s": wall,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=60.0, help="seconds per method (the final validation is extra)")
-    p.add_argument("--methods", default="", help="comma-separated methods, name+flag for a variant (default: every "
-                                                 "registered one and the diversity variants)")
+    p.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods, name+flag for a variant (default: every "
+        "registered one and the diversity variants)",
+    )
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="FER+ data root (default ../shared/data/ferplus)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--img-size", type=int, default=None, help="input side (default: each tiny model's)")
@@ -101,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or [*available, *variants]
     missing = [m for m in methods if parse_variant(m)[0] not in available]
     if missing:
-        print(f"not registered (model or loss): {', '.join(missing)}; available: {', '.join(available)}",
-              file=sys.stderr)
+        print(
+            f"not registered (model or loss): {', '.join(missing)}; available: {', '.join(available)}", file=sys.stderr
+        )
         return 2
     results = []
     with tempfile.TemporaryDirectory(prefix="fernb-bench-") as tmp:
@@ -110,17 +136,24 @@ def main(argv: list[str] | None = None) -> int:
             r = run_method(m, args, Path(tmp))
             r.pop("_unused", None)
             results.append(r)
-            print(f"{m}: {r['train_img_per_s']:.0f} img/s, {r['steps']} steps, valid acc {r['valid_accuracy']:.4f}",
-                  file=sys.stderr, flush=True)
-    head = (f"{'method':<16} {'params':>9} {'px':>4} {'optimiser':<22} {'img/s':>7} {'steps':>6} {'epochs':>6} "
-            f"{'acc':>6} {'mca':>6} {'f1':>6}")
+            print(
+                f"{m}: {r['train_img_per_s']:.0f} img/s, {r['steps']} steps, valid acc {r['valid_accuracy']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    head = (
+        f"{'method':<16} {'params':>9} {'px':>4} {'optimiser':<22} {'img/s':>7} {'steps':>6} {'epochs':>6} "
+        f"{'acc':>6} {'mca':>6} {'f1':>6}"
+    )
     print(f"FER+ train ({args.budget_s:.0f} s budget per method, batch {args.batch_size}), scored on FER+ valid")
     print(head)
     print("-" * len(head))
     for r in results:
-        print(f"{r['method']:<16} {r['params']:>9,} {r['img_size']:>4} {r['optim']:<22} {r['train_img_per_s']:>7.0f} "
-              f"{r['steps']:>6} {r['epochs']:>6} {r['valid_accuracy']:>6.3f} {r['valid_mean_class_accuracy']:>6.3f} "
-              f"{r['valid_macro_f1']:>6.3f}")
+        print(
+            f"{r['method']:<16} {r['params']:>9,} {r['img_size']:>4} {r['optim']:<22} {r['train_img_per_s']:>7.0f} "
+            f"{r['steps']:>6} {r['epochs']:>6} {r['valid_accuracy']:>6.3f} {r['valid_mean_class_accuracy']:>6.3f} "
+            f"{r['valid_macro_f1']:>6.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

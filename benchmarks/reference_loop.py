@@ -78,8 +78,12 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     left = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
     yy = torch.arange(h)[None, :, None]
     xx = torch.arange(w)[None, None, :]
-    box = (yy >= top[:, None, None]) & (yy < (top + eh)[:, None, None]) & (xx >= left[:, None, None]) \
+    box = (
+        (yy >= top[:, None, None])
+        & (yy < (top + eh)[:, None, None])
+        & (xx >= left[:, None, None])
         & (xx < (left + ew)[:, None, None])
+    )
     keep = (torch.rand(b, generator=gen) < 0.5)[:, None, None] & box
     return x.masked_fill(keep[:, None], 0.0)
 
@@ -104,16 +108,25 @@ class ReferenceResult:
     valid_logits: np.ndarray
 
 
-def reference_loop(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray, valid_y: np.ndarray,
-                   num_classes: int, budget_s: float, seed: int = 0, batch_size: int = 128) -> ReferenceResult:
+def reference_loop(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    valid_x: np.ndarray,
+    valid_y: np.ndarray,
+    num_classes: int,
+    budget_s: float,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> ReferenceResult:
     """Train the plain loop for ``budget_s`` seconds (validation included) on uint8 (N, C, H, W) arrays."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = PlainResNet18(num_classes, in_ch=train_x.shape[1]).to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3
+    )
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if _bf16() else contextlib.nullcontext()
     tx, ty = torch.from_numpy(train_x), torch.from_numpy(train_y).long()
     vx = torch.from_numpy(valid_x)
@@ -134,7 +147,7 @@ def reference_loop(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray
             lr = 1e-3 * (frac / 0.05 if frac < 0.05 else 0.5 * (1 + math.cos(math.pi * (frac - 0.05) / 0.95)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             x = norm01(_augment(tx[idx].float() / 255, gen)).contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = F.cross_entropy(model(x).float(), ty[idx], label_smoothing=0.1)
@@ -149,7 +162,7 @@ def reference_loop(train_x: np.ndarray, train_y: np.ndarray, valid_x: np.ndarray
         logits = []
         with torch.no_grad(), amp:
             for i in range(0, len(vx), 256):
-                x = norm01(vx[i:i + 256].float() / 255).contiguous(memory_format=torch.channels_last)
+                x = norm01(vx[i : i + 256].float() / 255).contiguous(memory_format=torch.channels_last)
                 logits.append(model(x).float())
         logits = torch.cat(logits).numpy()
         acc = float((logits.argmax(1) == valid_y).mean())

@@ -33,8 +33,10 @@ def _notebooks(argv: list[str]) -> int:
 def _datasets(argv: list[str]) -> int:
     for name in list_datasets():
         info = dataset_info(name)
-        print(f"{name}  (splits: {', '.join(info.splits)}; classes: {info.default_label_space}; "
-              f"root: ${info.env_var} or $FERNB_DATA_ROOT/{info.dirname})")
+        print(
+            f"{name}  (splits: {', '.join(info.splits)}; classes: {info.default_label_space}; "
+            f"root: ${info.env_var} or $FERNB_DATA_ROOT/{info.dirname})"
+        )
         print("\n".join("    " + line for line in info.layout.strip("\n").splitlines()))
     return 0
 

@@ -40,15 +40,38 @@ CANONICAL: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "di
 
 # Spellings found in the published datasets and repos, mapped to canonical names.
 SYNONYMS: dict[str, str] = {
-    "neutral": "neutral", "neutrality": "neutral", "ne": "neutral", "neu": "neutral",
-    "happy": "happy", "happiness": "happy", "joy": "happy", "ha": "happy", "hap": "happy",
-    "sad": "sad", "sadness": "sad", "sa": "sad",
-    "surprise": "surprise", "surprised": "surprise", "su": "surprise", "sur": "surprise",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "fe": "fear",
-    "disgust": "disgust", "disgusted": "disgust", "di": "disgust", "dis": "disgust",
-    "angry": "angry", "anger": "angry", "an": "angry", "ang": "angry",
-    "contempt": "contempt", "co": "contempt",
-    "other": "other", "others": "other",
+    "neutral": "neutral",
+    "neutrality": "neutral",
+    "ne": "neutral",
+    "neu": "neutral",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "ha": "happy",
+    "hap": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "sa": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "su": "surprise",
+    "sur": "surprise",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "fe": "fear",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "di": "disgust",
+    "dis": "disgust",
+    "angry": "angry",
+    "anger": "angry",
+    "an": "angry",
+    "ang": "angry",
+    "contempt": "contempt",
+    "co": "contempt",
+    "other": "other",
+    "others": "other",
 }
 
 # Published orders: index in the dataset's own label encoding -> canonical class name.
@@ -72,7 +95,13 @@ DATASET_ORDERS: dict[str, tuple[str, ...]] = {
 
 # JAFFE file-name codes (e.g. KA.AN1.39.tiff): the two letters after the subject.
 JAFFE_CODES: dict[str, str] = {
-    "NE": "neutral", "HA": "happy", "SA": "sad", "SU": "surprise", "FE": "fear", "DI": "disgust", "AN": "angry",
+    "NE": "neutral",
+    "HA": "happy",
+    "SA": "sad",
+    "SU": "surprise",
+    "FE": "fear",
+    "DI": "disgust",
+    "AN": "angry",
 }
 
 

@@ -20,8 +20,18 @@ from .engine.metrics import mean_std
 from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
 from .engine.rundir import RunDir
 
-__all__ = ["NOTEBOOK_DIR", "NotebookRun", "RunSpec", "leaderboard", "list_notebooks", "run_notebook", "run_notebooks",
-           "method_config", "train_and_test", "pick_recipe"]
+__all__ = [
+    "NOTEBOOK_DIR",
+    "NotebookRun",
+    "RunSpec",
+    "leaderboard",
+    "list_notebooks",
+    "run_notebook",
+    "run_notebooks",
+    "method_config",
+    "train_and_test",
+    "pick_recipe",
+]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -71,9 +81,16 @@ def run_notebook(
     t0 = time.perf_counter()
     error = None
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(nb.parent),
-                            execution_timeout=timeout if timeout is not None else (1800 if smoke else None),
-                            progress_bar=progress, log_output=False)
+        pm.execute_notebook(
+            str(nb),
+            str(out),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(nb.parent),
+            execution_timeout=timeout if timeout is not None else (1800 if smoke else None),
+            progress_bar=progress,
+            log_output=False,
+        )
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
     finally:
@@ -123,8 +140,9 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
     return cfg
 
 
-def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=None, test: bool = True
-                   ) -> dict[str, Any]:
+def train_and_test(
+    cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=None, test: bool = True
+) -> dict[str, Any]:
     """Train ``cfg`` and evaluate it once on its test split; reuse a finished run with the same config.
 
     ``test=False`` only trains (or reuses) the run, for notebooks that look at its train or validation split, also
@@ -138,21 +156,36 @@ def train_and_test(cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=
     if reuse and rd.config_path.exists() and (rd.path / "run.json").exists():
         record = rd.read_record()
         same = _comparable(json.loads(rd.config_path.read_text())) == _comparable(
-            json.loads(json.dumps(config_to_dict(cfg), default=str)))
+            json.loads(json.dumps(config_to_dict(cfg), default=str))
+        )
         tests = [e for e in record.get("evaluations", []) if e.get("test")]
         if same and record.get("status") == "completed" and (tests or not test):
             with open(rd.path / "metrics.csv", newline="") as f:
                 history = list(csv.DictReader(f))
             best = record.get("best") or {}
-            return {"run_dir": rd.path, "config": cfg, "history": history, "best_epoch": best.get("epoch"),
-                    "best_value": best.get("value"), "train_seconds": record.get("train_seconds"),
-                    "test": json.loads((rd.path / tests[-1]["file"]).read_text()) if test and tests else None,
-                    "reused": True}
+            return {
+                "run_dir": rd.path,
+                "config": cfg,
+                "history": history,
+                "best_epoch": best.get("epoch"),
+                "best_value": best.get("value"),
+                "train_seconds": record.get("train_seconds"),
+                "test": json.loads((rd.path / tests[-1]["file"]).read_text()) if test and tests else None,
+                "reused": True,
+            }
     cfg = _with_overwrite(cfg)
     result = fit(cfg, callbacks=list(callbacks or []))
     metrics = evaluate(result.run_dir, "test", bootstrap=bootstrap) if test else None
-    return {"run_dir": result.run_dir, "config": cfg, "history": result.history, "best_epoch": result.best_epoch,
-            "best_value": result.best_value, "train_seconds": result.train_seconds, "test": metrics, "reused": False}
+    return {
+        "run_dir": result.run_dir,
+        "config": cfg,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_value": result.best_value,
+        "train_seconds": result.train_seconds,
+        "test": metrics,
+        "reused": False,
+    }
 
 
 def _with_overwrite(cfg: TrainConfig) -> TrainConfig:
@@ -164,8 +197,9 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config dict without the run flags that do not change results (``out_dir`` included: the same runs folder
     reached by another path, as a browser test's absolute path beside a notebook's ``../runs``)."""
     out = dict(cfg)
-    out["run"] = {k: v for k, v in (cfg.get("run") or {}).items()
-                  if k not in ("quiet", "overwrite", "resume", "out_dir")}
+    out["run"] = {
+        k: v for k, v in (cfg.get("run") or {}).items() if k not in ("quiet", "overwrite", "resume", "out_dir")
+    }
     return out
 
 
@@ -177,8 +211,12 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 # ``ramp_start``): its correction weighs the head by its confidence, and a head still uniform when trust arrives stops
 # learning (fernb.losses.arbex). The budget recipe (fernb.engine.presets) has its own optimiser and needs none of this.
 _ADAM = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
-SCRATCH_OPTIM: dict[str, dict[str, Any]] = {"arbex": {"lr": 3e-4}, "poster_v2": {"lr": 3e-4}, "esr": _ADAM,
-                                            "manet": _ADAM}
+SCRATCH_OPTIM: dict[str, dict[str, Any]] = {
+    "arbex": {"lr": 3e-4},
+    "poster_v2": {"lr": 3e-4},
+    "esr": _ADAM,
+    "manet": _ADAM,
+}
 _SCRATCH_LOSS = {"arbex": {"ramp_start": 0.5}}
 RECIPE_CHOICES = ("auto", "budget", "published")
 
@@ -235,26 +273,48 @@ def method_config(
         optim["optim__lr"] = lr
     kwargs = None
     if model_kwargs:
-
         base = budget_overrides(method, dataset)["model.kwargs"] if recipe == "budget" else {}
         kwargs = merge_model_kwargs(base, model_kwargs)
     return notebook_config(
-        f"{method}/{dataset}" + ("@budget" if recipe == "budget" else ""), smoke,
-        data__root=root, data__img_size=img_size, data__batch_size=batch_size, schedule__epochs=epochs,
-        schedule__steps=steps, schedule__budget_s=budget_s if recipe == "budget" else None,
-        **optim, loss__kwargs=loss_kwargs,
+        f"{method}/{dataset}" + ("@budget" if recipe == "budget" else ""),
+        smoke,
+        data__root=root,
+        data__img_size=img_size,
+        data__batch_size=batch_size,
+        schedule__epochs=epochs,
+        schedule__steps=steps,
+        schedule__budget_s=budget_s if recipe == "budget" else None,
+        **optim,
+        loss__kwargs=loss_kwargs,
         model__preset=preset if recipe == "published" or preset != "tiny" else None,
         model__kwargs=kwargs,
-        run__seed=seed, run__device=device, run__out_dir=runs, run__quiet=quiet, run__keep_epochs=True,
+        run__seed=seed,
+        run__device=device,
+        run__out_dir=runs,
+        run__quiet=quiet,
+        run__keep_epochs=True,
         run__name=f"{method}-{dataset}-s{seed}" + ("-smoke" if smoke else ""),
     )
 
 
 # Parameters-cell names -> RunSpec fields
-_PARAMETERS = {"DATASET": "dataset", "SMOKE": "smoke", "DATA_ROOT": "data_root", "RECIPE": "recipe",
-               "BUDGET_S": "budget_s", "STEPS": "steps", "PRESET": "preset", "EPOCHS": "epochs", "IMG_SIZE": "img_size",
-               "BATCH_SIZE": "batch_size", "LR": "lr", "SEED": "seed", "DEVICE": "device", "RUNS": "runs",
-               "BEHAVIOUR": "behaviour"}
+_PARAMETERS = {
+    "DATASET": "dataset",
+    "SMOKE": "smoke",
+    "DATA_ROOT": "data_root",
+    "RECIPE": "recipe",
+    "BUDGET_S": "budget_s",
+    "STEPS": "steps",
+    "PRESET": "preset",
+    "EPOCHS": "epochs",
+    "IMG_SIZE": "img_size",
+    "BATCH_SIZE": "batch_size",
+    "LR": "lr",
+    "SEED": "seed",
+    "DEVICE": "device",
+    "RUNS": "runs",
+    "BEHAVIOUR": "behaviour",
+}
 
 
 @dataclass(frozen=True)
@@ -292,19 +352,47 @@ class RunSpec:
         """A copy with some fields changed (``spec.with_(dataset="ferplus", data_root=folder)``)."""
         return replace(self, **changes)
 
-    def config(self, method: str, *, seed: int | None = None, model_kwargs: Mapping[str, Any] | None = None,
-               quiet: bool = False):
+    def config(
+        self,
+        method: str,
+        *,
+        seed: int | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        quiet: bool = False,
+    ):
         """The :class:`~fernb.engine.TrainConfig` of ``method`` (a registry name) under this spec."""
         kwargs = {"behaviour": self.behaviour} if method == "arbex" else {}
         kwargs.update(model_kwargs or {})
-        return method_config(method, self.dataset, self.smoke, seed=self.seed if seed is None else seed,
-                             recipe=self.recipe, budget_s=self.budget_s, steps=self.steps, preset=self.preset,
-                             epochs=self.epochs, img_size=self.img_size, batch_size=self.batch_size, lr=self.lr,
-                             root=self.data_root, device=self.device, runs=self.runs,
-                             model_kwargs=kwargs or None, quiet=quiet)
+        return method_config(
+            method,
+            self.dataset,
+            self.smoke,
+            seed=self.seed if seed is None else seed,
+            recipe=self.recipe,
+            budget_s=self.budget_s,
+            steps=self.steps,
+            preset=self.preset,
+            epochs=self.epochs,
+            img_size=self.img_size,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            root=self.data_root,
+            device=self.device,
+            runs=self.runs,
+            model_kwargs=kwargs or None,
+            quiet=quiet,
+        )
 
-    def train(self, method: str, *, seed: int | None = None, model_kwargs: Mapping[str, Any] | None = None,
-              callbacks=None, test: bool = True, quiet: bool = False) -> dict[str, Any]:
+    def train(
+        self,
+        method: str,
+        *,
+        seed: int | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        callbacks=None,
+        test: bool = True,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
         """Train ``method`` (or reuse its finished run) and evaluate it once on the test split; see
         :func:`train_and_test`. The bootstrap interval draws 200 resamples in smoke mode, else 1000."""
         cfg = self.config(method, seed=seed, model_kwargs=model_kwargs, quiet=quiet)
@@ -322,8 +410,16 @@ def leaderboard(runs: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd.DataFra
     for method, tests in by_method.items():
         acc = mean_std([t["accuracy"] for t in tests])
         ci = tests[0].get("ci", {}).get("accuracy", {})
-        rows.append({"method": method, "accuracy": acc["mean"], "acc std": acc["std"],
-                     "acc CI low": ci.get("low"), "acc CI high": ci.get("high"),
-                     "mean class acc": float(np.mean([t["mean_class_accuracy"] for t in tests])),
-                     "macro-F1": float(np.mean([t["macro_f1"] for t in tests])), "seeds": len(tests)})
+        rows.append(
+            {
+                "method": method,
+                "accuracy": acc["mean"],
+                "acc std": acc["std"],
+                "acc CI low": ci.get("low"),
+                "acc CI high": ci.get("high"),
+                "mean class acc": float(np.mean([t["mean_class_accuracy"] for t in tests])),
+                "macro-F1": float(np.mean([t["macro_f1"] for t in tests])),
+                "seeds": len(tests),
+            }
+        )
     return pd.DataFrame(rows).set_index("method").sort_values("accuracy", ascending=False)

@@ -21,8 +21,16 @@ from pathlib import Path
 
 CHROMIUM = Path(os.environ.get("FERNB_CHROMIUM", "/usr/bin/chromium"))
 # Without the background-networking flags Chromium keeps dialling Google hosts that this sandbox refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def missing_requirements() -> str | None:
@@ -68,10 +76,18 @@ class LabServer:
 
     def __enter__(self) -> LabServer:
         lab = Path(sys.executable).parent / "jupyter-lab"
-        cmd = [str(lab), "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", f"--ServerApp.root_dir={self.root}",
-               f"--IdentityProvider.token={self.token}", "--ServerApp.disable_check_xsrf=False",
-               "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--ServerApp.open_browser=False"]
+        cmd = [
+            str(lab),
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            f"--ServerApp.root_dir={self.root}",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.disable_check_xsrf=False",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--ServerApp.open_browser=False",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
         self._log = open(self.log, "w")  # noqa: SIM115 - closed in __exit__
@@ -148,6 +164,10 @@ def wait_idle(page: object, timeout_s: float) -> None:
 
 def cell_errors(page: object) -> list[str]:
     """The text of every traceback shown in the notebook (errors render as stderr text in JupyterLab)."""
-    texts = [e.inner_text() for e in page.locator(".jp-OutputArea-output[data-mime-type*='stderr'], "
-                                                   ".jp-OutputArea-output[data-mime-type*='error']").all()]
+    texts = [
+        e.inner_text()
+        for e in page.locator(
+            ".jp-OutputArea-output[data-mime-type*='stderr'], .jp-OutputArea-output[data-mime-type*='error']"
+        ).all()
+    ]
     return [t[:2000] for t in texts if "Traceback" in t]

@@ -26,8 +26,11 @@ WARM_UPS: dict[str, str] = {}  # what the warm-up fixtures did and how long it t
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--device", default="cpu",
-                     help="torch device of the model, loss and training-step tests: cpu (default), cuda or cuda:N")
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="torch device of the model, loss and training-step tests: cpu (default), cuda or cuda:N",
+    )
 
 
 def torch_device(name: str) -> torch.device:
@@ -43,8 +46,10 @@ def torch_device(name: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise pytest.UsageError(f"--device {name!r}: the tests run on cpu or cuda only")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise pytest.UsageError(f"--device {name!r}: CUDA is not available (torch {torch.__version__}, CUDA build "
-                                f"{torch.version.cuda or 'none'}); leave --device out to test on the CPU")
+        raise pytest.UsageError(
+            f"--device {name!r}: CUDA is not available (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda or 'none'}); leave --device out to test on the CPU"
+        )
     if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
         raise pytest.UsageError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
@@ -104,8 +109,9 @@ def synthetic_cache() -> None:
     made = not cache_path(cfg).is_file()
     t0 = time.perf_counter()
     get_synthetic(cfg)
-    WARM_UPS[f"synthetic faces (n={cfg.n}, {cfg.size} px)"] = (f"{'generated' if made else 'loaded from the cache'} "
-                                                              f"in {time.perf_counter() - t0:.1f} s")
+    WARM_UPS[f"synthetic faces (n={cfg.n}, {cfg.size} px)"] = (
+        f"{'generated' if made else 'loaded from the cache'} in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FERPLUS_VOTE_NAMES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-                      "unknown", "NF")
+FERPLUS_VOTE_NAMES = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
 
 
 def write_image(path: Path, value: int = 128, size: tuple[int, int] = (6, 6), mode: str = "L") -> Path:
@@ -69,8 +79,9 @@ def make_fer2013_csv(root: Path, rows: Sequence[tuple[int, str]], *, icml: bool 
     """``fer2013.csv`` (or ``icml_face_data.csv``) with rows ``(emotion, Usage)``; pixels from :func:`fer_pixels`."""
     body = [(emo, " ".join(map(str, fer_pixels(i).ravel())), usage) for i, (emo, usage) in enumerate(rows)]
     if icml:
-        return _write_csv(root / "icml_face_data.csv", ["emotion", " Usage", " pixels"],
-                          [(e, " " + u, " " + p) for e, p, u in body])
+        return _write_csv(
+            root / "icml_face_data.csv", ["emotion", " Usage", " pixels"], [(e, " " + u, " " + p) for e, p, u in body]
+        )
     return _write_csv(root / "fer2013.csv", ["emotion", "pixels", "Usage"], body)
 
 
@@ -100,8 +111,7 @@ def make_ferplus_microsoft(
 
 def make_ferplus_new_csv(root: Path, rows: Sequence[tuple[str, str, Sequence[int]]]) -> None:
     """Layout (b): ``fer2013new.csv`` rows ``(Usage, Image name, votes)`` beside a matching ``fer2013.csv``."""
-    _write_csv(root / "fer2013new.csv", ["Usage", "Image name", *FERPLUS_VOTE_NAMES],
-               [(u, n, *v) for u, n, v in rows])
+    _write_csv(root / "fer2013new.csv", ["Usage", "Image name", *FERPLUS_VOTE_NAMES], [(u, n, *v) for u, n, v in rows])
     make_fer2013_csv(root, [(0, u) for u, _, _ in rows])
 
 
@@ -113,13 +123,25 @@ def make_ferplus_shared(root: Path, rows: Sequence[tuple[str, str, Sequence[int]
         write_image(root / rel, 5 * i % 256, size=(48, 48))
         paths.append(rel)
         body.append([rel, split, label, f"fer{i:07d}.png", *v])
-    _write_csv(root / "manifest.csv", ["path", "split", "label", "ferplus_name",
-                                       *(f"votes_{c}" for c in FERPLUS_VOTE_NAMES)], body)
+    _write_csv(
+        root / "manifest.csv",
+        ["path", "split", "label", "ferplus_name", *(f"votes_{c}" for c in FERPLUS_VOTE_NAMES)],
+        body,
+    )
     return paths
 
 
-AFFECTNET_HEADER = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-                    "expression", "valence", "arousal"]
+AFFECTNET_HEADER = [
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+]
 
 
 def make_affectnet_csv(root: Path, train: Sequence[int], valid: Sequence[int], *, image_size: int = 20) -> None:
@@ -128,8 +150,9 @@ def make_affectnet_csv(root: Path, train: Sequence[int], valid: Sequence[int], *
         rows = []
         for i, code in enumerate(codes):
             rel = f"{i % 3}/{csv_name[:5]}_{i:04d}.jpg"
-            write_image(root / "Manually_Annotated_Images" / rel, 9 * i % 256, size=(image_size, image_size),
-                        mode="RGB")
+            write_image(
+                root / "Manually_Annotated_Images" / rel, 9 * i % 256, size=(image_size, image_size), mode="RGB"
+            )
             landmarks = ";".join(str(float(k)) for k in range(10))
             rows.append([rel, 2, 3, 10, 12, landmarks, code, round(0.1 * (i % 10) - 0.5, 2), 0.25])
         _write_csv(root / csv_name, AFFECTNET_HEADER, rows)
@@ -143,8 +166,18 @@ def make_class_tree(root: Path, tree: Mapping[str, Mapping[str, int]], suffix: s
                 write_image((root / split / cls if split else root / cls) / f"{cls}_{k:03d}{suffix}", 30 * k % 256)
 
 
-JAFFE_FILES = ("KA.AN1.39.tiff", "KA.HA2.30.tiff", "KL.NE1.155.tiff", "KL.SU1.161.tiff", "MK.DI3.132.tiff",
-               "MK.FE1.134.tiff", "NA.SA1.209.tiff", "NA.AN2.212.tiff", "YM.HA1.52.tiff", "YM.NE3.51.tiff")
+JAFFE_FILES = (
+    "KA.AN1.39.tiff",
+    "KA.HA2.30.tiff",
+    "KL.NE1.155.tiff",
+    "KL.SU1.161.tiff",
+    "MK.DI3.132.tiff",
+    "MK.FE1.134.tiff",
+    "NA.SA1.209.tiff",
+    "NA.AN2.212.tiff",
+    "YM.HA1.52.tiff",
+    "YM.NE3.51.tiff",
+)
 
 
 def make_jaffe(root: Path, names: Sequence[str] = JAFFE_FILES) -> None:
@@ -182,8 +215,9 @@ def make_affwild2(
                     write_image(root / "cropped_aligned" / video / f"{f:05d}.jpg", 7 * f % 256, mode="RGB")
 
 
-def make_manifest(root: Path, header: Sequence[str], rows: Sequence[Sequence[object]], name: str = "manifest.csv",
-                  images: bool = True) -> Path:
+def make_manifest(
+    root: Path, header: Sequence[str], rows: Sequence[Sequence[object]], name: str = "manifest.csv", images: bool = True
+) -> Path:
     """A CSV manifest; writes an image for each row's ``path`` (first column) when ``images``."""
     if images:
         for i, r in enumerate(rows):

@@ -23,8 +23,9 @@ def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return emb, logits, y
 
 
-def _np_reference(emb: np.ndarray, logits: np.ndarray, y: np.ndarray, adaptive_cm: np.ndarray | None = None
-                  ) -> dict[str, float]:
+def _np_reference(
+    emb: np.ndarray, logits: np.ndarray, y: np.ndarray, adaptive_cm: np.ndarray | None = None
+) -> dict[str, float]:
     k, n, _ = emb.shape
     c = logits.shape[1]
     p = np.exp(logits - logits.max(1, keepdims=True))

@@ -20,10 +20,17 @@ from fernb.models.arbex import ARBEx, ARBExConfig, ARBExOutput, read_official_ar
 from fernb.models.poster import _arbex_key, _poster_key
 
 OUTPUT_NAMES = {  # fixture name -> ARBExOutput field
-    "embedding": "embedding", "logits": "head_logits", "primary_dist": "primary_dist",
-    "confidence_primary": "confidence_primary", "distances": "distances", "anchor_dist": "anchor_dist",
-    "confidence_anchor": "confidence_anchor", "attention_dist": "attention_dist",
-    "confidence_attention": "confidence_attention", "correction": "correction", "mixed_dist": "mixed_dist",
+    "embedding": "embedding",
+    "logits": "head_logits",
+    "primary_dist": "primary_dist",
+    "confidence_primary": "confidence_primary",
+    "distances": "distances",
+    "anchor_dist": "anchor_dist",
+    "confidence_anchor": "confidence_anchor",
+    "attention_dist": "attention_dist",
+    "confidence_attention": "confidence_attention",
+    "correction": "correction",
+    "mixed_dist": "mixed_dist",
     "final_dist": "final_dist",
 }
 
@@ -127,8 +134,15 @@ def test_official_k10_anchors(official_sd: dict, fixture: dict, fidelity_dir: Pa
     anchors = make_state_dict(load_recipe(fidelity_dir), extra["manifest"])["anchors.anchors"]
     sd = {**official_sd, "anchors.anchors": anchors}
     # only the head matters (the embedding comes from the fixture): a small backbone with the official head sizes
-    model = quiet_model(preset="tiny", behaviour="official", num_anchors=10, embed_dim=768, vit_heads=8, depth=1,
-                        hidden_sizes=(384, 192, 96))
+    model = quiet_model(
+        preset="tiny",
+        behaviour="official",
+        num_anchors=10,
+        embed_dim=768,
+        vit_heads=8,
+        depth=1,
+        hidden_sizes=(384, 192, 96),
+    )
     head_sd = {k: v for k, v in sd.items() if not k.startswith("vit.")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report lists the (expected) missing backbone keys
@@ -153,8 +167,9 @@ def test_official_sharp_temperature_ties_delta(official_model: ARBEx, fixture: d
     official_model.config = dataclasses.replace(saved, temperature=0.1, delta=None).resolved()
     assert official_model.config.delta == 0.1
     try:
-        out, loss, g_e, g_a = loss_and_grads(official_model, fixture["outputs"]["embedding"], fixture["inputs"]["y"],
-                                             fixture["outputs"]["class_weights"])
+        out, loss, g_e, g_a = loss_and_grads(
+            official_model, fixture["outputs"]["embedding"], fixture["inputs"]["y"], fixture["outputs"]["class_weights"]
+        )
     finally:
         official_model.config = saved
     for name, field in OUTPUT_NAMES.items():
@@ -181,8 +196,10 @@ def test_arbex_and_poster_namings_meet_in_one_backbone(fixture: dict, official_m
 
 
 def test_official_checkpoint_from_separate_files(official_sd: dict, official_model: ARBEx, tmp_path: Path):
-    parts = {p: {k[len(p) + 1:]: v for k, v in official_sd.items() if k.startswith(p + ".")}
-             for p in ("vit", "classifier", "anchors")}
+    parts = {
+        p: {k[len(p) + 1 :]: v for k, v in official_sd.items() if k.startswith(p + ".")}
+        for p in ("vit", "classifier", "anchors")
+    }
     torch.save(parts["classifier"], tmp_path / "classifier.0400.pth")
     merged = read_official_arbex(parts["vit"], tmp_path / "classifier.0400.pth", parts["anchors"])
     with pytest.warns(UserWarning, match="without self_attn"):
@@ -297,8 +314,7 @@ def test_fixed_confidence_is_constant_in_the_center_loss(tiny_pair: dict):
         model.zero_grad(set_to_none=True)
         e = torch.randn(4, model.config.embed_dim)
         out = model.reliability(e)
-        loss = ARBExLoss(lambda_ce=0.0, lambda_anchor=0.0)(out, torch.tensor([0, 1, 2, 3]),
-                                                          info=StepInfo(progress=1.0))
+        loss = ARBExLoss(lambda_ce=0.0, lambda_anchor=0.0)(out, torch.tensor([0, 1, 2, 3]), info=StepInfo(progress=1.0))
         loss.total.backward()
         grads[behaviour] = model.head.fc.weight.grad
     assert grads["fixed"] is None or torch.count_nonzero(grads["fixed"]) == 0
@@ -320,11 +336,23 @@ def test_output_names_every_intermediate(tiny_pair: dict):
     model = tiny_pair["fixed"]
     out = model(torch.randn(2, 3, 48, 48))
     c, k, d = model.config.num_classes, model.config.num_anchors, model.config.embed_dim
-    shapes = {"logits": (2, c), "embedding": (2, d), "head_logits": (2, c), "primary_dist": (2, c),
-              "confidence_primary": (2, 1), "distances": (2, c, k), "anchor_dist": (2, c),
-              "confidence_anchor": (2, 1), "attention_dist": (2, c), "confidence_attention": (2, 1),
-              "correction": (2, c), "mixed_dist": (2, c), "final_dist": (2, c), "prediction_dist": (2, c),
-              "anchors": (c, k, d)}
+    shapes = {
+        "logits": (2, c),
+        "embedding": (2, d),
+        "head_logits": (2, c),
+        "primary_dist": (2, c),
+        "confidence_primary": (2, 1),
+        "distances": (2, c, k),
+        "anchor_dist": (2, c),
+        "confidence_anchor": (2, 1),
+        "attention_dist": (2, c),
+        "confidence_attention": (2, 1),
+        "correction": (2, c),
+        "mixed_dist": (2, c),
+        "final_dist": (2, c),
+        "prediction_dist": (2, c),
+        "anchors": (c, k, d),
+    }
     for name, shape in shapes.items():
         assert tuple(getattr(out, name).shape) == shape, name
     assert set(out.extras()) == set(shapes) - {"logits", "anchors"}
@@ -350,10 +378,18 @@ def ferplus_batches(root: Path, n: int, batch: int) -> list[tuple[torch.Tensor, 
     idx = np.concatenate([rng.choice(np.flatnonzero(ds.targets == c), n // 4, replace=False) for c in range(4)])
     rng.shuffle(idx)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    xs = torch.stack([(torch.from_numpy(np.asarray(ds.load_image(int(i)).convert("RGB"), np.float32) / 255)
-                       .permute(2, 0, 1) - mean) / std for i in idx])
+    xs = torch.stack(
+        [
+            (
+                torch.from_numpy(np.asarray(ds.load_image(int(i)).convert("RGB"), np.float32) / 255).permute(2, 0, 1)
+                - mean
+            )
+            / std
+            for i in idx
+        ]
+    )
     ys = torch.as_tensor(ds.targets[idx], dtype=torch.int64)
-    return [(xs[i:i + batch], ys[i:i + batch]) for i in range(0, len(idx), batch)]
+    return [(xs[i : i + batch], ys[i : i + batch]) for i in range(0, len(idx), batch)]
 
 
 def test_tiny_trains_on_ferplus(ferplus_root: Path):

@@ -119,8 +119,9 @@ def test_checkpoint_round_trip_gives_identical_eval_outputs(backbone: str, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(1)  # another init: only the checkpoint can make the outputs equal
-        again = create_model("arbex", "tiny", backbone=backbone, img_size=size,
-                             checkpoint=folder / "model.safetensors", **kw).eval()
+        again = create_model(
+            "arbex", "tiny", backbone=backbone, img_size=size, checkpoint=folder / "model.safetensors", **kw
+        ).eval()
     x = images(backbone)
     with torch.no_grad():
         a, b = model(x), again(x)
@@ -173,8 +174,9 @@ def _timm_vit(seed: int) -> torch.nn.Module:
     import timm
 
     torch.manual_seed(seed)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, img_size=32, patch_size=8,
-                             depth=2)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=5, img_size=32, patch_size=8, depth=2
+    )
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
@@ -202,8 +204,11 @@ def test_wrong_timm_backbone_checkpoint_is_refused_clearly(tmp_path: Path):
 
     other = tmp_path / "resnet10t.safetensors"
     save_file(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(), str(other))
-    with pytest.raises(CheckpointMismatchError, match=r"does not fit the ARBEx backbone \(timm model "
-                                                      r"'vit_tiny_patch16_224'\)(.|\n)*missing(.|\n)*unexpected"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"does not fit the ARBEx backbone \(timm model "
+        r"'vit_tiny_patch16_224'\)(.|\n)*missing(.|\n)*unexpected",
+    ):
         build(VIT, backbone_checkpoint=str(other))
     garbage = tmp_path / "notes.pth"
     garbage.write_text("not a checkpoint")
@@ -238,10 +243,24 @@ def test_engine_trains_arbex_on_the_resnet18_backbone(tmp_path: Path):
             self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
     start = Start()
-    cfg = spec_config("arbex", [], **{
-        "model.kwargs": {"backbone": "resnet18", "backbone_kwargs": {"width": 8, "stem": "small", "stem_stride": 2}},
-        "data.img_size": 32, "data.train_limit": 16, "data.valid_limit": 8, "data.batch_size": 8,
-        "data.eval_batch_size": 8, "schedule.epochs": 1, "run.out_dir": str(tmp_path), "run.name": "arbex_resnet18"})
+    cfg = spec_config(
+        "arbex",
+        [],
+        **{
+            "model.kwargs": {
+                "backbone": "resnet18",
+                "backbone_kwargs": {"width": 8, "stem": "small", "stem_stride": 2},
+            },
+            "data.img_size": 32,
+            "data.train_limit": 16,
+            "data.valid_limit": 8,
+            "data.batch_size": 8,
+            "data.eval_batch_size": 8,
+            "schedule.epochs": 1,
+            "run.out_dir": str(tmp_path),
+            "run.name": "arbex_resnet18",
+        },
+    )
     res = fit(cfg, callbacks=[start])
     assert res.steps == 2 and res.stop_reason == "completed"
     assert res.model.config.backbone == "resnet18" and res.model.embed_dim == 64

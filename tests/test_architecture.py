@@ -62,8 +62,7 @@ def import_edges(package: Path = PACKAGE) -> list[tuple[str, str, int, bool]]:
         tree = ast.parse(path.read_text(), str(path))
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         in_function: dict[int, bool] = {}
-        type_only = {id(inner) for node in ast.walk(tree) if _type_checking_block(node)
-                     for inner in ast.walk(node)}
+        type_only = {id(inner) for node in ast.walk(tree) if _type_checking_block(node) for inner in ast.walk(node)}
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _lazy_attribute_hook(node, tree):
                 for inner in ast.walk(node):
@@ -71,8 +70,11 @@ def import_edges(package: Path = PACKAGE) -> list[tuple[str, str, int, bool]]:
         for node in ast.walk(tree):
             targets: list[str] = []
             if isinstance(node, ast.ImportFrom):
-                base = (".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
-                        if node.level else node.module or "")
+                base = (
+                    ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level
+                    else node.module or ""
+                )
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -93,8 +95,11 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_never_point_up():
-    upward = [f"{a} (layer {layer_of(a)}) -> {b} (layer {layer_of(b)}), line {line}"
-              for a, b, line, _ in import_edges() if layer_of(b) > layer_of(a)]
+    upward = [
+        f"{a} (layer {layer_of(a)}) -> {b} (layer {layer_of(b)}), line {line}"
+        for a, b, line, _ in import_edges()
+        if layer_of(b) > layer_of(a)
+    ]
     assert upward == []
 
 
@@ -110,7 +115,7 @@ def find_cycles(package: Path = PACKAGE) -> list[list[str]]:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(trail[trail.index(nxt):] + [nxt])
+                cycles.append(trail[trail.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2
@@ -138,14 +143,19 @@ def _fake_package(root: Path, probe: str) -> Path:
     return root / "fernb"
 
 
-@pytest.mark.parametrize("probe, edge", [
-    ("from ..labels import get_label_space\n", ("fernb.labels", False)),
-    ("import fernb.labels\n", ("fernb.labels", False)),
-    ("from .. import labels\n", ("fernb.labels", False)),
-    ("def f():\n    from ..models import create_model\n", ("fernb.models", True)),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..models import M\nfrom .. import labels\n",
-     ("fernb.labels", False)),
-])
+@pytest.mark.parametrize(
+    "probe, edge",
+    [
+        ("from ..labels import get_label_space\n", ("fernb.labels", False)),
+        ("import fernb.labels\n", ("fernb.labels", False)),
+        ("from .. import labels\n", ("fernb.labels", False)),
+        ("def f():\n    from ..models import create_model\n", ("fernb.models", True)),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..models import M\nfrom .. import labels\n",
+            ("fernb.labels", False),
+        ),
+    ],
+)
 def test_the_walker_sees_each_kind_of_import(tmp_path, probe, edge):
     package = _fake_package(tmp_path, probe)
     assert [(b, inside) for a, b, _, inside in import_edges(package) if a == "fernb.data.probe"] == [edge]
@@ -154,7 +164,8 @@ def test_the_walker_sees_each_kind_of_import(tmp_path, probe, edge):
 def test_the_layers_flag_an_upward_import(tmp_path):
     package = _fake_package(tmp_path, "from ..models import create_model\n")
     assert [(a, b) for a, b, _, _ in import_edges(package) if layer_of(b) > layer_of(a)] == [
-        ("fernb.data.probe", "fernb.models")]
+        ("fernb.data.probe", "fernb.models")
+    ]
 
 
 def test_a_cycle_through_a_function_level_import_is_found(tmp_path):

@@ -30,9 +30,11 @@ def run(fx):
     model = create_model("arm", "official", num_classes=7).eval()
     report = load_checkpoint(model, sd)
     sig: dict[str, torch.Tensor] = {}
-    hooks = [model.backbone.register_forward_hook(lambda m, i, o: sig.__setitem__("features", o.mean((2, 3)))),
-             model.arrangement.register_forward_hook(lambda m, i, o: sig.__setitem__("arranged", o.mean((2, 3)))),
-             model.arm.bn.register_forward_hook(lambda m, i, o: sig.__setitem__("arm_bn", o.mean((2, 3))))]
+    hooks = [
+        model.backbone.register_forward_hook(lambda m, i, o: sig.__setitem__("features", o.mean((2, 3)))),
+        model.arrangement.register_forward_hook(lambda m, i, o: sig.__setitem__("arranged", o.mean((2, 3)))),
+        model.arm.bn.register_forward_hook(lambda m, i, o: sig.__setitem__("arm_bn", o.mean((2, 3)))),
+    ]
     with torch.no_grad():
         out = model(x)
     for h in hooks:

@@ -31,8 +31,17 @@ from fernb.data import (
 from fernb.data.readers import verify_images
 from fernb.labels import UnknownClassError
 
-READERS = {"rafdb": "train", "fer2013": "train", "ferplus": "train", "affectnet": "train", "jaffe": "all",
-           "ckplus": "all", "affwild2": "train", "folder": "train", "manifest": "all"}
+READERS = {
+    "rafdb": "train",
+    "fer2013": "train",
+    "ferplus": "train",
+    "affectnet": "train",
+    "jaffe": "all",
+    "ckplus": "all",
+    "affwild2": "train",
+    "folder": "train",
+    "manifest": "all",
+}
 
 
 # -- data roots ------------------------------------------------------------------------------------------------------
@@ -165,9 +174,16 @@ def _rafdb_with_lines(root: Path, lines: list[str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("line,problem", [("train_00003.jpg", "cannot parse"), ("train_00003.jpg five", "five"),
-                                          ("train_00003.jpg 8", "out of range"), ("train_00003.jpg 0", "out of range"),
-                                          ("valid_00003.jpg 2", "neither 'train' nor 'test'")])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("train_00003.jpg", "cannot parse"),
+        ("train_00003.jpg five", "five"),
+        ("train_00003.jpg 8", "out of range"),
+        ("train_00003.jpg 0", "out of range"),
+        ("valid_00003.jpg 2", "neither 'train' nor 'test'"),
+    ],
+)
 def test_rafdb_bad_line_names_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
     path = _rafdb_with_lines(tmp_path, ["train_00001.jpg 1", "train_00002.jpg 2", line, "test_00001.jpg 4"])
     with pytest.raises(DataFormatError) as exc:
@@ -177,10 +193,16 @@ def test_rafdb_bad_line_names_file_and_line(tmp_path: Path, line: str, problem: 
     assert exc.value.line == 3
 
 
-@pytest.mark.parametrize("emotion,pixels,problem", [(7, None, "not a label 0..6"), ("x", None, "not a label"),
-                                                    (0, "1 2 3", "pixels has 3 values"),
-                                                    (0, " ".join(["300"] * 2304), "out of range"),
-                                                    (0, " ".join(["a"] * 2304), "'a'")])
+@pytest.mark.parametrize(
+    "emotion,pixels,problem",
+    [
+        (7, None, "not a label 0..6"),
+        ("x", None, "not a label"),
+        (0, "1 2 3", "pixels has 3 values"),
+        (0, " ".join(["300"] * 2304), "out of range"),
+        (0, " ".join(["a"] * 2304), "'a'"),
+    ],
+)
 def test_fer2013_bad_row_names_file_and_line(tmp_path: Path, emotion: object, pixels: str | None, problem: str) -> None:
     path = make_fer2013_csv(tmp_path, [(0, "Training"), (1, "Training"), (2, "Training")])
     lines = path.read_text().splitlines()
@@ -230,8 +252,10 @@ def test_affectnet_missing_columns(tmp_path: Path) -> None:
         load_dataset("affectnet", tmp_path, "train")
 
 
-@pytest.mark.parametrize("content,problem", [("9", "out of range"), ("abc", "as a number"), ("2.5", "whole number"),
-                                             ("1 2", "holds 2 values")])
+@pytest.mark.parametrize(
+    "content,problem",
+    [("9", "out of range"), ("abc", "as a number"), ("2.5", "whole number"), ("1 2", "holds 2 values")],
+)
 def test_ckplus_bad_emotion_file(tmp_path: Path, content: str, problem: str) -> None:
     make_ckplus_original(tmp_path, [("S005", "001", 4, 3)])
     path = tmp_path / "Emotion" / "S005" / "001" / "S005_001_00000004_emotion.txt"
@@ -249,8 +273,10 @@ def test_ckplus_labelled_sequence_without_frames(tmp_path: Path) -> None:
         load_dataset("ckplus", tmp_path, "all")
 
 
-@pytest.mark.parametrize("label,line,problem", [("9", 4, "not a code -1..7"), ("x", 3, "not a code"),
-                                                ("HEADER", 1, "not the ABAW EXPR class list")])
+@pytest.mark.parametrize(
+    "label,line,problem",
+    [("9", 4, "not a code -1..7"), ("x", 3, "not a code"), ("HEADER", 1, "not the ABAW EXPR class list")],
+)
 def test_affwild2_bad_annotation_names_file_and_line(tmp_path: Path, label: str, line: int, problem: str) -> None:
     make_affwild2(tmp_path, {"Train_Set": {"v1": [0, 1, 2, 3]}})
     path = tmp_path / "annotations" / "EXPR_Set" / "Train_Set" / "v1.txt"
@@ -312,7 +338,6 @@ def test_all_affwild2_frames_missing(tmp_path: Path) -> None:
     (tmp_path / "cropped_aligned").mkdir()
     with pytest.warns(UserWarning, match="no frames"), pytest.raises(EmptySplitError):
         load_dataset("affwild2", tmp_path, "train")
-
 
 
 def test_ferplus_folder_label_that_breaks_the_majority_rule(tmp_path: Path) -> None:

@@ -14,8 +14,15 @@ from torch import nn
 from fernb.losses import LossOutput, create_loss
 from fernb.models import ModelOutput, create_model, list_models
 
-CASES = [("resnet18", {}), ("arm", {}), ("adcorre", {}), ("esr", {}), ("esr", {"diversity": True}), ("manet", {}),
-         ("manet", {"diversity": True})]
+CASES = [
+    ("resnet18", {}),
+    ("arm", {}),
+    ("adcorre", {}),
+    ("esr", {}),
+    ("esr", {"diversity": True}),
+    ("manet", {}),
+    ("manet", {"diversity": True}),
+]
 IDS = ["resnet18", "arm", "adcorre", "esr", "esr-div", "manet", "manet-div"]
 # the Diversified MA-Net has MA-Net's modules and CAM layers: one of the two is enough for those tests
 MODULE_CASES, MODULE_IDS = CASES[:-1], IDS[:-1]
@@ -125,7 +132,8 @@ def test_arm_backbone_loads_a_torchvision_resnet18_and_drops_its_imagenet_classi
         report = load_checkpoint(model, tv.state_dict(), strict=False)
     assert report.dropped == ["fc.weight", "fc.bias"]
     assert set(report.missing) == {"fc.weight", "fc.bias", "arm.alpha", "arm.de_albino.weight"} | {
-        f"arm.bn.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+        f"arm.bn.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    }
     torch.testing.assert_close(model.backbone.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
 
 
@@ -244,8 +252,9 @@ def test_tiny_preset_trains_on_ferplus_with_a_falling_loss(name: str, overrides:
     torch.manual_seed(0)
     model = _full_ensemble(name, create_model(name, "tiny", **overrides)).train()
     s = model.config.img_size
-    x = torch.stack([torch.from_numpy(np.asarray(im.resize((s, s)), dtype=np.float32) / 255.0).permute(2, 0, 1)
-                     for im in images])
+    x = torch.stack(
+        [torch.from_numpy(np.asarray(im.resize((s, s)), dtype=np.float32) / 255.0).permute(2, 0, 1) for im in images]
+    )
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(6):
@@ -255,8 +264,9 @@ def test_tiny_preset_trains_on_ferplus_with_a_falling_loss(name: str, overrides:
         opt.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all()
-    assert np.mean(losses[-2:]) < np.mean(losses[:2]) and losses[-1] < losses[0], \
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) and losses[-1] < losses[0], (
         f"{name}: loss did not fall: {np.round(losses, 3)}"
+    )
 
 
 @pytest.mark.parametrize("stem, stride, side", [("imagenet", 1, 6), ("small", 2, 12), ("small", 1, 24)])

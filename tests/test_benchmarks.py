@@ -51,8 +51,9 @@ def test_diversity_variant_row_builds_the_diversified_model(bench, monkeypatch: 
     built = []
     real = fernb.create_model
     monkeypatch.setattr(fernb, "create_model", lambda *a, **kw: built.append(kw) or real(*a, **kw))
-    rows = bench.main(["--models", "esr+diversity", "--presets", "tiny", "--batch-sizes", "4", "--quick",
-                       "--in-process"])
+    rows = bench.main(
+        ["--models", "esr+diversity", "--presets", "tiny", "--batch-sizes", "4", "--quick", "--in-process"]
+    )
     assert built and built[0].get("diversity") is True
     (row,) = rows
     assert row.model == "esr+diversity" and row.train_img_s > 0 and not row.notes
@@ -76,8 +77,25 @@ def bench_train(repo_root: Path):
 @pytest.mark.shared
 def test_training_benchmark_runs_a_variant_on_ferplus(bench_train, ferplus_root: Path, tmp_path: Path, capsys):
     out = tmp_path / "rows.json"
-    assert bench_train.main(["--budget-s", "3", "--methods", "resnet18,esr+diversity", "--root", str(ferplus_root),
-                             "--train-limit", "256", "--valid-limit", "64", "--json", str(out)]) == 0
+    assert (
+        bench_train.main(
+            [
+                "--budget-s",
+                "3",
+                "--methods",
+                "resnet18,esr+diversity",
+                "--root",
+                str(ferplus_root),
+                "--train-limit",
+                "256",
+                "--valid-limit",
+                "64",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {r["method"]: r for r in json.loads(out.read_text())}
     assert set(rows) == {"resnet18", "esr+diversity"}
     for r in rows.values():

@@ -107,8 +107,16 @@ def test_step_plan_cuts_the_last_epoch_and_the_cosine_reaches_its_floor_at_the_l
         def on_step_end(self, trainer, logs):
             seen.append(logs["lr"])
 
-    cfg = te.toy_config(tmp_path, **{"schedule.steps": 13, "schedule.name": "cosine", "schedule.warmup_fraction":
-                                     0.2, "optim.lr": 0.01, "data.batch_size": 8})
+    cfg = te.toy_config(
+        tmp_path,
+        **{
+            "schedule.steps": 13,
+            "schedule.name": "cosine",
+            "schedule.warmup_fraction": 0.2,
+            "optim.lr": 0.01,
+            "data.batch_size": 8,
+        },
+    )
     res = fit(cfg, train_data=te.toy_data(40), valid_data=te.toy_data(14, 1), callbacks=[Record()])
     assert res.steps == 13 and [r["step"] for r in res.history] == [5, 10, 13]  # 3 epochs, the last one of 3 steps
     assert seen[0] == pytest.approx(0.01 / (0.2 * 13)) and max(seen) == pytest.approx(0.01, rel=0.05)
@@ -122,15 +130,22 @@ def test_step_plan_cuts_the_last_epoch_and_the_cosine_reaches_its_floor_at_the_l
 def test_a_step_plan_shares_its_epochs_out_over_the_stages(tmp_path):
     from fernb.engine import StageConfig, apply_overrides
 
-    cfg = apply_overrides(te.toy_config(tmp_path), {
-        "schedule.stages": [StageConfig(epochs=50), StageConfig(epochs=50, call="add_branch", reload_best=True)],
-        "schedule.steps": 19})
+    cfg = apply_overrides(
+        te.toy_config(tmp_path),
+        {
+            "schedule.stages": [StageConfig(epochs=50), StageConfig(epochs=50, call="add_branch", reload_best=True)],
+            "schedule.steps": 19,
+        },
+    )
     res = fit(cfg, train_data=te.toy_data(40), valid_data=te.toy_data(14, 1))
     assert res.steps == 19 and [r["stage"] for r in res.history] == [0, 0, 1, 1]
     assert len(res.model.heads) == 2
     with pytest.raises(ConfigError, match="cannot hold"):
-        fit(apply_overrides(cfg, {"schedule.steps": 4, "run.name": "short"}), train_data=te.toy_data(40),
-            valid_data=te.toy_data(14, 1))
+        fit(
+            apply_overrides(cfg, {"schedule.steps": 4, "run.name": "short"}),
+            train_data=te.toy_data(40),
+            valid_data=te.toy_data(14, 1),
+        )
 
 
 def test_time_budget_becomes_a_recorded_step_plan_that_ends_near_the_budget(tmp_path):
@@ -189,22 +204,33 @@ def _kill(tmp_path: Path, over: dict, kill_step: int) -> None:
 def test_killed_budget_run_on_the_tensor_pipeline_resumes_to_the_uninterrupted_plan(tmp_path):
     """A budget run killed mid-epoch keeps its step plan; resumed, it ends bit-identical to an uninterrupted run
     given that plan as schedule.steps (same augmentation batch by batch, same schedule)."""
-    over = {**TENSOR, "schedule.budget_s": 3.0, "schedule.name": "cosine", "run.checkpoint_every_steps": 3,
-            "run.name": "cut"}
+    over = {
+        **TENSOR,
+        "schedule.budget_s": 3.0,
+        "schedule.name": "cosine",
+        "run.checkpoint_every_steps": 3,
+        "run.name": "cut",
+    }
     _kill(tmp_path, over, kill_step=7)
     _, meta, state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
     assert meta["step"] == 6 and meta["batch"] == 1
     steps = state["plan"]["steps"]
-    resumed = fit(te.toy_config(tmp_path, **{**over, "run.resume": True}), train_data=te.toy_data(40),
-                  valid_data=te.toy_data(14, 1))
-    plain = fit(te.toy_config(tmp_path, **{**TENSOR, "schedule.steps": steps, "schedule.name": "cosine",
-                                           "run.name": "plain"}), train_data=te.toy_data(40),
-                valid_data=te.toy_data(14, 1))
+    resumed = fit(
+        te.toy_config(tmp_path, **{**over, "run.resume": True}),
+        train_data=te.toy_data(40),
+        valid_data=te.toy_data(14, 1),
+    )
+    plain = fit(
+        te.toy_config(tmp_path, **{**TENSOR, "schedule.steps": steps, "schedule.name": "cosine", "run.name": "plain"}),
+        train_data=te.toy_data(40),
+        valid_data=te.toy_data(14, 1),
+    )
     assert resumed.steps == plain.steps == steps
     assert te.weights_digest(resumed.model) == te.weights_digest(plain.model)
     drop = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
-    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in plain.history]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in plain.history
+    ]
 
 
 # -- optimiser ---------------------------------------------------------------------------------------------------------
@@ -227,8 +253,12 @@ def test_decay_off_norms_biases_and_what_the_model_exempts():
 def test_budget_recipe_fields_and_what_replaces_its_time_budget():
     cfg = config_from_preset("resnet18/ferplus@budget")
     assert cfg.preset == "resnet18/ferplus@budget" and cfg.data.pipeline == "tensor"
-    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.decay_norm_bias) == ("adamw", 1e-3,
-                                                                                                 0.05, False)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.decay_norm_bias) == (
+        "adamw",
+        1e-3,
+        0.05,
+        False,
+    )
     assert cfg.schedule.name == "cosine" and cfg.schedule.warmup_fraction == 0.05 and cfg.schedule.budget_s == 480
     assert cfg.loss.kwargs["label_smoothing"] == 0.1 and cfg.model.kwargs["stem_stride"] == 1
     assert config_from_preset("resnet18/ferplus", recipe="budget").to_dict() == cfg.to_dict()
@@ -244,9 +274,17 @@ def test_budget_recipe_fields_and_what_replaces_its_time_budget():
 def test_every_method_trains_a_few_steps_with_its_budget_recipe(tmp_path, method):
     steps = 9 if method == "esr" else 3  # ESR's two smoke stages take one epoch (8 steps) each at least
     size = budget_overrides(method, "ferplus")["data.img_size"]  # the recipe's size on 48 px data, not smoke's
-    cfg = config_from_preset(f"{method}/synthetic@budget", smoke=True, data__pipeline="tensor",
-                             schedule__steps=steps, run__out_dir=str(tmp_path), run__quiet=True, run__threads=1,
-                             data__batch_size=16, data__img_size=size)
+    cfg = config_from_preset(
+        f"{method}/synthetic@budget",
+        smoke=True,
+        data__pipeline="tensor",
+        schedule__steps=steps,
+        run__out_dir=str(tmp_path),
+        run__quiet=True,
+        run__threads=1,
+        data__batch_size=16,
+        data__img_size=size,
+    )
     res = fit(cfg)
     assert res.steps == steps and np.isfinite(res.history[-1]["train_loss"])
     rec = json.loads((res.run_dir / "run.json").read_text())

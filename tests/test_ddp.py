@@ -27,8 +27,22 @@ def _free_port() -> int:
 def _torchrun(cwd: Path, args: list[str]) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node 2 -m fernb.train ARGS`` on CPU, one thread per rank."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "fernb.train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "fernb.train",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -36,8 +50,17 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     from fernb.data import load_dataset
     from fernb.engine import save_config
 
-    cfg = te.toy_config(tmp_path, **te.SYNTH, **{"run.name": "ddp", "schedule.epochs": 2, "optim.sam": True,
-                                                 "run.checkpoint_every_steps": 2, "data.batch_size": 8})
+    cfg = te.toy_config(
+        tmp_path,
+        **te.SYNTH,
+        **{
+            "run.name": "ddp",
+            "schedule.epochs": 2,
+            "optim.sam": True,
+            "run.checkpoint_every_steps": 2,
+            "data.batch_size": 8,
+        },
+    )
     save_config(cfg, tmp_path / "ddp.yaml")
     n_train = len(load_dataset("synthetic", split="train", **cfg.data.options))  # fills the cache before the ranks
     proc = _torchrun(tmp_path, ["--import", "toys_plugin", "--config", str(tmp_path / "ddp.yaml")])
@@ -60,9 +83,19 @@ def test_every_method_trains_under_torchrun_with_two_processes(tmp_path, spec: s
     from fernb.engine import StageConfig, save_config
 
     # ESR: a second branch joins in the second stage (its parameters are unused before)
-    cfg = te.spec_config(spec, [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch")], **{
-        "data.train_limit": 32, "data.valid_limit": 16, "data.batch_size": 4, "data.eval_batch_size": 16,
-        "schedule.epochs": 1, "run.out_dir": str(tmp_path), "run.name": "ddp"})
+    cfg = te.spec_config(
+        spec,
+        [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch")],
+        **{
+            "data.train_limit": 32,
+            "data.valid_limit": 16,
+            "data.batch_size": 4,
+            "data.eval_batch_size": 16,
+            "schedule.epochs": 1,
+            "run.out_dir": str(tmp_path),
+            "run.name": "ddp",
+        },
+    )
     save_config(cfg, tmp_path / "ddp.yaml")
     proc = _torchrun(tmp_path, ["--config", str(tmp_path / "ddp.yaml")])
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -115,11 +115,14 @@ def test_unknown_checkpoint_names_the_ones_there_are(arbex_run):
         emb.collect_embeddings(arbex_run, "epoch-099")
 
 
-@pytest.mark.parametrize(("epochs", "n", "best", "expected"), [
-    (12, 4, 12, [1, 5, 8, 12]),
-    (12, 4, 3, [1, 3, 5, 8, 12]),
-    (3, 6, 2, [1, 2, 3]),
-])
+@pytest.mark.parametrize(
+    ("epochs", "n", "best", "expected"),
+    [
+        (12, 4, 12, [1, 5, 8, 12]),
+        (12, 4, 3, [1, 3, 5, 8, 12]),
+        (3, 6, 2, [1, 2, 3]),
+    ],
+)
 def test_pick_checkpoints_spreads_over_training_and_keeps_the_best(tmp_path, epochs, n, best, expected):
     for tag in [f"epoch-{e:03d}" for e in range(1, epochs + 1)] + ["best", "last"]:
         (tmp_path / "checkpoints" / tag).mkdir(parents=True)
@@ -176,16 +179,33 @@ def test_sets_of_different_widths_are_refused(arbex_sets):
 
 
 # -- neighbours and numbers on hand-made sets ---------------------------------------------------------------------
-def _toy(dim: int = 2, anchors: np.ndarray | None = None, anchor_classes: np.ndarray | None = None, run: str = "toy",
-         epoch: int = 1) -> EmbeddingSet:
+def _toy(
+    dim: int = 2,
+    anchors: np.ndarray | None = None,
+    anchor_classes: np.ndarray | None = None,
+    run: str = "toy",
+    epoch: int = 1,
+) -> EmbeddingSet:
     """Two tight classes: class 0 around the origin, class 1 around (10, 0, ...)."""
     x = np.zeros((6, dim), np.float32)
     x[:, 0] = [0.0, 0.5, 1.0, 10.0, 10.5, 11.0]
     y = np.array([0, 0, 0, 1, 1, 1])
-    return EmbeddingSet(run=run, checkpoint=f"epoch-{epoch:03d}", epoch=epoch, method="toy", split="valid",
-                        embeddings=x, labels=y, preds=y.copy(), confidence=np.full(6, 0.5, np.float32),
-                        max_prob=np.full(6, 0.9, np.float32), indices=np.arange(6), class_names=["a", "b"],
-                        anchors=anchors, anchor_classes=anchor_classes)
+    return EmbeddingSet(
+        run=run,
+        checkpoint=f"epoch-{epoch:03d}",
+        epoch=epoch,
+        method="toy",
+        split="valid",
+        embeddings=x,
+        labels=y,
+        preds=y.copy(),
+        confidence=np.full(6, 0.5, np.float32),
+        max_prob=np.full(6, 0.9, np.float32),
+        indices=np.arange(6),
+        class_names=["a", "b"],
+        anchors=anchors,
+        anchor_classes=anchor_classes,
+    )
 
 
 @pytest.mark.parametrize(("index", "k", "expected"), [(0, 2, [1, 2]), (2, 1, [1]), (3, 3, [4, 5, 2]), (5, 9, None)])
@@ -219,8 +239,11 @@ def test_nearest_anchor_accuracy(anchor_classes, accuracy):
 def test_anchor_drift_is_how_far_anchors_moved_since_the_previous_checkpoint():
     cls = np.array([0, 1])
     a1 = np.array([[0.0, 0.0], [10.0, 0.0]], np.float32)
-    sets = [_toy(anchors=a1, anchor_classes=cls, epoch=1), _toy(anchors=a1 + [0.0, 2.0], anchor_classes=cls, epoch=2),
-            _toy(anchors=a1, anchor_classes=cls, run="other", epoch=1)]
+    sets = [
+        _toy(anchors=a1, anchor_classes=cls, epoch=1),
+        _toy(anchors=a1 + [0.0, 2.0], anchor_classes=cls, epoch=2),
+        _toy(anchors=a1, anchor_classes=cls, run="other", epoch=1),
+    ]
     drift = emb.anchor_summary(sets)["anchor_drift"].tolist()
     assert np.isnan(drift[0]) and drift[1] == pytest.approx(2.0) and np.isnan(drift[2])
 
@@ -228,8 +251,11 @@ def test_anchor_drift_is_how_far_anchors_moved_since_the_previous_checkpoint():
 # -- figures ----------------------------------------------------------------------------------------------------------
 def _stars(ax) -> int:
     """Points drawn with the anchor marker size on ``ax``."""
-    return sum(len(c.get_offsets()) for c in ax.collections
-               if isinstance(c, PathCollection) and len(c.get_sizes()) and c.get_sizes()[0] == vemb.ANCHOR_STYLE["s"])
+    return sum(
+        len(c.get_offsets())
+        for c in ax.collections
+        if isinstance(c, PathCollection) and len(c.get_sizes()) and c.get_sizes()[0] == vemb.ANCHOR_STYLE["s"]
+    )
 
 
 @pytest.mark.parametrize("colour", COLOURINGS)
@@ -306,9 +332,15 @@ def test_colour_dropdown_offers_the_three_colourings(explorer):
     assert _png(state.figure) != before
 
 
-@pytest.mark.parametrize(("action", "value"), [
-    ("set_colour", "prediction"), ("set_classes", ["happy"]), ("set_sample", 3), ("set_checkpoint", "epoch-002"),
-])
+@pytest.mark.parametrize(
+    ("action", "value"),
+    [
+        ("set_colour", "prediction"),
+        ("set_classes", ["happy"]),
+        ("set_sample", 3),
+        ("set_checkpoint", "epoch-002"),
+    ],
+)
 def test_state_methods_redraw_the_figure(explorer, action, value):
     _, state = explorer
     state.set_colour("label")

@@ -26,9 +26,19 @@ from fernb.models import ModelOutput
 def test_overrides_parse_types_and_nested_dicts():
     from fernb.engine import TrainConfig, apply_overrides
 
-    cfg = apply_overrides(TrainConfig(), ["optim.lr=1e-3", "run.quiet=true", "data.options.n=200",
-                                          "data.label_space=none", "schedule.stages=[{\"epochs\": 2}]",
-                                          "optim.betas=[0.8, 0.9]", "loss.name=ce", "data.dataset=1e3"])
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "optim.lr=1e-3",
+            "run.quiet=true",
+            "data.options.n=200",
+            "data.label_space=none",
+            'schedule.stages=[{"epochs": 2}]',
+            "optim.betas=[0.8, 0.9]",
+            "loss.name=ce",
+            "data.dataset=1e3",
+        ],
+    )
     assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
     assert cfg.run.quiet is True and cfg.data.options == {"n": 200} and cfg.data.label_space is None
     assert cfg.schedule.stages[0].epochs == 2 and cfg.schedule.total_epochs == 2
@@ -36,8 +46,15 @@ def test_overrides_parse_types_and_nested_dicts():
     assert cfg.data.dataset == "1e3"  # a string field keeps the text as typed
 
 
-@pytest.mark.parametrize("item, msg", [("optim.lrr=1", "did you mean 'lr'"), ("optim.lr=fast", "expected a number"),
-                                       ("nope.x=1", "unknown key 'nope'"), ("optim.lr", "key=value")])
+@pytest.mark.parametrize(
+    "item, msg",
+    [
+        ("optim.lrr=1", "did you mean 'lr'"),
+        ("optim.lr=fast", "expected a number"),
+        ("nope.x=1", "unknown key 'nope'"),
+        ("optim.lr", "key=value"),
+    ],
+)
 def test_overrides_reject_unknown_keys_and_bad_values(item, msg):
     from fernb.engine import ConfigError, TrainConfig, apply_overrides
 
@@ -119,8 +136,12 @@ def test_class_weights_reach_the_loss_factory(tmp_path):
 
     train = toy_data(50)
     cap = Capture()
-    fit(toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": "inverse"}), train_data=train,
-        valid_data=toy_data(14, seed=1), callbacks=[cap])
+    fit(
+        toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": "inverse"}),
+        train_data=train,
+        valid_data=toy_data(14, seed=1),
+        callbacks=[cap],
+    )
     counts = np.bincount(train.targets, minlength=7)
     w = cap.trainer.loss_fn.class_weights.cpu()
     assert torch.allclose(w, class_weights(train.targets, 7))
@@ -132,20 +153,26 @@ def test_trust_ramp_step_info_goes_from_zero_to_one(tmp_path):
     from fernb.engine import fit
 
     cap = Capture()
-    fit(toy_config(tmp_path, **{"schedule.epochs": 3}), train_data=toy_data(32), valid_data=toy_data(14, 1),
-        callbacks=[cap])
+    fit(
+        toy_config(tmp_path, **{"schedule.epochs": 3}),
+        train_data=toy_data(32),
+        valid_data=toy_data(14, 1),
+        callbacks=[cap],
+    )
     seen = cap.trainer.loss_fn.infos
     assert [i.step for i in seen] == list(range(12))
     assert seen[0].progress == 0.0 and math.isclose(seen[-1].progress, 11 / 12)
     assert [i.epoch for i in seen] == [0] * 4 + [1] * 4 + [2] * 4 and seen[0].num_epochs == 3
 
 
-
 def test_keep_epochs_writes_one_loadable_checkpoint_per_epoch(tmp_path):
     from fernb.engine import RunDir, fit, load_run
 
-    res = fit(toy_config(tmp_path, **{"schedule.epochs": 3, "run.keep_epochs": True}), train_data=toy_data(32),
-              valid_data=toy_data(14, 1))
+    res = fit(
+        toy_config(tmp_path, **{"schedule.epochs": 3, "run.keep_epochs": True}),
+        train_data=toy_data(32),
+        valid_data=toy_data(14, 1),
+    )
     rd = RunDir(res.run_dir)
     assert rd.checkpoints() == ["epoch-001", "epoch-002", "epoch-003", "best", "last"]
     assert rd.epoch_checkpoints() == [1, 2, 3]
@@ -153,8 +180,11 @@ def test_keep_epochs_writes_one_loadable_checkpoint_per_epoch(tmp_path):
     _, third, meta3 = load_run(rd.path, "epoch-003")
     assert meta1["epoch"] == 1 and meta3["epoch"] == 3 and meta3["class_names"] == meta1["class_names"]
     assert weights_digest(third) == weights_digest(res.model) != weights_digest(first)
-    plain = fit(toy_config(tmp_path, **{"schedule.epochs": 2, "run.name": "plain"}), train_data=toy_data(32),
-                valid_data=toy_data(14, 1))
+    plain = fit(
+        toy_config(tmp_path, **{"schedule.epochs": 2, "run.name": "plain"}),
+        train_data=toy_data(32),
+        valid_data=toy_data(14, 1),
+    )
     assert RunDir(plain.run_dir).checkpoints() == ["best", "last"]
 
 
@@ -188,30 +218,57 @@ def test_engine_sets_arbex_trust_to_the_ramp_while_training_and_full_trust_for_v
             def spy(x):
                 seen.append((model.training, float(model.trust)))
                 return forward(x)
+
             model.forward = spy
 
-    cfg = toy_config(tmp_path, **{"model.name": "arbex", "model.preset": "tiny", "data.img_size": 32,
-                                  "schedule.epochs": 2, "optim.lr": 1e-3})
+    cfg = toy_config(
+        tmp_path,
+        **{"model.name": "arbex", "model.preset": "tiny", "data.img_size": 32, "schedule.epochs": 2, "optim.lr": 1e-3},
+    )
     fit(cfg, train_data=toy_data(16, size=32), valid_data=toy_data(8, 1, size=32), callbacks=[Spy()])
     train = [t for training, t in seen if training]
     valid = [t for training, t in seen if not training]
     assert train == pytest.approx([0.0, 0.25, 0.5, 0.75])  # 2 epochs x 2 steps: t = step / total
     assert valid and set(valid) == {1.0}
 
-@pytest.mark.parametrize("over", [
-    {"optim.name": "sgd", "optim.momentum": 0.9, "schedule.name": "step", "schedule.step_size": 1,
-     "schedule.gamma": 0.5},
-    {"optim.name": "adamw", "optim.weight_decay": 0.01, "schedule.name": "cosine", "schedule.warmup_epochs": 1},
-    {"optim.name": "adam", "optim.sam": True, "schedule.name": "exponential", "schedule.gamma": 0.9,
-     "optim.clip_grad_norm": 1.0},
-    {"optim.name": "sgd", "optim.sam": True, "optim.sam_adaptive": True, "schedule.name": "plateau",
-     "schedule.plateau_patience": 0, "schedule.monitor": "valid_nll", "schedule.monitor_mode": "min"},
-])
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {
+            "optim.name": "sgd",
+            "optim.momentum": 0.9,
+            "schedule.name": "step",
+            "schedule.step_size": 1,
+            "schedule.gamma": 0.5,
+        },
+        {"optim.name": "adamw", "optim.weight_decay": 0.01, "schedule.name": "cosine", "schedule.warmup_epochs": 1},
+        {
+            "optim.name": "adam",
+            "optim.sam": True,
+            "schedule.name": "exponential",
+            "schedule.gamma": 0.9,
+            "optim.clip_grad_norm": 1.0,
+        },
+        {
+            "optim.name": "sgd",
+            "optim.sam": True,
+            "optim.sam_adaptive": True,
+            "schedule.name": "plateau",
+            "schedule.plateau_patience": 0,
+            "schedule.monitor": "valid_nll",
+            "schedule.monitor_mode": "min",
+        },
+    ],
+)
 def test_optimisers_and_schedules_train(tmp_path, over, device):
     from fernb.engine import fit
 
-    res = fit(toy_config(tmp_path, **{"schedule.epochs": 3, "run.device": str(device), **over}),
-              train_data=toy_data(32), valid_data=toy_data(14, 1))
+    res = fit(
+        toy_config(tmp_path, **{"schedule.epochs": 3, "run.device": str(device), **over}),
+        train_data=toy_data(32),
+        valid_data=toy_data(14, 1),
+    )
     assert all(math.isfinite(r["train_loss"]) for r in res.history)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"] * 1.05
     lrs = [r["lr"] for r in res.history]
@@ -226,13 +283,13 @@ def test_sam_takes_the_gradient_at_the_perturbed_point():
 
     w = nn.Parameter(torch.tensor([1.0, -2.0]))
     sam = SAM(torch.optim.SGD([w], lr=0.1), rho=0.5)
-    (w ** 2).sum().backward()  # g = 2w = (2, -4)
+    (w**2).sum().backward()  # g = 2w = (2, -4)
     g = torch.tensor([2.0, -4.0])
     sam.first_step()
     e = 0.5 * g / g.norm()
     assert torch.allclose(w.detach(), torch.tensor([1.0, -2.0]) + e)
     sam.zero_grad()
-    (w ** 2).sum().backward()  # gradient at w + e
+    (w**2).sum().backward()  # gradient at w + e
     sam.second_step()
     assert torch.allclose(w.detach(), torch.tensor([1.0, -2.0]) - 0.1 * 2 * (torch.tensor([1.0, -2.0]) + e))
 
@@ -244,8 +301,7 @@ def test_lr_schedule_cosine_warmup_and_plateau():
     cos = LRSchedule(ScheduleConfig(name="cosine", warmup_epochs=1, min_lr=0.0), epochs=5, steps_per_epoch=4)
     assert cos.factor(0, 0) == pytest.approx(0.25) and cos.factor(0, 3) == pytest.approx(1.0)
     assert cos.factor(1, 0) == pytest.approx(1.0) and cos.factor(3, 0) == pytest.approx(0.5)
-    pl = LRSchedule(ScheduleConfig(name="plateau", plateau_patience=1, plateau_factor=0.1), epochs=5,
-                    steps_per_epoch=1)
+    pl = LRSchedule(ScheduleConfig(name="plateau", plateau_patience=1, plateau_factor=0.1), epochs=5, steps_per_epoch=1)
     for v in (0.5, 0.4, 0.4):
         pl.observe(v)
     assert pl.factor(3) == pytest.approx(0.1)
@@ -255,8 +311,9 @@ def test_stages_call_the_model_reload_best_and_keep_the_architecture_for_evaluat
     from fernb.engine import StageConfig, apply_overrides, evaluate, fit, load_run
 
     cfg = toy_config(tmp_path)
-    cfg = apply_overrides(cfg, {"schedule.stages": [StageConfig(epochs=2), StageConfig(2, call="add_branch",
-                                                                                     reload_best=True, lr=0.02)]})
+    cfg = apply_overrides(
+        cfg, {"schedule.stages": [StageConfig(epochs=2), StageConfig(2, call="add_branch", reload_best=True, lr=0.02)]}
+    )
     res = fit(cfg, train_data=toy_data(32), valid_data=toy_data(14, 1))
     assert len(res.model.heads) == 2 and not res.model.heads[0].weight.requires_grad
     assert [r["stage"] for r in res.history] == [0, 0, 1, 1]
@@ -290,8 +347,11 @@ def test_existing_run_is_never_overwritten_by_accident(tmp_path):
     fit(cfg, train_data=toy_data(16), valid_data=toy_data(14, 1))
     with pytest.raises(RunExistsError, match="run.resume=true"):
         fit(cfg, train_data=toy_data(16), valid_data=toy_data(14, 1))
-    res = fit(toy_config(tmp_path, **{"schedule.epochs": 1, "run.overwrite": True}), train_data=toy_data(16),
-              valid_data=toy_data(14, 1))
+    res = fit(
+        toy_config(tmp_path, **{"schedule.epochs": 1, "run.overwrite": True}),
+        train_data=toy_data(16),
+        valid_data=toy_data(14, 1),
+    )
     assert len(res.history) == 1
 
 
@@ -301,8 +361,9 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     def run(name, seed):
         cfg = toy_config(tmp_path, **{"run.name": name, "run.seed": seed})
         res = fit(cfg, train_data=toy_data(32), valid_data=toy_data(14, 1))
-        return [{k: v for k, v in r.items() if not k.endswith("seconds") and k != "samples_per_second"}
-                for r in res.history], weights_digest(res.model)
+        return [
+            {k: v for k, v in r.items() if not k.endswith("seconds") and k != "samples_per_second"} for r in res.history
+        ], weights_digest(res.model)
 
     a, b, c = run("a", 3), run("b", 3), run("c", 4)
     assert a == b
@@ -325,8 +386,11 @@ def test_validation_holdout_and_test_split_guard(tmp_path):
 def test_time_budget_and_max_steps_stop_early(tmp_path):
     from fernb.engine import fit
 
-    res = fit(toy_config(tmp_path, **{"run.max_steps": 3, "schedule.epochs": 5}), train_data=toy_data(32),
-              valid_data=toy_data(14, 1))
+    res = fit(
+        toy_config(tmp_path, **{"run.max_steps": 3, "schedule.epochs": 5}),
+        train_data=toy_data(32),
+        valid_data=toy_data(14, 1),
+    )
     assert res.steps == 3 and res.stop_reason == "max_steps" and res.history == []
     rows = (Path(res.run_dir) / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and ",1" in rows[1]  # the partial epoch is reported, flagged partial=1
@@ -371,8 +435,6 @@ def test_evaluate_records_test_use_and_maps_label_spaces(tmp_path):
     assert preds2.tolist() == [-1, 0, 1]
 
 
-
-
 def test_config_driven_synthetic_run_evaluates_test_once_with_divergences(tmp_path):
     from fernb.engine import evaluate, fit
 
@@ -392,8 +454,9 @@ def test_cross_validation_is_subject_independent_and_summarised(tmp_path):
     from fernb.engine import cross_validate, fit  # noqa: F401
     from fernb.engine.data import build_datasets, build_test_dataset
 
-    cfg = toy_config(tmp_path, **SYNTH, **{"data.folds": 3, "data.fold_split": "all", "schedule.epochs": 1,
-                                           "run.name": None})
+    cfg = toy_config(
+        tmp_path, **SYNTH, **{"data.folds": 3, "data.fold_split": "all", "schedule.epochs": 1, "run.name": None}
+    )
     b = build_datasets(cfg)
     test, _ = build_test_dataset(cfg, "test")
     groups = [set(b.train.subjects), set(b.valid.subjects), set(test.subjects)]
@@ -416,8 +479,13 @@ def test_missing_data_root_falls_back_to_synthetic_only_when_asked(tmp_path):
     from fernb.data.errors import DataRootError
     from fernb.engine import fit
 
-    over = {"data.dataset": "ferplus", "data.root": str(tmp_path / "nowhere"), "data.label_space": "ferplus8",
-            "schedule.epochs": 1, "data.train_limit": 24}
+    over = {
+        "data.dataset": "ferplus",
+        "data.root": str(tmp_path / "nowhere"),
+        "data.label_space": "ferplus8",
+        "schedule.epochs": 1,
+        "data.train_limit": 24,
+    }
     with pytest.raises(DataRootError):
         fit(toy_config(tmp_path, **over))
     with pytest.warns(UserWarning, match="synthetic"):
@@ -456,8 +524,11 @@ def test_epoch_order_is_a_pure_function_of_seed_epoch_and_rank(sampler, kwargs):
 def test_data_layer_sampler_in_fit_and_load_best(tmp_path):
     from fernb.engine import fit
 
-    res = fit(toy_config(tmp_path, **{"data.sampler": "oversample", "schedule.epochs": 1}), train_data=toy_data(32),
-              valid_data=toy_data(14, 1))
+    res = fit(
+        toy_config(tmp_path, **{"data.sampler": "oversample", "schedule.epochs": 1}),
+        train_data=toy_data(32),
+        valid_data=toy_data(14, 1),
+    )
     assert res.history[0]["train_samples"] == 32
     best = res.load_best()
     assert not best.training and te_equal(best.state_dict(), res.model.state_dict())
@@ -490,9 +561,19 @@ def test_cross_dataset_evaluation_through_canonical_names(tmp_path, ferplus_root
 def test_real_ferplus_through_the_reader(tmp_path, ferplus_root):
     from fernb.engine import fit
 
-    res = fit(toy_config(tmp_path, **{"data.dataset": "ferplus", "data.root": str(ferplus_root),
-                                      "data.label_space": "ferplus8", "data.train_limit": 48,
-                                      "data.valid_limit": 32, "schedule.epochs": 1}))
+    res = fit(
+        toy_config(
+            tmp_path,
+            **{
+                "data.dataset": "ferplus",
+                "data.root": str(ferplus_root),
+                "data.label_space": "ferplus8",
+                "data.train_limit": 48,
+                "data.valid_limit": 32,
+                "schedule.epochs": 1,
+            },
+        )
+    )
     d = res.info["data"]
     assert d["train"]["n"] == 48 and d["valid"]["split"] == "valid" and len(d["label_space"]["names"]) == 8
     assert "valid_kl" in res.history[0]  # FER+ votes give label distributions
@@ -507,9 +588,20 @@ def test_real_resnet18_tiny_smoke_preset_and_cli(tmp_path, capsys):
 
     if "resnet18" not in list_models() or "resnet18" not in list_losses():
         pytest.skip("resnet18 model or loss not registered yet")
-    cfg = config_from_preset("resnet18/synthetic", smoke=True, **{
-        **SYNTH, "data.train_limit": 32, "data.valid_limit": 16, "schedule.epochs": 1, "run.out_dir": str(tmp_path),
-        "run.name": "r18", "run.threads": 1, "data.label_space": "basic7"})
+    cfg = config_from_preset(
+        "resnet18/synthetic",
+        smoke=True,
+        **{
+            **SYNTH,
+            "data.train_limit": 32,
+            "data.valid_limit": 16,
+            "schedule.epochs": 1,
+            "run.out_dir": str(tmp_path),
+            "run.name": "r18",
+            "run.threads": 1,
+            "data.label_space": "basic7",
+        },
+    )
     save_config(cfg, tmp_path / "cfg.yaml")
     assert train_main(["--config", str(tmp_path / "cfg.yaml"), "--quiet", "--test"]) == 0
     out = capsys.readouterr().out
@@ -521,8 +613,11 @@ def test_real_resnet18_tiny_smoke_preset_and_cli(tmp_path, capsys):
 def test_predictions_under_bf16_autocast_run(tmp_path):
     from fernb.engine import fit
 
-    res = fit(toy_config(tmp_path, **{"run.precision": "bf16", "schedule.epochs": 1}), train_data=toy_data(16),
-              valid_data=toy_data(14, 1))
+    res = fit(
+        toy_config(tmp_path, **{"run.precision": "bf16", "schedule.epochs": 1}),
+        train_data=toy_data(16),
+        valid_data=toy_data(14, 1),
+    )
     assert math.isfinite(res.history[0]["train_loss"])
 
 
@@ -552,8 +647,12 @@ def test_notebooks_train_the_budget_recipe_on_a_cpu():
         pick_recipe("fast")
     cfg = method_config("resnet18", "synthetic", False, device="cpu", budget_s=30)
     assert cfg.preset == "resnet18/synthetic@budget"
-    assert (cfg.optim.name, cfg.schedule.budget_s, cfg.data.pipeline, cfg.model.preset) == ("adamw", 30, "tensor",
-                                                                                            "tiny")
+    assert (cfg.optim.name, cfg.schedule.budget_s, cfg.data.pipeline, cfg.model.preset) == (
+        "adamw",
+        30,
+        "tensor",
+        "tiny",
+    )
     # the notebook's own model options are added to the budget model's: ARBEx keeps its ResNet-18 backbone
     arbex = method_config("arbex", "synthetic", False, device="cpu", model_kwargs={"behaviour": "fixed"})
     assert arbex.model.kwargs["backbone"] == "resnet18" and arbex.model.kwargs["behaviour"] == "fixed"
@@ -570,13 +669,37 @@ def test_run_spec_reads_a_parameters_cell_and_builds_the_notebooks_configs():
     from fernb.engine import config_to_dict
     from fernb.notebooks import RunSpec, method_config
 
-    cell = {"SMOKE": False, "DATASET": "synthetic", "RECIPE": "budget", "BUDGET_S": 45, "SEED": 3, "DEVICE": "cpu",
-            "RUNS": "somewhere", "BEHAVIOUR": "official", "METHODS": ["arm"], "np": object()}
+    cell = {
+        "SMOKE": False,
+        "DATASET": "synthetic",
+        "RECIPE": "budget",
+        "BUDGET_S": 45,
+        "SEED": 3,
+        "DEVICE": "cpu",
+        "RUNS": "somewhere",
+        "BEHAVIOUR": "official",
+        "METHODS": ["arm"],
+        "np": object(),
+    }
     spec = RunSpec.from_parameters(cell)
-    assert (spec.budget_s, spec.seed, spec.runs, spec.behaviour, spec.preset) == (45, 3, "somewhere", "official",
-                                                                                  "tiny")
-    same = method_config("arbex", "synthetic", False, seed=3, recipe="budget", budget_s=45, device="cpu",
-                         runs="somewhere", model_kwargs={"behaviour": "official"})
+    assert (spec.budget_s, spec.seed, spec.runs, spec.behaviour, spec.preset) == (
+        45,
+        3,
+        "somewhere",
+        "official",
+        "tiny",
+    )
+    same = method_config(
+        "arbex",
+        "synthetic",
+        False,
+        seed=3,
+        recipe="budget",
+        budget_s=45,
+        device="cpu",
+        runs="somewhere",
+        model_kwargs={"behaviour": "official"},
+    )
     assert config_to_dict(spec.config("arbex")) == config_to_dict(same)  # what lets notebook 05 reuse 02's run
     esr = spec.config("esr", seed=1, model_kwargs={"diversity": True})
     assert esr.run.seed == 1 and esr.model.kwargs["diversity"] and "behaviour" not in esr.model.kwargs
@@ -588,8 +711,14 @@ def test_leaderboard_averages_over_seeds_and_sorts_by_accuracy():
     from fernb.notebooks import leaderboard
 
     def result(acc):
-        return {"test": {"accuracy": acc, "mean_class_accuracy": acc / 2, "macro_f1": acc / 4,
-                         "ci": {"accuracy": {"low": acc - 0.1, "high": acc + 0.1}}}}
+        return {
+            "test": {
+                "accuracy": acc,
+                "mean_class_accuracy": acc / 2,
+                "macro_f1": acc / 4,
+                "ci": {"accuracy": {"low": acc - 0.1, "high": acc + 0.1}},
+            }
+        }
 
     board = leaderboard({("a", 0): result(0.4), ("a", 1): result(0.6), ("b", 0): result(0.7)})
     assert list(board.index) == ["b", "a"] and list(board["seeds"]) == [1, 2]
@@ -605,8 +734,16 @@ def test_branch_stages_follow_the_model(tmp_path):
     wide = config_from_preset("esr/rafdb", model__preset="tiny", model__kwargs={"num_branches": 6})
     assert len(wide.schedule.stages) == 6
     too_many = [StageConfig(epochs=1)] + [StageConfig(epochs=1, call="add_branch")] * 4
-    cfg = config_from_preset("esr/synthetic", smoke=True, **{  # explicit stages are kept, and refused up front
-        "schedule.stages": too_many, "run.out_dir": str(tmp_path), "run.quiet": True, "data.train_limit": 16})
+    cfg = config_from_preset(
+        "esr/synthetic",
+        smoke=True,
+        **{  # explicit stages are kept, and refused up front
+            "schedule.stages": too_many,
+            "run.out_dir": str(tmp_path),
+            "run.quiet": True,
+            "data.train_limit": 16,
+        },
+    )
     assert len(cfg.schedule.stages) == 5
     with pytest.raises(ConfigError, match="'add_branch' 4 times.*allows 3"):
         fit(cfg)
@@ -628,7 +765,6 @@ def test_precision_resolution():
         resolve_precision("fp16", torch.device("meta"))
 
 
-
 def test_notebook_epochs_rescale_a_staged_recipe():
     from fernb.engine import ConfigError, ScheduleConfig, StageConfig
     from fernb.notebooks import method_config
@@ -641,6 +777,7 @@ def test_notebook_epochs_rescale_a_staged_recipe():
     assert [s.epochs for s in sched.scaled_stages(8)] == [2, 6]
     with pytest.raises(ConfigError, match="stages"):
         sched.scaled_stages(1)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

@@ -22,11 +22,13 @@ pytestmark = pytest.mark.shared
 def esr9(fidelity_dir, tmp_path_factory):
     data, sd, x = load_fixture(fidelity_dir, "esr9.pt")
     folder = tmp_path_factory.mktemp("esr9")  # the official per-file layout
-    torch.save({k[len("base."):]: v for k, v in sd.items() if k.startswith("base.")},
-               folder / "Net-Base-Shared_Representations.pt")
+    torch.save(
+        {k[len("base.") :]: v for k, v in sd.items() if k.startswith("base.")},
+        folder / "Net-Base-Shared_Representations.pt",
+    )
     for i in range(9):
         pre = f"convolutional_branches.{i}."
-        torch.save({k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}, folder / f"Net-Branch_{i + 1}.pt")
+        torch.save({k[len(pre) :]: v for k, v in sd.items() if k.startswith(pre)}, folder / f"Net-Branch_{i + 1}.pt")
     model = create_model("esr", "official", checkpoint=folder).eval()  # the release folder itself
     sig: dict[str, torch.Tensor] = {}
     hook = model.base.register_forward_hook(lambda m, i, o: sig.__setitem__("shared", o.mean((2, 3))))
@@ -50,8 +52,11 @@ def test_official_release_folder_loads_with_a_full_key_report(esr9):
 def test_a_folder_that_is_not_an_esr_release_is_refused_by_name(esr9, tmp_path):
     folder = esr9[-1]
     (tmp_path / "weights.pt").write_bytes((folder / "Net-Branch_1.pt").read_bytes())
-    with pytest.raises(CheckpointMismatchError, match=r"not an official ESR release.*Net-Base-Shared_Representations"
-                       r"\.pt and Net-Branch_1\.pt.*holds weights\.pt"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"not an official ESR release.*Net-Base-Shared_Representations"
+        r"\.pt and Net-Branch_1\.pt.*holds weights\.pt",
+    ):
         create_model("esr", "official", checkpoint=tmp_path)
     with pytest.raises(CheckpointMismatchError, match="is a folder, but ResNet checkpoints are single files"):
         create_model("resnet18", checkpoint=tmp_path)

@@ -22,21 +22,31 @@ K, D, C = 3, 8, 3  # heads, embedding size, classes: a small head on the full Xc
 HEAD_NAMES = ["dense_8", "dense_9", "dense_10"]  # creation order; a string sort would put dense_10 first
 
 # Keras Xception (keras.applications.xception) separable convs per block: (in, out) of each sepconv
-SEPCONVS = {2: [(64, 128), (128, 128)], 3: [(128, 256), (256, 256)], 4: [(256, 728), (728, 728)],
-            **{b: [(728, 728)] * 3 for b in range(5, 13)}, 13: [(728, 728), (728, 1024)]}
+SEPCONVS = {
+    2: [(64, 128), (128, 128)],
+    3: [(128, 256), (256, 256)],
+    4: [(256, 728), (728, 728)],
+    **{b: [(728, 728)] * 3 for b in range(5, 13)},
+    13: [(728, 728), (728, 1024)],
+}
 RESIDUALS = [(64, 128), (128, 256), (256, 728), (728, 1024)]  # 1x1 stride-2 convs of blocks 2, 3, 4, 13
 
 
 def keras_xception_layers(residual_names: list[str], bn_names: list[str]) -> list[tuple[str, dict[str, tuple]]]:
     """(layer, {weight: Keras shape}) in Keras model order, with the unnamed residual layers called as given."""
+
     def bn(c: int) -> dict[str, tuple]:
         return {v: (c,) for v in ("gamma", "beta", "moving_mean", "moving_variance")}
 
     def sep(i: int, o: int) -> dict[str, tuple]:
         return {"depthwise_kernel": (3, 3, i, 1), "pointwise_kernel": (1, 1, i, o)}
 
-    layers = [("block1_conv1", {"kernel": (3, 3, 3, 32)}), ("block1_conv1_bn", bn(32)),
-              ("block1_conv2", {"kernel": (3, 3, 32, 64)}), ("block1_conv2_bn", bn(64))]
+    layers = [
+        ("block1_conv1", {"kernel": (3, 3, 3, 32)}),
+        ("block1_conv1_bn", bn(32)),
+        ("block1_conv2", {"kernel": (3, 3, 32, 64)}),
+        ("block1_conv2_bn", bn(64)),
+    ]
     r = 0
     for b, convs in SEPCONVS.items():
         if b in (2, 3, 4, 13):
@@ -45,8 +55,12 @@ def keras_xception_layers(residual_names: list[str], bn_names: list[str]) -> lis
             r += 1
         for j, (i, o) in enumerate(convs, 1):
             layers += [(f"block{b}_sepconv{j}", sep(i, o)), (f"block{b}_sepconv{j}_bn", bn(o))]
-    layers += [("block14_sepconv1", sep(1024, 1536)), ("block14_sepconv1_bn", bn(1536)),
-               ("block14_sepconv2", sep(1536, 2048)), ("block14_sepconv2_bn", bn(2048))]
+    layers += [
+        ("block14_sepconv1", sep(1024, 1536)),
+        ("block14_sepconv1_bn", bn(1536)),
+        ("block14_sepconv2", sep(1536, 2048)),
+        ("block14_sepconv2_bn", bn(2048)),
+    ]
     return layers
 
 
@@ -56,9 +70,16 @@ def timm_target(layer: str, residual_names: list[str], bn_names: list[str]) -> s
         return f"backbone.block{(1, 2, 3, 12)[residual_names.index(layer)]}.skip"
     if layer in bn_names:
         return f"backbone.block{(1, 2, 3, 12)[bn_names.index(layer)]}.skipbn"
-    fixed = {"block1_conv1": "conv1", "block1_conv1_bn": "bn1", "block1_conv2": "conv2", "block1_conv2_bn": "bn2",
-             "block14_sepconv1": "conv3", "block14_sepconv1_bn": "bn3", "block14_sepconv2": "conv4",
-             "block14_sepconv2_bn": "bn4"}
+    fixed = {
+        "block1_conv1": "conv1",
+        "block1_conv1_bn": "bn1",
+        "block1_conv2": "conv2",
+        "block1_conv2_bn": "bn2",
+        "block14_sepconv1": "conv3",
+        "block14_sepconv1_bn": "bn3",
+        "block14_sepconv2": "conv4",
+        "block14_sepconv2_bn": "bn4",
+    }
     if layer in fixed:
         return "backbone." + fixed[layer]
     b, j = int(layer[5:].split("_")[0]), int(layer.split("sepconv")[1][0])
@@ -108,10 +129,20 @@ def adcorre_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     """A whole Ad-Corre model file: Xception layers, K Dense(D) heads (stored out of creation order), ``out``."""
     layers = fill(keras_xception_layers(TF2_RES, TF2_BN), seed=0)
     rng = np.random.default_rng(1)
-    heads = [(n, {"kernel": rng.standard_normal((2048, D), dtype=np.float32),
-                  "bias": rng.standard_normal(D, dtype=np.float32)}) for n in HEAD_NAMES]
-    out = ("out", {"kernel": rng.standard_normal((K * D, C), dtype=np.float32),
-                   "bias": rng.standard_normal(C, dtype=np.float32)})
+    heads = [
+        (
+            n,
+            {
+                "kernel": rng.standard_normal((2048, D), dtype=np.float32),
+                "bias": rng.standard_normal(D, dtype=np.float32),
+            },
+        )
+        for n in HEAD_NAMES
+    ]
+    out = (
+        "out",
+        {"kernel": rng.standard_normal((K * D, C), dtype=np.float32), "bias": rng.standard_normal(C, dtype=np.float32)},
+    )
     layers = layers + [heads[2], heads[0], heads[1], out]
     path = tmp_path_factory.mktemp("keras") / "AffectNet_tiny.h5"
     write_keras_h5(path, layers, whole_model=True)
@@ -148,16 +179,25 @@ def test_every_keras_array_lands_in_its_parameter_with_the_layout_transpose(load
             elif w == "pointwise_kernel":
                 key, want = f"{prefix}.pointwise.weight", t.permute(3, 2, 0, 1)
             else:
-                key = f"{prefix}." + {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-                                      "moving_variance": "running_var"}[w]
+                key = (
+                    f"{prefix}."
+                    + {
+                        "gamma": "weight",
+                        "beta": "bias",
+                        "moving_mean": "running_mean",
+                        "moving_variance": "running_var",
+                    }[w]
+                )
                 want = t
             assert torch.equal(sd[key], want), f"{name}/{w} -> {key}"
             checked.add(key)
     for m, head in enumerate(HEAD_NAMES):  # head m fills rows m*D:(m+1)*D, Dense (in, out) -> (out, in)
-        torch.testing.assert_close(sd["heads.weight"][m * D:(m + 1) * D], torch.from_numpy(arrays[head]["kernel"]).T,
-                                   rtol=0, atol=0)
-        torch.testing.assert_close(sd["heads.bias"][m * D:(m + 1) * D], torch.from_numpy(arrays[head]["bias"]),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            sd["heads.weight"][m * D : (m + 1) * D], torch.from_numpy(arrays[head]["kernel"]).T, rtol=0, atol=0
+        )
+        torch.testing.assert_close(
+            sd["heads.bias"][m * D : (m + 1) * D], torch.from_numpy(arrays[head]["bias"]), rtol=0, atol=0
+        )
     assert torch.equal(sd["fc.weight"], torch.from_numpy(arrays["out"]["kernel"]).T)
     assert torch.equal(sd["fc.bias"], torch.from_numpy(arrays["out"]["bias"]))
     checked |= {"heads.weight", "heads.bias", "fc.weight", "fc.bias"}
@@ -183,7 +223,7 @@ def test_loaded_convolutions_compute_what_keras_computes(loaded):
         y = model.backbone.conv1(x)[0]  # block1_conv1: 3x3 stride 2, valid
     k = arrays["block1_conv1"]["kernel"]
     for i, j in [(0, 0), (2, 3)]:
-        want = np.einsum("hwc,hwco->o", xn[2 * i:2 * i + 3, 2 * j:2 * j + 3], k)
+        want = np.einsum("hwc,hwco->o", xn[2 * i : 2 * i + 3, 2 * j : 2 * j + 3], k)
         np.testing.assert_allclose(y[:, i, j].numpy(), want, rtol=1e-5, atol=1e-5)
     x = torch.rand(1, 64, 5, 5)
     xn = np.pad(x[0].permute(1, 2, 0).numpy(), ((1, 1), (1, 1), (0, 0)))  # 'same' padding
@@ -211,8 +251,9 @@ def test_notop_xception_file_loads_the_backbone_and_reports_the_heads_missing(tm
     arrays = dict(layers)
     want = torch.from_numpy(arrays["conv2d_4"]["kernel"]).permute(3, 2, 0, 1)
     assert torch.equal(sd["backbone.block12.skip.weight"], want)
-    assert torch.equal(sd["backbone.block1.skipbn.running_var"],
-                       torch.from_numpy(arrays["batch_normalization_1"]["moving_variance"]))
+    assert torch.equal(
+        sd["backbone.block1.skipbn.running_var"], torch.from_numpy(arrays["batch_normalization_1"]["moving_variance"])
+    )
 
 
 def test_a_mis_shaped_array_is_refused_naming_the_layer_and_both_shapes(adcorre_file, tmp_path: Path):

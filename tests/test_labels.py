@@ -45,8 +45,15 @@ ADCORRE_FOLDERS = {"angry": 6, "disgust": 5, "fear": 4, "happy": 1, "neutral": 0
 AFFWILD2_ORDER = ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"]
 # CK+ release README (Emotion/*_emotion.txt codes); not in the specs.
 CKPLUS_ORDER = ["neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
-JAFFE_REFERENCE = {"NE": "neutral", "HA": "happy", "SA": "sad", "SU": "surprise", "FE": "fear", "DI": "disgust",
-                   "AN": "angry"}
+JAFFE_REFERENCE = {
+    "NE": "neutral",
+    "HA": "happy",
+    "SA": "sad",
+    "SU": "surprise",
+    "FE": "fear",
+    "DI": "disgust",
+    "AN": "angry",
+}
 
 
 def test_canonical_order_is_affectnet_order_plus_other() -> None:
@@ -66,9 +73,17 @@ def test_ferplus_order_is_the_eight_emotion_vote_columns() -> None:
     assert list(VOTE_COLUMNS) == SPEC_ORDERS["ferplus"]
 
 
-@pytest.mark.parametrize("dataset,table", [("rafdb", RAF2AFF), ("ferplus", FERPLUS2AFF), ("fer2013", FER2AFF),
-                                           ("affectnet", list(range(8))), ("affectnet7", list(range(7))),
-                                           ("rafdb_manet", list(range(7)))])
+@pytest.mark.parametrize(
+    "dataset,table",
+    [
+        ("rafdb", RAF2AFF),
+        ("ferplus", FERPLUS2AFF),
+        ("fer2013", FER2AFF),
+        ("affectnet", list(range(8))),
+        ("affectnet7", list(range(7))),
+        ("rafdb_manet", list(range(7))),
+    ],
+)
 def test_dataset_to_canonical_equals_spec_mapping_to_affectnet(dataset: str, table: list[int]) -> None:
     got = dataset_to_canonical(dataset, np.arange(len(table)))
     assert got.tolist() == table
@@ -102,8 +117,10 @@ def test_round_trip_dataset_canonical_dataset(dataset: str) -> None:
     assert tuple(names) == DATASET_ORDERS[dataset]
 
 
-@pytest.mark.parametrize("dataset,code", [("rafdb", 7), ("rafdb", -1), ("fer2013", 7), ("ferplus", 8),
-                                          ("affectnet", 8), ("affwild2", 8), ("ckplus", 8)])
+@pytest.mark.parametrize(
+    "dataset,code",
+    [("rafdb", 7), ("rafdb", -1), ("fer2013", 7), ("ferplus", 8), ("affectnet", 8), ("affwild2", 8), ("ckplus", 8)],
+)
 def test_out_of_range_codes_raise(dataset: str, code: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         dataset_to_canonical(dataset, code)
@@ -111,8 +128,16 @@ def test_out_of_range_codes_raise(dataset: str, code: int) -> None:
         dataset_to_canonical(dataset, [0, code])
 
 
-@pytest.mark.parametrize("dataset,missing", [("rafdb", "contempt"), ("fer2013", "contempt"), ("affectnet", "other"),
-                                             ("affwild2", "contempt"), ("ckplus", "other")])
+@pytest.mark.parametrize(
+    "dataset,missing",
+    [
+        ("rafdb", "contempt"),
+        ("fer2013", "contempt"),
+        ("affectnet", "other"),
+        ("affwild2", "contempt"),
+        ("ckplus", "other"),
+    ],
+)
 def test_classes_missing_in_a_dataset_raise(dataset: str, missing: str) -> None:
     with pytest.raises(ValueError, match=f"has no class {missing}"):
         canonical_to_dataset(dataset, CANONICAL.index(missing))
@@ -131,9 +156,20 @@ def test_unknown_names_and_datasets_raise_with_the_accepted_names() -> None:
     assert "joyful" in str(UnknownClassError("unknown expression class 'joyful'"))
 
 
-@pytest.mark.parametrize("spelling,name", [("Happiness", "happy"), ("ANGER", "angry"), (" sadness ", "sad"),
-                                           ("Surprised", "surprise"), ("NE", "neutral"), ("Others", "other"),
-                                           ("contempt", "contempt"), ("fearful", "fear"), ("Disgusted", "disgust")])
+@pytest.mark.parametrize(
+    "spelling,name",
+    [
+        ("Happiness", "happy"),
+        ("ANGER", "angry"),
+        (" sadness ", "sad"),
+        ("Surprised", "surprise"),
+        ("NE", "neutral"),
+        ("Others", "other"),
+        ("contempt", "contempt"),
+        ("fearful", "fear"),
+        ("Disgusted", "disgust"),
+    ],
+)
 def test_synonyms_are_case_and_space_insensitive(spelling: str, name: str) -> None:
     assert canonical_name(spelling) == name
 
@@ -218,8 +254,9 @@ def test_hard_coded_tables_match_the_spec_text(specs_dir: Path) -> None:
     assert _table_order(text, "**FER2013 Kaggle**") == SPEC_ORDERS["fer2013"]
     assert _table_order(text, "**MA-Net RAF-DB folders**") == SPEC_ORDERS["rafdb_manet"]
     adcorre = re.search(r"maps folders `([a-z, ]+)` -> AffectNet ids `([\d,]+)`", text)
-    assert dict(zip(adcorre.group(1).split(", "), map(int, adcorre.group(2).split(",")), strict=True)) == \
-        ADCORRE_FOLDERS
+    assert (
+        dict(zip(adcorre.group(1).split(", "), map(int, adcorre.group(2).split(",")), strict=True)) == ADCORRE_FOLDERS
+    )
     arbex = (specs_dir / "arbex.md").read_text(encoding="utf-8")
     line = next(ln for ln in arbex.splitlines() if "Class order: 0 Neutral" in ln)
     assert [n for _, n in re.findall(r"(\d) \**([A-Za-z]+)", line)] == AFFWILD2_ORDER

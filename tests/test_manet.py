@@ -23,9 +23,11 @@ def manet(fidelity_dir):
     data, sd, x = load_fixture(fidelity_dir, "manet_raf7.pt")
     model = create_model("manet", "official", checkpoint={f"module.{k}": v for k, v in sd.items()}).eval()
     sig: dict[str, torch.Tensor] = {}
-    hooks = [model.layer2.register_forward_hook(lambda m, i, o: sig.__setitem__("layer2", o.mean((2, 3)))),
-             model.local_layer4[0].register_forward_hook(lambda m, i, o: sig.__setitem__("p11", o.mean((2, 3)))),
-             model.local_layer4[3].register_forward_hook(lambda m, i, o: sig.__setitem__("p22", o.mean((2, 3))))]
+    hooks = [
+        model.layer2.register_forward_hook(lambda m, i, o: sig.__setitem__("layer2", o.mean((2, 3)))),
+        model.local_layer4[0].register_forward_hook(lambda m, i, o: sig.__setitem__("p11", o.mean((2, 3)))),
+        model.local_layer4[3].register_forward_hook(lambda m, i, o: sig.__setitem__("p22", o.mean((2, 3)))),
+    ]
     with torch.no_grad():
         out = model(x)
     for h in hooks:
@@ -78,8 +80,14 @@ def test_heads_of_another_class_count_are_dropped_for_fine_tuning(div_manet):
     from fernb.models._weights import CheckpointMismatchError
 
     _, sd, _, model, _, _ = div_manet
-    pretrained = {**sd, **{f"fc_{i}.{p}": torch.zeros((11, 512) if p == "weight" else (11,))  # e.g. MS-Celeb heads
-                           for i in (1, 2) for p in ("weight", "bias")}}
+    pretrained = {
+        **sd,
+        **{
+            f"fc_{i}.{p}": torch.zeros((11, 512) if p == "weight" else (11,))  # e.g. MS-Celeb heads
+            for i in (1, 2)
+            for p in ("weight", "bias")
+        },
+    }
     with pytest.raises(CheckpointMismatchError):
         load_checkpoint(model, pretrained)
     with pytest.warns(UserWarning, match="dropped"):  # same values as already loaded: no side effect

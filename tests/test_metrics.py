@@ -108,8 +108,9 @@ def test_bootstrap_interval_covers_the_point_estimate_and_shrinks_with_n():
 
 def test_mean_std_over_runs():
     s = M.summarize_runs([{"accuracy": 0.5, "macro_f1": 0.4}, {"accuracy": 0.7, "macro_f1": 0.6}])
-    assert s["accuracy"]["mean"] == pytest.approx(0.6) and s["accuracy"]["std"] == pytest.approx(np.std([0.5, 0.7],
-                                                                                                      ddof=1))
+    assert s["accuracy"]["mean"] == pytest.approx(0.6) and s["accuracy"]["std"] == pytest.approx(
+        np.std([0.5, 0.7], ddof=1)
+    )
     assert M.mean_std([0.3])["std"] == 0.0 and M.mean_std([])["n"] == 0
 
 

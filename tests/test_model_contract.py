@@ -114,8 +114,15 @@ def test_weights_round_trip_through_create_model(spec: str, device: torch.device
 # ------------------------------------------------------------------------------------------------ pretrained cfg
 
 FAMILIES = [n for n in list_models() if model_entrypoint(n).__module__.startswith("fernb.models.")]
-CONFIGS = {"resnet18": ResNetConfig, "arm": ARMConfig, "adcorre": AdCorreConfig, "esr": ESRConfig,
-           "manet": MANetConfig, "poster_v2": PosterV2Config, "arbex": ARBExConfig}
+CONFIGS = {
+    "resnet18": ResNetConfig,
+    "arm": ARMConfig,
+    "adcorre": AdCorreConfig,
+    "esr": ESRConfig,
+    "manet": MANetConfig,
+    "poster_v2": PosterV2Config,
+    "arbex": ARBExConfig,
+}
 # ESR's convolutions are unpadded: its maps are a few pixels smaller than size / reduction (the nominal stride)
 UNPADDED = ("esr",)
 
@@ -143,8 +150,9 @@ def test_every_entry_point_registers_cfgs_for_its_presets(name: str):
 def test_cfg_normalisation_is_the_transform_preset_s(name: str):
     cfg = get_pretrained_cfg(name, "official")
     spec = transform_spec(name, False, cfg.img_size)
-    assert (cfg.mean, cfg.std) == ((spec.mean, spec.std) if spec.mean is not None
-                                   else (_pretrained.UNIT_MEAN, _pretrained.UNIT_STD))
+    assert (cfg.mean, cfg.std) == (
+        (spec.mean, spec.std) if spec.mean is not None else (_pretrained.UNIT_MEAN, _pretrained.UNIT_STD)
+    )
     assert cfg.channel_order == ("BGR" if spec.bgr else "RGB")
     assert (_pretrained.IMAGENET_MEAN, _pretrained.IMAGENET_STD) == (IMAGENET_MEAN, IMAGENET_STD)
 
@@ -182,8 +190,12 @@ def _check_features(model: FERModel, unpadded: bool = False) -> None:
     x = _input(model)
     size = x.shape[-1]
     seen: dict[str, torch.Tensor] = {}
-    hooks = [model.get_submodule(f["module"]).register_forward_hook(
-        lambda _m, _i, out, name=f["module"]: seen.__setitem__(name, out)) for f in model.feature_info]
+    hooks = [
+        model.get_submodule(f["module"]).register_forward_hook(
+            lambda _m, _i, out, name=f["module"]: seen.__setitem__(name, out)
+        )
+        for f in model.feature_info
+    ]
     try:
         with torch.no_grad():
             feats = model.forward_features(x)
@@ -215,15 +227,18 @@ def test_feature_info_num_features_and_head_size_describe_what_the_model_compute
     _check_features(_build(spec), unpadded=parse_variant(spec)[0] in UNPADDED)
 
 
-@pytest.mark.parametrize(("name", "preset", "overrides"), [
-    ("arbex", "tiny_resnet18", {}),
-    ("arbex", "tiny", {"backbone": "timm:resnet10t", "img_size": 32}),
-    ("adcorre", "tiny", {"stem_stride": 1, "img_size": 48}),
-    ("adcorre", "tiny", {"stem_stride": 2, "img_size": 48}),
-    ("manet", "tiny", {"stem": "small", "stem_stride": 2, "img_size": 48}),
-    ("resnet18", "tiny", {"stem": "imagenet", "img_size": 64}),
-    ("poster_v2", "tiny", {"img_size": 64, "backbone_size": 32}),
-])
+@pytest.mark.parametrize(
+    ("name", "preset", "overrides"),
+    [
+        ("arbex", "tiny_resnet18", {}),
+        ("arbex", "tiny", {"backbone": "timm:resnet10t", "img_size": 32}),
+        ("adcorre", "tiny", {"stem_stride": 1, "img_size": 48}),
+        ("adcorre", "tiny", {"stem_stride": 2, "img_size": 48}),
+        ("manet", "tiny", {"stem": "small", "stem_stride": 2, "img_size": 48}),
+        ("resnet18", "tiny", {"stem": "imagenet", "img_size": 64}),
+        ("poster_v2", "tiny", {"img_size": 64, "backbone_size": 32}),
+    ],
+)
 def test_feature_info_follows_the_config(name: str, preset: str, overrides: dict):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -27,12 +27,11 @@ def test_notebook_runs_in_smoke_mode(nb: Path):
 @pytest.mark.shared
 def test_data_notebook_runs_on_real_ferplus(ferplus_root: Path):
     nb = REPO / "notebooks" / "01_data_and_preprocessing.ipynb"
-    run = run_notebook(nb, OUT / "ferplus", smoke=True,
-                       parameters={"DATASET": "ferplus", "DATA_ROOT": str(ferplus_root)})
+    run = run_notebook(
+        nb, OUT / "ferplus", smoke=True, parameters={"DATASET": "ferplus", "DATA_ROOT": str(ferplus_root)}
+    )
     TIMINGS["01 on ferplus"] = run.seconds
     assert run.ok, f"{nb.name} on FER+ failed: {run.error}; executed copy: {run.output}"
-
-
 
 
 @pytest.mark.shared

@@ -66,8 +66,9 @@ def test_official_outputs_and_signatures_match(official_model: PosterV2, fixture
     assert_matches(inter["vit_input_tokens"].mean(2), sig["vit_input_tokens_per_token"], "vit_input_tokens_per_token")
 
 
-def test_forward_with_unfused_attention_matches_too(official_model: PosterV2, fixture: dict,
-                                                    fixture_input: torch.Tensor):
+def test_forward_with_unfused_attention_matches_too(
+    official_model: PosterV2, fixture: dict, fixture_input: torch.Tensor
+):
     mods = [m for m in official_model.modules() if hasattr(m, "fused")]
     try:
         for m in mods:
@@ -87,8 +88,11 @@ def test_converter_drops_exactly_the_unused_official_modules(official_model: Pos
     assert naming == "poster_v2"
     assert set(converted) == set(official_model.state_dict()), "conversion must cover every fernb key, nothing more"
     assert sorted(dropped) == sorted(k for k in official_sd if UNUSED_OFFICIAL.match(k))
-    gdc = sum(v.numel() for k, v in official_sd.items()
-              if k.startswith("face_landback.output_layer.") and k.endswith(("weight", "bias")))
+    gdc = sum(
+        v.numel()
+        for k, v in official_sd.items()
+        if k.startswith("face_landback.output_layer.") and k.endswith(("weight", "bias"))
+    )
     # README §4.1: 58,316,594 official parameters, 14,466,637 never used; the GDC landmark head (evaluated, result
     # discarded) is not built either
     assert gdc == 96_016
@@ -132,8 +136,9 @@ def test_cam_reshape_uses_the_real_grid():
         maps = reshape(tokens)
         assert maps.shape == (2, 3 * model.config.embed_dim, grid, grid)
         # channel block s of map position (i, j) is token 1 + s*g*g + i*g + j
-        torch.testing.assert_close(maps[1, model.config.embed_dim:2 * model.config.embed_dim, 1, 2],
-                                   tokens[1, 1 + grid * grid + grid + 2])
+        torch.testing.assert_close(
+            maps[1, model.config.embed_dim : 2 * model.config.embed_dim, 1, 2], tokens[1, 1 + grid * grid + grid + 2]
+        )
         with pytest.raises(ValueError, match="tokens"):
             reshape(tokens[:, :-1])
 
@@ -147,8 +152,11 @@ def gradcam_maps(model: torch.nn.Module, x: torch.Tensor):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    with GradCAM(model=LogitsOnly(model), target_layers=model.cam_target_layers(),
-                 reshape_transform=model.cam_reshape_transform()) as cam:
+    with GradCAM(
+        model=LogitsOnly(model),
+        target_layers=model.cam_target_layers(),
+        reshape_transform=model.cam_reshape_transform(),
+    ) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(i % 2) for i in range(len(x))])
 
 
@@ -202,8 +210,9 @@ def test_cross_entropy_loss_hard_soft_weighted_smoothed():
     y = torch.tensor([0, 1, 2, 3, 1, 1])
     q = torch.rand(6, 4)
     w = torch.tensor([1.0, 0.5, 2.0, 1.5])
-    assert isinstance(create_loss("poster_v2"), CrossEntropyLoss) and isinstance(create_loss("resnet18"),
-                                                                                 CrossEntropyLoss)
+    assert isinstance(create_loss("poster_v2"), CrossEntropyLoss) and isinstance(
+        create_loss("resnet18"), CrossEntropyLoss
+    )
     plain = create_loss("poster_v2")(out, y, dist=q)  # hard labels by default, as POSTER_V2
     torch.testing.assert_close(plain.total, F.cross_entropy(out.logits, y))
     weighted = CrossEntropyLoss(class_weights=w, label_smoothing=0.1)(out, y)

@@ -38,13 +38,37 @@ from fernb.data.splits import (
 )
 from fernb.labels import CANONICAL
 
-FERPLUS_VALID = {"neutral": 1180, "happy": 862, "surprise": 411, "sad": 348, "angry": 289, "fear": 60, "disgust": 25,
-                 "contempt": 16}
-FERPLUS_TRAIN = {"angry": 2098, "fear": 536, "contempt": 120, "disgust": 116, "neutral": 2200, "happy": 2200,
-                 "sad": 2200, "surprise": 2200}
+FERPLUS_VALID = {
+    "neutral": 1180,
+    "happy": 862,
+    "surprise": 411,
+    "sad": 348,
+    "angry": 289,
+    "fear": 60,
+    "disgust": 25,
+    "contempt": 16,
+}
+FERPLUS_TRAIN = {
+    "angry": 2098,
+    "fear": 536,
+    "contempt": 120,
+    "disgust": 116,
+    "neutral": 2200,
+    "happy": 2200,
+    "sad": 2200,
+    "surprise": 2200,
+}
 # README: class totals of the whole FER2013Train split under the majority rule (before the train subset was drawn).
-FERPLUS_TRAIN_FULL = {"neutral": 8733, "happy": 7284, "sad": 3022, "surprise": 3136, "angry": 2098, "fear": 536,
-                      "contempt": 120, "disgust": 116}
+FERPLUS_TRAIN_FULL = {
+    "neutral": 8733,
+    "happy": 7284,
+    "sad": 3022,
+    "surprise": 3136,
+    "angry": 2098,
+    "fear": 536,
+    "contempt": 120,
+    "disgust": 116,
+}
 CKPLUS_COUNTS = {"angry": 135, "contempt": 54, "disgust": 177, "fear": 75, "happy": 207, "sad": 84, "surprise": 249}
 # FER+ vote column -> folder name of the shared copy (README: happiness->happy, sadness->sad, anger->angry).
 FERPLUS_FOLDER = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
@@ -228,8 +252,10 @@ def test_rafdb_numeric_class_folders(tmp_path: Path, folders: list[str], order: 
     test_dir = "test" if order == "manet" else "valid"
     make_class_tree(tmp_path, {"train": {f: 2 for f in folders}, test_dir: {folders[0]: 1}})
     ds = load_dataset("rafdb", tmp_path, "train")
-    expect = {"manet": {"0": "neutral", "1": "happy", "6": "angry"},
-              "poster": {"1": "surprise", "4": "happy", "7": "neutral"}}[order]
+    expect = {
+        "manet": {"0": "neutral", "1": "happy", "6": "angry"},
+        "poster": {"1": "surprise", "4": "happy", "7": "neutral"},
+    }[order]
     got = {p.parent.name: ds.class_names[t] for p, t in zip(ds.paths, ds.targets, strict=True)}
     assert got == expect
     assert len(load_dataset("rafdb", tmp_path, "test")) == 1
@@ -275,18 +301,42 @@ VOTE_CASES = {
 }
 # expected (label column or None, {column: probability}) per mode, worked out by hand from the FERPlus rules
 EXPECTED = {
-    "majority": {"split_4_3_2": None, "clear_neutral": 0, "all_unknown": None, "tie_with_unknown": None,
-                 "all_single": None, "five_way_tie": None, "surprise_fear": 2},
-    "probability": {"split_4_3_2": (0, {0: 4 / 7, 4: 3 / 7}), "clear_neutral": (0, {0: 1.0}), "all_unknown": None,
-                    "tie_with_unknown": (0, {0: 0.5, 1: 0.5}), "all_single": None, "five_way_tie": None,
-                    "surprise_fear": (2, {2: 5 / 9, 6: 4 / 9})},
-    "multi_target": {"split_4_3_2": (0, {0: 4 / 7, 4: 3 / 7}), "clear_neutral": (0, {0: 1.0}), "all_unknown": None,
-                     "tie_with_unknown": (0, {0: 0.5, 1: 0.5}), "all_single": None, "five_way_tie": None,
-                     "surprise_fear": (2, {2: 5 / 9, 6: 4 / 9})},
-    "soft": {"split_4_3_2": (0, {0: 0.4, 3: 0.1, 4: 0.3, 5: 0.2}), "clear_neutral": (0, {0: 0.75, 2: 0.125, 3: 0.125}),
-             "all_unknown": None, "tie_with_unknown": (0, {0: 0.5, 1: 0.5}),
-             "all_single": (0, dict.fromkeys(range(8), 0.125)), "five_way_tie": (0, dict.fromkeys(range(5), 0.2)),
-             "surprise_fear": (2, {2: 5 / 9, 6: 4 / 9})},
+    "majority": {
+        "split_4_3_2": None,
+        "clear_neutral": 0,
+        "all_unknown": None,
+        "tie_with_unknown": None,
+        "all_single": None,
+        "five_way_tie": None,
+        "surprise_fear": 2,
+    },
+    "probability": {
+        "split_4_3_2": (0, {0: 4 / 7, 4: 3 / 7}),
+        "clear_neutral": (0, {0: 1.0}),
+        "all_unknown": None,
+        "tie_with_unknown": (0, {0: 0.5, 1: 0.5}),
+        "all_single": None,
+        "five_way_tie": None,
+        "surprise_fear": (2, {2: 5 / 9, 6: 4 / 9}),
+    },
+    "multi_target": {
+        "split_4_3_2": (0, {0: 4 / 7, 4: 3 / 7}),
+        "clear_neutral": (0, {0: 1.0}),
+        "all_unknown": None,
+        "tie_with_unknown": (0, {0: 0.5, 1: 0.5}),
+        "all_single": None,
+        "five_way_tie": None,
+        "surprise_fear": (2, {2: 5 / 9, 6: 4 / 9}),
+    },
+    "soft": {
+        "split_4_3_2": (0, {0: 0.4, 3: 0.1, 4: 0.3, 5: 0.2}),
+        "clear_neutral": (0, {0: 0.75, 2: 0.125, 3: 0.125}),
+        "all_unknown": None,
+        "tie_with_unknown": (0, {0: 0.5, 1: 0.5}),
+        "all_single": (0, dict.fromkeys(range(8), 0.125)),
+        "five_way_tie": (0, dict.fromkeys(range(5), 0.2)),
+        "surprise_fear": (2, {2: 5 / 9, 6: 4 / 9}),
+    },
 }
 
 
@@ -319,8 +369,12 @@ def test_ferplus_unknown_mode_is_refused(tmp_path: Path) -> None:
 
 # -- FER+ layouts ------------------------------------------------------------------------------------------------------
 FERPLUS_SPLIT_VOTES = {
-    "FER2013Train": [VOTE_CASES["clear_neutral"], VOTE_CASES["surprise_fear"], VOTE_CASES["all_unknown"],
-                     [0, 8, 0, 0, 0, 0, 0, 2, 0, 0]],
+    "FER2013Train": [
+        VOTE_CASES["clear_neutral"],
+        VOTE_CASES["surprise_fear"],
+        VOTE_CASES["all_unknown"],
+        [0, 8, 0, 0, 0, 0, 0, 2, 0, 0],
+    ],
     "FER2013Valid": [[0, 0, 0, 0, 9, 1, 0, 0, 0, 0], VOTE_CASES["split_4_3_2"]],
     "FER2013Test": [[0, 0, 0, 0, 0, 0, 0, 7, 3, 0]],
 }
@@ -364,10 +418,15 @@ def test_ferplus_fer2013new_layout(tmp_path: Path, split: str) -> None:
 
 
 def test_ferplus_shared_layout_fake_and_modes(tmp_path: Path) -> None:
-    make_ferplus_shared(tmp_path, [("train", "neutral", VOTE_CASES["clear_neutral"]),
-                                   ("train", "surprise", VOTE_CASES["surprise_fear"]),
-                                   ("train", "happy", [0, 8, 0, 0, 0, 0, 0, 2, 0, 0]),
-                                   ("valid", "angry", [0, 0, 0, 0, 9, 1, 0, 0, 0, 0])])
+    make_ferplus_shared(
+        tmp_path,
+        [
+            ("train", "neutral", VOTE_CASES["clear_neutral"]),
+            ("train", "surprise", VOTE_CASES["surprise_fear"]),
+            ("train", "happy", [0, 8, 0, 0, 0, 0, 0, 2, 0, 0]),
+            ("valid", "angry", [0, 0, 0, 0, 9, 1, 0, 0, 0, 0]),
+        ],
+    )
     _check_ferplus_fake(load_dataset("ferplus", tmp_path, "train"), "train")
     soft = load_dataset("ferplus", tmp_path, "train", mode="soft")
     np.testing.assert_allclose(soft.dists[0], [0.75, 0, 0.125, 0.125, 0, 0, 0, 0])  # canonical: sad 2, surprise 3
@@ -464,12 +523,23 @@ def test_ckplus_original_peak_frames(tmp_path: Path, include_neutral: bool) -> N
 
 
 def test_ckplus_folder_layout_without_manifest(tmp_path: Path) -> None:
-    for cls, name in [("anger", "S010_004_00000017.png"), ("anger", "S010_004_00000018.png"),
-                      ("sadness", "S011_002_00000009.png"), ("happy", "S012_001_00000020.png")]:
+    for cls, name in [
+        ("anger", "S010_004_00000017.png"),
+        ("anger", "S010_004_00000018.png"),
+        ("sadness", "S011_002_00000009.png"),
+        ("happy", "S012_001_00000020.png"),
+    ]:
         write_image(tmp_path / "all" / cls / name)
     ds = load_dataset("ckplus", tmp_path, "all")
-    assert ds.class_counts() == {"happy": 1, "sad": 1, "surprise": 0, "fear": 0, "disgust": 0, "angry": 2,
-                                 "contempt": 0}
+    assert ds.class_counts() == {
+        "happy": 1,
+        "sad": 1,
+        "surprise": 0,
+        "fear": 0,
+        "disgust": 0,
+        "angry": 2,
+        "contempt": 0,
+    }
     assert sorted(set(ds.subjects)) == ["S010", "S011", "S012"]
     assert sorted(ds.meta["frame"].tolist()) == [9, 17, 18, 20]
     assert set(ds.meta["sequence"]) == {"S010_004", "S011_002", "S012_001"}
@@ -488,8 +558,10 @@ AW_TO_CANON = ("neutral", "angry", "disgust", "fear", "happy", "sad", "surprise"
 def test_affwild2_frames_labels_subjects(tmp_path: Path) -> None:
     make_affwild2(tmp_path, AW_VIDEOS, missing={"video1": [2]})
     ds = load_dataset("affwild2", tmp_path, "train")
-    got = {(str(v), int(f)): ds.class_names[t] for v, f, t in zip(ds.meta["video"], ds.meta["frame"], ds.targets,
-                                                                     strict=True)}
+    got = {
+        (str(v), int(f)): ds.class_names[t]
+        for v, f, t in zip(ds.meta["video"], ds.meta["frame"], ds.targets, strict=True)
+    }
     want = {}
     for video, codes in AW_VIDEOS["Train_Set"].items():
         for f, c in enumerate(codes, start=1):
@@ -531,9 +603,11 @@ def test_folder_reader_numeric_folders_need_an_order(tmp_path: Path) -> None:
 
 def test_manifest_reader_labels_subjects_dists_meta(tmp_path: Path) -> None:
     header = ["path", "label", "subject", "split", "dist_happy", "dist_sad", "dist_contempt", "age"]
-    rows = [["img/a.png", "happy", "p1", "train", 3, 1, 0, 30],
-            ["img/b.png", "2", "p2", "train", 0, 0, 0, 41],  # canonical index 2 = sad; empty distribution -> one-hot
-            ["img/c.png", "contempt", "p3", "test", 0, 1, 1, 25]]
+    rows = [
+        ["img/a.png", "happy", "p1", "train", 3, 1, 0, 30],
+        ["img/b.png", "2", "p2", "train", 0, 0, 0, 41],  # canonical index 2 = sad; empty distribution -> one-hot
+        ["img/c.png", "contempt", "p3", "test", 0, 1, 1, 25],
+    ]
     make_manifest(tmp_path, header, rows)
     ds = load_dataset("manifest", tmp_path, "train")
     # the smallest standard space holding the labels and the soft columns (contempt, no neutral): CK+'s 7 classes
@@ -595,6 +669,7 @@ def test_group_holdout_and_train_valid_split_are_subject_disjoint(tmp_path: Path
 def test_every_reader_is_registered() -> None:
     from fernb.data import list_datasets
 
-    assert {"rafdb", "fer2013", "ferplus", "affectnet", "jaffe", "ckplus", "affwild2", "folder",
-            "manifest"} <= set(list_datasets())
+    assert {"rafdb", "fer2013", "ferplus", "affectnet", "jaffe", "ckplus", "affwild2", "folder", "manifest"} <= set(
+        list_datasets()
+    )
     assert CANONICAL[:8] == ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry", "contempt")

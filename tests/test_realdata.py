@@ -30,16 +30,26 @@ def test_budget_recipe_beats_chance_on_ferplus_valid(method: str, ferplus_root: 
     from fernb.engine import RunDir, config_from_preset, fit
 
     steps, factor = RUNS[method]
-    cfg = config_from_preset(f"{method}/ferplus@budget", **{
-        "data.root": str(ferplus_root), "data.valid_limit": 800, "schedule.steps": steps,
-        "run.out_dir": str(tmp_path), "run.name": method, "run.quiet": True, "run.seed": 0,
-    })
+    cfg = config_from_preset(
+        f"{method}/ferplus@budget",
+        **{
+            "data.root": str(ferplus_root),
+            "data.valid_limit": 800,
+            "schedule.steps": steps,
+            "run.out_dir": str(tmp_path),
+            "run.name": method,
+            "run.quiet": True,
+            "run.seed": 0,
+        },
+    )
     res = fit(cfg)
     m = res.best_metrics
     done = RunDir(res.run_dir).read_metrics()[-1]["step"]
-    REPORT.append(f"{method}@budget: {done} steps in {res.train_seconds:.0f} s -> valid accuracy "
-                  f"{m['valid_accuracy']:.3f}, mean class accuracy {m['valid_mean_class_accuracy']:.3f}, "
-                  f"macro-F1 {m['valid_macro_f1']:.3f} (chance {CHANCE:.3f})")
+    REPORT.append(
+        f"{method}@budget: {done} steps in {res.train_seconds:.0f} s -> valid accuracy "
+        f"{m['valid_accuracy']:.3f}, mean class accuracy {m['valid_mean_class_accuracy']:.3f}, "
+        f"macro-F1 {m['valid_macro_f1']:.3f} (chance {CHANCE:.3f})"
+    )
     assert done == steps
     assert m["valid_mean_class_accuracy"] > factor * CHANCE, m
     assert m["valid_accuracy"] > 2 * CHANCE, m

@@ -58,8 +58,9 @@ def _fake_table(n: int = 30, c: int = 3, truth: bool = True, reference: bool = T
     given = rng.integers(0, c, n)
     true = np.where(rng.uniform(size=n) < 0.3, rng.integers(0, c, n), given) if truth else None
     ref = rng.dirichlet(np.ones(c), n) if reference else None
-    return reliability_from_predictions(extras, given, [f"k{i}" for i in range(c)], true=true, reference=ref,
-                                        split="fake")
+    return reliability_from_predictions(
+        extras, given, [f"k{i}" for i in range(c)], true=true, reference=ref, split="fake"
+    )
 
 
 # -- the noise report on hand-made labels ------------------------------------------------------------------------------
@@ -67,17 +68,59 @@ GIVEN = np.array([0, 0, 1, 1, 2, 2, 0, 1])
 TRUE = np.array([0, 0, 1, 2, 2, 0, 0, 1])  # samples 3 and 5 are noisy
 
 
-@pytest.mark.parametrize("pred, expected", [
-    # flags 1, 3, 5; detects 3, 5; repairs 3; breaks 1
-    ([0, 1, 1, 2, 2, 1, 0, 1], dict(flagged=3, detected=2, precision=2 / 3, recall=1.0, repaired=1, repair_rate=0.5,
-                                    broken=1, break_rate=1 / 6, accuracy=6 / 8, agreement=5 / 8)),
-    # the true labels: everything noisy found and repaired, nothing broken
-    (TRUE, dict(flagged=2, detected=2, precision=1.0, recall=1.0, repaired=2, repair_rate=1.0, broken=0,
-                break_rate=0.0, accuracy=1.0, agreement=6 / 8)),
-    # the given labels: nothing flagged, precision undefined
-    (GIVEN, dict(flagged=0, detected=0, precision=np.nan, recall=0.0, repaired=0, repair_rate=0.0, broken=0,
-                 break_rate=0.0, accuracy=6 / 8, agreement=1.0)),
-])
+@pytest.mark.parametrize(
+    "pred, expected",
+    [
+        # flags 1, 3, 5; detects 3, 5; repairs 3; breaks 1
+        (
+            [0, 1, 1, 2, 2, 1, 0, 1],
+            dict(
+                flagged=3,
+                detected=2,
+                precision=2 / 3,
+                recall=1.0,
+                repaired=1,
+                repair_rate=0.5,
+                broken=1,
+                break_rate=1 / 6,
+                accuracy=6 / 8,
+                agreement=5 / 8,
+            ),
+        ),
+        # the true labels: everything noisy found and repaired, nothing broken
+        (
+            TRUE,
+            dict(
+                flagged=2,
+                detected=2,
+                precision=1.0,
+                recall=1.0,
+                repaired=2,
+                repair_rate=1.0,
+                broken=0,
+                break_rate=0.0,
+                accuracy=1.0,
+                agreement=6 / 8,
+            ),
+        ),
+        # the given labels: nothing flagged, precision undefined
+        (
+            GIVEN,
+            dict(
+                flagged=0,
+                detected=0,
+                precision=np.nan,
+                recall=0.0,
+                repaired=0,
+                repair_rate=0.0,
+                broken=0,
+                break_rate=0.0,
+                accuracy=6 / 8,
+                agreement=1.0,
+            ),
+        ),
+    ],
+)
 def test_noise_report_matches_hand_counts(pred, expected):
     report = noise_report(GIVEN, TRUE, {"corrected": np.asarray(pred)})["corrected"]
     assert report["n"] == 8 and report["noisy"] == 2
@@ -181,7 +224,8 @@ def test_accuracy_table_has_a_row_per_split(train_table):
     acc = accuracy_table({"train": train_table, "fake": _fake_table()})
     assert list(acc.index) == ["train", "fake"]
     assert acc.loc["train", "accuracy_corrected"] == pytest.approx(
-        float((train_table.codes("corrected") == train_table.codes("true")).mean()))
+        float((train_table.codes("corrected") == train_table.codes("true")).mean())
+    )
 
 
 def test_non_arbex_run_raises_a_clear_error(tmp_path):
@@ -233,13 +277,17 @@ def test_sample_panel_is_a_figure(truth, reference, image):
     assert isinstance(fig, Figure) and len(fig.axes) == 4 + int(image)
 
 
-@pytest.mark.parametrize("make", [
-    lambda t: plot_confidence_scatter(t.frame),
-    lambda t: plot_confidence_scatter(t.frame, hue="changed", ys=("c_anchor",)),
-    lambda t: plot_noise_report(t.noise_report()),
-    lambda t: plot_noise_report(t.noise_report(), accuracy_table({"a": t, "b": t})),
-    lambda t: plot_divergence_by_class(t.divergence_by_class(("primary", "anchor", "corrected"))),
-], ids=["scatter", "scatter-hue", "noise", "noise-accuracy", "divergence"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: plot_confidence_scatter(t.frame),
+        lambda t: plot_confidence_scatter(t.frame, hue="changed", ys=("c_anchor",)),
+        lambda t: plot_noise_report(t.noise_report()),
+        lambda t: plot_noise_report(t.noise_report(), accuracy_table({"a": t, "b": t})),
+        lambda t: plot_divergence_by_class(t.divergence_by_class(("primary", "anchor", "corrected"))),
+    ],
+    ids=["scatter", "scatter-hue", "noise", "noise-accuracy", "divergence"],
+)
 def test_summary_plots_are_figures(make):
     assert isinstance(make(_fake_table()), Figure)
 
@@ -284,4 +332,3 @@ def test_explorer_offers_only_known_filters():
     assert "noisy" not in state.filters
     with pytest.raises(ValueError, match="unknown filter"):
         state.set_filter("noisy")
-

@@ -73,8 +73,9 @@ def test_make_test_runs_pytest_and_nothing_else():
 @pytest.mark.parametrize("nb", list_notebooks(), ids=lambda p: p.name)
 def test_notebook_is_committed_without_outputs(nb: Path):
     cells = json.loads(nb.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells)
-             if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [
+        i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
     assert not dirty, f"{nb.name}: cells {dirty} have outputs; strip them (nbstripout {nb})"
 
 
@@ -97,8 +98,12 @@ def test_code_passes_ruff():
 
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
-    res = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "fernb", "tests", "benchmarks"],
-                         cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "fernb", "tests", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
 
 

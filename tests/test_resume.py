@@ -24,8 +24,14 @@ from fernb.engine.checkpoint import (
 )
 
 TESTS = Path(__file__).resolve().parent
-OVER = {"schedule.epochs": 3, "run.checkpoint_every_steps": 3, "run.threads": 1, "optim.name": "adam",
-        "schedule.name": "cosine", "data.sampler": "shuffle"}
+OVER = {
+    "schedule.epochs": 3,
+    "run.checkpoint_every_steps": 3,
+    "run.threads": 1,
+    "optim.name": "adam",
+    "schedule.name": "cosine",
+    "data.sampler": "shuffle",
+}
 
 # 40 samples / batch 8 = 5 steps per epoch; checkpoints at every epoch end and at steps 3, 6, 9, 12 (mid-epoch).
 SCRIPT = """
@@ -49,8 +55,10 @@ fit(cfg, train_data=te.toy_data(40), valid_data=te.toy_data(14, 1), callbacks=[K
 
 
 def _comparable(rows):
-    return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second", "elapsed_seconds")}
-            for r in rows]
+    return [
+        {k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second", "elapsed_seconds")}
+        for r in rows
+    ]
 
 
 def _csv_rows(run: Path):
@@ -65,14 +73,20 @@ FP16 = {"run.precision": "fp16", "run.loss_scale": 2.0**24}
 
 
 def _reference(tmp_path: Path, extra: dict | None = None):
-    return fit(te.toy_config(tmp_path, **{**OVER, **(extra or {}), "run.name": "ref"}), train_data=te.toy_data(40),
-               valid_data=te.toy_data(14, 1))
+    return fit(
+        te.toy_config(tmp_path, **{**OVER, **(extra or {}), "run.name": "ref"}),
+        train_data=te.toy_data(40),
+        valid_data=te.toy_data(14, 1),
+    )
 
 
 def _resume_and_compare(tmp_path: Path, ref, extra: dict | None = None) -> None:
     run = tmp_path / "cut"
-    res = fit(te.toy_config(tmp_path, **{**OVER, **(extra or {}), "run.name": "cut", "run.resume": True}),
-              train_data=te.toy_data(40), valid_data=te.toy_data(14, 1))
+    res = fit(
+        te.toy_config(tmp_path, **{**OVER, **(extra or {}), "run.name": "cut", "run.resume": True}),
+        train_data=te.toy_data(40),
+        valid_data=te.toy_data(14, 1),
+    )
     assert _comparable(res.history) == _comparable(ref.history)
     assert _csv_rows(run) == _csv_rows(tmp_path / "ref")
     assert te.weights_digest(res.model) == te.weights_digest(ref.model)
@@ -87,8 +101,9 @@ def _resume_and_compare(tmp_path: Path, ref, extra: dict | None = None) -> None:
 def test_run_killed_mid_epoch_in_a_subprocess_resumes_bit_identically(tmp_path, extra: dict):
     ref = _reference(tmp_path, extra)
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS), over={**OVER, **extra}, out=str(tmp_path), name="cut",
-                                    kill_step=8))
+    script.write_text(
+        SCRIPT.format(tests=str(TESTS), over={**OVER, **extra}, out=str(tmp_path), name="cut", kill_step=8)
+    )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr[-2000:]
     _, meta, _ = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
@@ -107,8 +122,12 @@ def test_run_interrupted_after_an_epoch_resumes_bit_identically(tmp_path):
 
     ref = _reference(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        fit(te.toy_config(tmp_path, **{**OVER, "run.name": "cut"}), train_data=te.toy_data(40),
-            valid_data=te.toy_data(14, 1), callbacks=[Stop()])
+        fit(
+            te.toy_config(tmp_path, **{**OVER, "run.name": "cut"}),
+            train_data=te.toy_data(40),
+            valid_data=te.toy_data(14, 1),
+            callbacks=[Stop()],
+        )
     _, meta, _ = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
     assert (meta["epoch"], meta["batch"]) == (1, 0)
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "interrupted"
@@ -118,8 +137,11 @@ def test_run_interrupted_after_an_epoch_resumes_bit_identically(tmp_path):
 def test_fp16_skips_overflowing_steps_and_keeps_training(tmp_path):
     from fernb.engine.checkpoint import load_checkpoint as load
 
-    res = fit(te.toy_config(tmp_path, **{**OVER, **FP16, "run.name": "half"}), train_data=te.toy_data(40),
-              valid_data=te.toy_data(14, 1))
+    res = fit(
+        te.toy_config(tmp_path, **{**OVER, **FP16, "run.name": "half"}),
+        train_data=te.toy_data(40),
+        valid_data=te.toy_data(14, 1),
+    )
     losses = [r["train_loss"] for r in res.history]
     assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0]
     assert res.history[-1]["valid_accuracy"] > 2 / 7  # it learned despite the skipped steps
@@ -137,13 +159,16 @@ def test_resume_without_a_run_is_an_error(tmp_path):
 def test_checkpoint_state_round_trips_without_pickle(tmp_path):
     import numpy as np
 
-    opt_state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4)}},
-                 "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0], "best": float("inf")}]}
+    opt_state = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4)}},
+        "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0], "best": float("inf")}],
+    }
     tree, tensors = pack_state({"opt": opt_state, "rng": capture_rng(), "arr": np.arange(3, dtype=np.uint32)})
     json.dumps(tree, allow_nan=False)  # strict JSON
     back = unpack_state(tree, tensors)
-    assert back["opt"]["param_groups"][0]["betas"] == (0.9, 0.999) and back["opt"]["param_groups"][0]["best"] == \
-        float("inf")
+    assert back["opt"]["param_groups"][0]["betas"] == (0.9, 0.999) and back["opt"]["param_groups"][0]["best"] == float(
+        "inf"
+    )
     assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt_state["state"][0]["exp_avg"])
     assert back["arr"].dtype == np.uint32 and back["arr"].tolist() == [0, 1, 2]
     state = capture_rng()
@@ -168,17 +193,27 @@ def test_checkpoint_swap_survives_a_crash_between_renames_and_detects_corruption
         load_checkpoint(path)
 
 
-
 # -- every method on its tiny model: interrupted mid-epoch, resumed, equal to an uninterrupted run ---------------------
 def _method_config(tmp_path: Path, spec: str, name: str, **extra):
     from fernb.engine import StageConfig
 
     # ESR: the interruption falls in the second branch's stage, after add_branch
     stages = [StageConfig(epochs=1), StageConfig(epochs=1, call="add_branch", reload_best=True)]
-    return te.spec_config(spec, stages, **{
-        "data.train_limit": 48, "data.valid_limit": 16, "data.batch_size": 8, "data.eval_batch_size": 16,
-        "schedule.epochs": 2, "run.checkpoint_every_steps": 4, "run.out_dir": str(tmp_path), "run.name": name,
-        **extra})
+    return te.spec_config(
+        spec,
+        stages,
+        **{
+            "data.train_limit": 48,
+            "data.valid_limit": 16,
+            "data.batch_size": 8,
+            "data.eval_batch_size": 16,
+            "schedule.epochs": 2,
+            "run.checkpoint_every_steps": 4,
+            "run.out_dir": str(tmp_path),
+            "run.name": name,
+            **extra,
+        },
+    )
 
 
 @pytest.mark.parametrize("spec", te.METHOD_SPECS)
@@ -195,6 +230,7 @@ def test_every_method_resumes_identically_after_an_interruption(tmp_path, spec: 
         fit(_method_config(tmp_path, spec, "cut"), callbacks=[Interrupt()])
     _, meta, _ = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
     assert (meta["epoch"], meta["step"]) == (1, 8)
+
     class Steps(Callback):
         seen: list[int] = []
 
@@ -207,6 +243,7 @@ def test_every_method_resumes_identically_after_an_interruption(tmp_path, spec: 
     assert te.weights_digest(res.model) == te.weights_digest(ref.model)
     if spec.startswith("esr"):
         assert res.model.num_active_branches == 2  # the resumed run is in the second branch's stage
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

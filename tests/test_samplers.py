@@ -191,7 +191,7 @@ def test_ddp_shards_are_disjoint_equal_and_cover_the_epoch(name: str, replicas: 
         assert total <= len(epoch) and np.array_equal(merged, epoch[:total])
     else:
         assert total >= len(epoch) and np.array_equal(merged[: len(epoch)], epoch)
-        assert np.array_equal(merged[len(epoch):], epoch[: total - len(epoch)])  # padding wraps around
+        assert np.array_equal(merged[len(epoch) :], epoch[: total - len(epoch)])  # padding wraps around
     if name in ("shuffle", "sequential") and not drop_last:
         assert set(merged) == set(range(N))
 
@@ -227,8 +227,15 @@ def test_aliases_resolve() -> None:
     assert isinstance(build_sampler("ImbalancedDatasetSampler", TARGETS), ImbalancedOversampler)
 
 
-@pytest.mark.parametrize("bad,err", [(np.zeros((2, 3), np.int64), ValueError), (np.array([0, -1]), ValueError),
-                                     (np.array([0.5, 1.0]), TypeError), (np.array([], np.int64), ValueError)])
+@pytest.mark.parametrize(
+    "bad,err",
+    [
+        (np.zeros((2, 3), np.int64), ValueError),
+        (np.array([0, -1]), ValueError),
+        (np.array([0.5, 1.0]), TypeError),
+        (np.array([], np.int64), ValueError),
+    ],
+)
 def test_bad_targets_are_refused(bad: np.ndarray, err: type[Exception]) -> None:
     with pytest.raises(err):
         build_sampler("mrr", bad)

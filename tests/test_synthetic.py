@@ -119,8 +119,9 @@ def test_distributions_sum_to_one_and_match_the_blend_weights(small: SyntheticFa
 
 
 def test_blend_temperature_and_label_smoothing() -> None:
-    cfg = SyntheticConfig(n=60, size=32, n_identities=10, blend_fraction=0.5, blend_temperature=2.0,
-                          label_smoothing=0.1)
+    cfg = SyntheticConfig(
+        n=60, size=32, n_identities=10, blend_fraction=0.5, blend_temperature=2.0, label_smoothing=0.1
+    )
     f = generate(cfg)
     d, m = f.dists, f.meta
     blend = np.flatnonzero(m["second_label"] >= 0)
@@ -136,8 +137,15 @@ def test_blend_temperature_and_label_smoothing() -> None:
 # -- label noise -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def noisy() -> SyntheticFaces:
-    cfg = SyntheticConfig(n=600, size=32, n_identities=40, noise_rate=0.3, noisy_splits=("train", "valid", "test"),
-                          occlusion_p=0.0, blur_p=0.0)
+    cfg = SyntheticConfig(
+        n=600,
+        size=32,
+        n_identities=40,
+        noise_rate=0.3,
+        noisy_splits=("train", "valid", "test"),
+        occlusion_p=0.0,
+        blur_p=0.0,
+    )
     return generate(cfg)
 
 
@@ -159,8 +167,15 @@ def test_valid_and_test_labels_are_clean_by_default(small: SyntheticFaces) -> No
 
 
 def test_asymmetric_noise_flips_to_the_confusable_class() -> None:
-    cfg = SyntheticConfig(n=300, size=32, n_identities=30, label_space="ferplus8", noise_rate=0.4,
-                          noise_mode="asymmetric", noisy_splits=("train", "valid", "test"))
+    cfg = SyntheticConfig(
+        n=300,
+        size=32,
+        n_identities=30,
+        label_space="ferplus8",
+        noise_rate=0.4,
+        noise_mode="asymmetric",
+        noisy_splits=("train", "valid", "test"),
+    )
     f = generate(cfg)
     names = f.class_names
     noisy = f.meta["is_noisy"]
@@ -230,8 +245,13 @@ def test_a_broken_cache_file_is_regenerated(tmp_path: Path) -> None:
 
 def test_fingerprint_changes_with_every_knob() -> None:
     base = SyntheticConfig()
-    changed = [base.replace(n=3), base.replace(seed=1), base.replace(noise_mode="asymmetric"),
-               base.replace(color=True), base.replace(occlusion_types=("hand",))]
+    changed = [
+        base.replace(n=3),
+        base.replace(seed=1),
+        base.replace(noise_mode="asymmetric"),
+        base.replace(color=True),
+        base.replace(occlusion_types=("hand",)),
+    ]
     prints = {c.fingerprint() for c in changed}
     assert len(prints) == len(changed) and base.fingerprint() not in prints
     assert SyntheticConfig(intensity=[0.5, 1.0]) == base  # lists from JSON compare equal to tuples
@@ -285,9 +305,21 @@ def test_render_face_knobs_change_the_image() -> None:
     base = syn.render_face("happy", identity=1, size=48)
     assert base.shape == (48, 48) and base.dtype == np.uint8
     assert np.array_equal(base, syn.render_face("happy", identity=1, size=48))
-    for knob in [{"roll": 10.0}, {"yaw": 15.0}, {"scale": 1.1}, {"shift": (0.05, 0.0)}, {"lighting": 0.8},
-                 {"blur": 1.5}, {"noise_std": 0.05}, {"occlusion": "sunglasses"}, {"occlusion": "mask"},
-                 {"occlusion": "hand"}, {"occlusion": "rect"}, {"intensity": 0.3}, {"identity": 2}]:
+    for knob in [
+        {"roll": 10.0},
+        {"yaw": 15.0},
+        {"scale": 1.1},
+        {"shift": (0.05, 0.0)},
+        {"lighting": 0.8},
+        {"blur": 1.5},
+        {"noise_std": 0.05},
+        {"occlusion": "sunglasses"},
+        {"occlusion": "mask"},
+        {"occlusion": "hand"},
+        {"occlusion": "rect"},
+        {"intensity": 0.3},
+        {"identity": 2},
+    ]:
         other = syn.render_face("happy", **{"identity": 1, "size": 48, **knob})
         assert np.abs(other.astype(int) - base).mean() > 0.3, knob
     rgb = syn.render_face({"fear": 0.7, "surprise": 0.3}, color=True, size=48)

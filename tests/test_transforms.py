@@ -57,8 +57,18 @@ def _one_thread() -> object:
 
 
 def test_presets_cover_every_official_method() -> None:
-    for name in ["poster_v2", "poster_v2_affectnet", "arbex", "arm", "adcorre", "esr", "manet", "diversified_rafdb",
-                 "resnet18", "default"]:
+    for name in [
+        "poster_v2",
+        "poster_v2_affectnet",
+        "arbex",
+        "arm",
+        "adcorre",
+        "esr",
+        "manet",
+        "diversified_rafdb",
+        "resnet18",
+        "default",
+    ]:
         assert name in PRESETS
 
 

@@ -33,18 +33,20 @@ def quiet(fn, *args, **kwargs):
 def official_files(fidelity_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | dict]:
     """Fake pretrained files in the layouts POSTER_V2 distributes, filled with the fixture's recipe tensors."""
     sd = official_state_dict(fidelity_dir, "poster_v2_7cls.pt")  # shared with test_poster within a session
-    ir = {k[len("ir_back."):]: v for k, v in sd.items() if k.startswith("ir_back.")}
-    mfn = {k[len("face_landback."):]: v for k, v in sd.items() if k.startswith("face_landback.")}
+    ir = {k[len("ir_back.") :]: v for k, v in sd.items() if k.startswith("ir_back.")}
+    mfn = {k[len("face_landback.") :]: v for k, v in sd.items() if k.startswith("face_landback.")}
     root = tmp_path_factory.mktemp("pretrained")
     torch.save(ir, root / "ir50.pth")  # POSTER_V2's ir50.pth: a bare re-keyed Backbone state dict
     # mobilefacenet_model_best.pth.tar: {'state_dict': ...}, here also with a DataParallel prefix
-    torch.save({"state_dict": {f"module.{k}": v for k, v in mfn.items()}, "epoch": 1},
-               root / "mobilefacenet_model_best.pth.tar")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in mfn.items()}, "epoch": 1},
+        root / "mobilefacenet_model_best.pth.tar",
+    )
     # the same tensors in ARBEx naming, through the fixture's own ARBEx <-> POSTER_V2 key map
     arbex_fx = torch.load(fidelity_dir / "arbex.pt", weights_only=True)
     pairs = arbex_fx["extra"]["backbone_vs_poster_v2"]["arbex_to_poster_key_map"]
-    arbex_ir = {a[len("ir."):]: ir[p[len("ir_back."):]] for a, p in pairs if a.startswith("ir.")}
-    arbex_mfn = {a[len("landmark."):]: mfn[p[len("face_landback."):]] for a, p in pairs if a.startswith("landmark.")}
+    arbex_ir = {a[len("ir.") :]: ir[p[len("ir_back.") :]] for a, p in pairs if a.startswith("ir.")}
+    arbex_mfn = {a[len("landmark.") :]: mfn[p[len("face_landback.") :]] for a, p in pairs if a.startswith("landmark.")}
     torch.save(arbex_ir, root / "arbex_ir50.pth")
     torch.save(arbex_mfn, root / "arbex_mobilefacenet.pth")
     return {"root": root, "ir": ir, "mfn": mfn}
@@ -52,8 +54,13 @@ def official_files(fidelity_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def test_poster_v2_layouts_load_with_reports(official_files: dict):
     root = official_files["root"]
-    model = quiet(fernb.create_model, "poster_v2", preset="official", ir50_weights=str(root / "ir50.pth"),
-                  landmark_weights=str(root / "mobilefacenet_model_best.pth.tar"))
+    model = quiet(
+        fernb.create_model,
+        "poster_v2",
+        preset="official",
+        ir50_weights=str(root / "ir50.pth"),
+        landmark_weights=str(root / "mobilefacenet_model_best.pth.tar"),
+    )
     ir_rep, mfn_rep = model.backbone.load_reports
     assert len(official_files["ir"]) == 304  # the "load_weight 304" of the official loader
     assert ir_rep.ok and len(ir_rep.loaded) == 292 and len(ir_rep.dropped) == 12
@@ -61,12 +68,21 @@ def test_poster_v2_layouts_load_with_reports(official_files: dict):
     assert mfn_rep.ok and all(k.startswith("output_layer.") for k in mfn_rep.dropped)  # prefix removed
     assert len(mfn_rep.loaded) == len(model.backbone.landmark.state_dict())
     sd = model.state_dict()
-    torch.testing.assert_close(sd["backbone.image.stages.2.13.conv2.weight"],
-                               official_files["ir"]["body3.13.res_layer.3.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(sd["backbone.landmark.stages.1.3.dw.act.weight"],
-                               official_files["mfn"]["conv_4.model.2.conv_dw.prelu.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(sd["backbone.landmark.stages.2.3.conv.weight"],
-                               official_files["mfn"]["conv_6_sep.conv.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        sd["backbone.image.stages.2.13.conv2.weight"],
+        official_files["ir"]["body3.13.res_layer.3.weight"],
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        sd["backbone.landmark.stages.1.3.dw.act.weight"],
+        official_files["mfn"]["conv_4.model.2.conv_dw.prelu.weight"],
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        sd["backbone.landmark.stages.2.3.conv.weight"], official_files["mfn"]["conv_6_sep.conv.weight"], rtol=0, atol=0
+    )
     # POSTER_V2 freezes MobileFaceNet and trains IR-50
     assert not any(p.requires_grad for p in model.backbone.landmark.parameters())
     assert all(p.requires_grad for p in model.backbone.image.parameters())
@@ -81,22 +97,36 @@ def test_poster_v2_layouts_load_with_reports(official_files: dict):
 
 def test_arbex_layouts_load_the_same_tensors_and_freeze(official_files: dict):
     root = official_files["root"]
-    model = quiet(fernb.create_model, "arbex", preset="official", ir50_weights=str(root / "arbex_ir50.pth"),
-                  landmark_weights=str(root / "arbex_mobilefacenet.pth"))
+    model = quiet(
+        fernb.create_model,
+        "arbex",
+        preset="official",
+        ir50_weights=str(root / "arbex_ir50.pth"),
+        landmark_weights=str(root / "arbex_mobilefacenet.pth"),
+    )
     ir_rep, mfn_rep = model.backbone.load_reports
     assert ir_rep.ok and mfn_rep.ok and not ir_rep.dropped and not mfn_rep.dropped
     sd = model.state_dict()
-    torch.testing.assert_close(sd["backbone.image.stages.1.0.downsample.conv.weight"],
-                               official_files["ir"]["body2.0.shortcut_layer.0.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(sd["backbone.landmark.stages.0.4.project.bn.running_var"],
-                               official_files["mfn"]["conv_3.model.1.project.bn.running_var"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        sd["backbone.image.stages.1.0.downsample.conv.weight"],
+        official_files["ir"]["body2.0.shortcut_layer.0.weight"],
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        sd["backbone.landmark.stages.0.4.project.bn.running_var"],
+        official_files["mfn"]["conv_3.model.1.project.bn.running_var"],
+        rtol=0,
+        atol=0,
+    )
     # ARBEx freezes both backbones when their weights are given, and (fixed) keeps their BatchNorm in eval mode
     assert not any(p.requires_grad for p in model.backbone.image.parameters())
     assert not any(p.requires_grad for p in model.backbone.landmark.parameters())
     model.train()
     assert not model.backbone.image.training and model.backbone.scales.training
-    official = quiet(fernb.create_model, "arbex", preset="official", behaviour="official",
-                     ir50_weights=str(root / "arbex_ir50.pth"))
+    official = quiet(
+        fernb.create_model, "arbex", preset="official", behaviour="official", ir50_weights=str(root / "arbex_ir50.pth")
+    )
     official.train()
     assert official.backbone.image.training  # the official code leaves frozen BN layers in train mode
 
@@ -122,8 +152,11 @@ def test_mismatched_file_names_the_file_and_key(official_files: dict, tmp_path: 
     assert str(path) in msg and "stages.0.2.dw.conv.weight" in msg and "(128, 1, 3, 3)" in msg
     # a tiny backbone cannot take the official file either: clear message, not a crash
     with pytest.raises(CheckpointMismatchError, match="tiny"):
-        quiet(fernb.create_model, "poster_v2",
-              landmark_weights=str(official_files["root"] / "mobilefacenet_model_best.pth.tar"))
+        quiet(
+            fernb.create_model,
+            "poster_v2",
+            landmark_weights=str(official_files["root"] / "mobilefacenet_model_best.pth.tar"),
+        )
 
 
 def test_pickled_custom_class_is_refused(tmp_path: Path):

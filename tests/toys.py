@@ -35,8 +35,9 @@ class ToyNet(FERModel):
     def __init__(self, num_classes: int = 7, width: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
         self.config = {"num_classes": num_classes, "width": width}
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()
+        )
         self.drop = nn.Dropout(dropout)
         self.heads = nn.ModuleList([nn.Linear(width * 16, num_classes)])
         self.epoch_calls: list[int] = []
@@ -82,8 +83,9 @@ class ToyLoss(FERLoss):
         return LossOutput(ce + info.progress * reg, {"ce": ce, "reg": reg})
 
 
-def engine_toy(preset: str = "tiny", num_classes: int = 7, width: int = 8, dropout: float = 0.1,
-               img_size: int | None = None) -> ToyNet:
+def engine_toy(
+    preset: str = "tiny", num_classes: int = 7, width: int = 8, dropout: float = 0.1, img_size: int | None = None
+) -> ToyNet:
     """The registry entry point of :class:`ToyNet` (``preset`` and ``img_size`` are accepted and ignored)."""
     return ToyNet(num_classes, width, dropout)
 
@@ -96,8 +98,14 @@ def registered() -> Iterator[None]:
         yield
 
 
-def toy_data(n: int = 48, seed: int = 0, split: str = "train", size: int = 16, with_dists: bool = True,
-             subjects: int | None = None) -> FERDataset:
+def toy_data(
+    n: int = 48,
+    seed: int = 0,
+    split: str = "train",
+    size: int = 16,
+    with_dists: bool = True,
+    subjects: int | None = None,
+) -> FERDataset:
     """Learnable in-memory data: class c lights up a band at row ~2c of a noisy gray image."""
     rng = np.random.default_rng(seed)
     space = LABEL_SPACES["basic7"]
@@ -105,7 +113,7 @@ def toy_data(n: int = 48, seed: int = 0, split: str = "train", size: int = 16, w
     rng.shuffle(y)
     img = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
     for i, c in enumerate(y):
-        img[i, 2 * c: 2 * c + 2, :] = 220
+        img[i, 2 * c : 2 * c + 2, :] = 220
     dists = np.full((n, 7), 0.05, np.float32)
     dists[np.arange(n), y] = 0.7
     subj = [f"p{i % subjects}" for i in range(n)] if subjects else None
@@ -114,9 +122,19 @@ def toy_data(n: int = 48, seed: int = 0, split: str = "train", size: int = 16, w
 
 def toy_config(tmp: Path, **over) -> TrainConfig:
     """A small fp32 single-thread run of the toy model, with ``over`` applied."""
-    base = {"model.name": TOY, "data.img_size": 16, "data.batch_size": 8, "schedule.epochs": 2,
-            "run.out_dir": str(tmp), "run.name": "toy", "run.quiet": True, "run.seed": 0, "optim.lr": 0.01,
-            "run.precision": "fp32", "run.threads": 1}
+    base = {
+        "model.name": TOY,
+        "data.img_size": 16,
+        "data.batch_size": 8,
+        "schedule.epochs": 2,
+        "run.out_dir": str(tmp),
+        "run.name": "toy",
+        "run.quiet": True,
+        "run.seed": 0,
+        "optim.lr": 0.01,
+        "run.precision": "fp32",
+        "run.threads": 1,
+    }
     base.update(over)
     return apply_overrides(TrainConfig(), base)
 
@@ -129,8 +147,14 @@ def spec_config(spec: str, esr_stages: list, **over):
     """The smoke config of a method or variant (``"esr+diversity"``) on the synthetic data, with ``over`` applied;
     ESR trains with ``esr_stages``."""
     method, flags = parse_variant(spec)
-    over = {"data.dataset": "synthetic", "run.quiet": True, "run.precision": "fp32", "run.threads": 1,
-            "model.kwargs": flags, **over}
+    over = {
+        "data.dataset": "synthetic",
+        "run.quiet": True,
+        "run.precision": "fp32",
+        "run.threads": 1,
+        "model.kwargs": flags,
+        **over,
+    }
     if method == "esr":
         over["schedule.stages"] = esr_stages
     return config_from_preset(f"{method}/synthetic", smoke=True, **over)

@@ -29,4 +29,3 @@ __all__ = [
     "train_valid_split",
     "verify_images",
 ]
-

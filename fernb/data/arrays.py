@@ -95,7 +95,7 @@ class BatchTransform:
         x = pixels.float().div_(255)
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         if x.shape[1] == 3 and self.channels == 1:
-            x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:])
+            x = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]
         if self.train and len(x):
             if generator is None:
                 raise ValueError("a training BatchTransform needs the batch's generator")
@@ -124,8 +124,9 @@ class BatchTransform:
             return x
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # output -> input sampling: x_in = R(angle) / zoom @ (flip * x_out) + shift
-        theta = torch.stack([torch.stack([cos * flip, -sin, shift[0]], 1),
-                             torch.stack([sin * flip, cos, shift[1]], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos * flip, -sin, shift[0]], 1), torch.stack([sin * flip, cos, shift[1]], 1)], 1
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
 
@@ -142,8 +143,13 @@ class BatchTransform:
             return x
         rows = torch.arange(h).view(1, h, 1)
         cols = torch.arange(w).view(1, 1, w)
-        box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
-               & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))
+        box = (
+            (rows >= top.view(-1, 1, 1))
+            & (rows < (top + eh).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1))
+            & (cols < (left + ew).view(-1, 1, 1))
+            & on.view(-1, 1, 1)
+        )
         return x.masked_fill(box.unsqueeze(1), 0.0)
 
 
@@ -167,11 +173,23 @@ class ArrayBatches:
         drop_last: drop the last incomplete batch.
     """
 
-    def __init__(self, ds: FERDataset, indices: Sequence[int] | np.ndarray, batch_size: int, *, seed: int = 0,
-                 epoch: int = 0, stream: int = 0, first_batch: int = 0, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        ds: FERDataset,
+        indices: Sequence[int] | np.ndarray,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        stream: int = 0,
+        first_batch: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         if ds.pixels is None or ds.batch_transform is None:
-            raise ValueError(f"{ds.name}/{ds.split}: ArrayBatches needs a dataset with pixels and a batch_transform "
-                             "(fernb.data.arrays.materialize, then with_batch_transform)")
+            raise ValueError(
+                f"{ds.name}/{ds.split}: ArrayBatches needs a dataset with pixels and a batch_transform "
+                "(fernb.data.arrays.materialize, then with_batch_transform)"
+            )
         self.ds, self.indices = ds, np.asarray(indices, dtype=np.int64)
         self.batch_size, self.seed, self.epoch, self.stream = int(batch_size), seed, epoch, stream
         self.first_batch, self.drop_last = first_batch, drop_last
@@ -184,14 +202,17 @@ class ArrayBatches:
         ds, bt, pixels = self.ds, self.ds.batch_transform, self.ds.pixels
         assert bt is not None and pixels is not None
         for b in range(len(self)):
-            idx = self.indices[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = self.indices[b * self.batch_size : (b + 1) * self.batch_size]
             # sorted reads are faster on a memory map; the batch keeps its order
             order = np.argsort(idx, kind="stable")
             raw = np.empty((len(idx), *pixels.shape[1:]), dtype=np.uint8)
             raw[order] = pixels[idx[order]]
             gen = batch_generator(self.seed, self.epoch, self.stream, self.first_batch + b) if bt.train else None
-            batch: dict[str, Any] = {"image": bt(torch.from_numpy(raw), gen),
-                                     "label": torch.from_numpy(ds.targets[idx]), "index": torch.from_numpy(idx)}
+            batch: dict[str, Any] = {
+                "image": bt(torch.from_numpy(raw), gen),
+                "label": torch.from_numpy(ds.targets[idx]),
+                "index": torch.from_numpy(idx),
+            }
             if ds.dists is not None:
                 batch["dist"] = torch.from_numpy(ds.dists[idx])
             yield batch
@@ -220,8 +241,13 @@ def _decode(ds: FERDataset, size: int, progress: bool) -> np.ndarray:
     first = np.asarray(ds.load_image(0).resize((size, size), Image.Resampling.BILINEAR))
     out = np.empty((len(ds), *first.shape), dtype=np.uint8)
     gray = first.ndim == 2 or bool((first[..., 0] == first[..., 1]).all() and (first[..., 1] == first[..., 2]).all())
-    for i in tqdm(range(len(ds)), desc=f"decoding {ds.name}/{ds.split} at {size} px", disable=not progress,
-                  leave=False, mininterval=1.0):
+    for i in tqdm(
+        range(len(ds)),
+        desc=f"decoding {ds.name}/{ds.split} at {size} px",
+        disable=not progress,
+        leave=False,
+        mininterval=1.0,
+    ):
         img = ds.load_image(i)
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
@@ -232,8 +258,9 @@ def _decode(ds: FERDataset, size: int, progress: bool) -> np.ndarray:
     return out[..., 0].copy() if gray and out.ndim == 4 else out
 
 
-def materialize(ds: FERDataset, size: int, *, cache: bool = True, cache_dir: str | os.PathLike | None = None,
-                progress: bool = True) -> FERDataset:
+def materialize(
+    ds: FERDataset, size: int, *, cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> FERDataset:
     """The dataset with every image decoded once at ``size`` x ``size`` into uint8 ``pixels``.
 
     Gray images (FER2013, FER+, CK+, JAFFE, also when stored as RGB) are kept as one channel ``(N, S, S)``; colour
@@ -262,8 +289,19 @@ def materialize(ds: FERDataset, size: int, *, cache: bool = True, cache_dir: str
             os.replace(tmp, path)
             pixels = np.load(path, mmap_mode="r")
     # a plain FERDataset: a reader's subclass may read its images from paths (face crops), which pixels replace
-    out = FERDataset(ds.name, ds.split, ds.label_space, ds.targets, pixels=pixels, dists=ds.dists,
-                     subjects=ds.subjects, meta=dict(ds.meta), transform=ds.transform, mode=ds.mode, root=ds.root,
-                     batch_transform=ds.batch_transform)
+    out = FERDataset(
+        ds.name,
+        ds.split,
+        ds.label_space,
+        ds.targets,
+        pixels=pixels,
+        dists=ds.dists,
+        subjects=ds.subjects,
+        meta=dict(ds.meta),
+        transform=ds.transform,
+        mode=ds.mode,
+        root=ds.root,
+        batch_transform=ds.batch_transform,
+    )
     out.source_fingerprint = ds.fingerprint()
     return out

@@ -104,13 +104,19 @@ class FERDataset(Dataset):
         self.dists = None if dists is None else np.asarray(dists, dtype=np.float32)
         self.subjects = None if subjects is None else np.asarray([str(s) for s in subjects])
         self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
-        for key, arr in [("paths", self.paths), ("pixels", pixels), ("dists", self.dists),
-                         ("subjects", self.subjects), *self.meta.items()]:
+        for key, arr in [
+            ("paths", self.paths),
+            ("pixels", pixels),
+            ("dists", self.dists),
+            ("subjects", self.subjects),
+            *self.meta.items(),
+        ]:
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name}/{split}: {key} has {len(arr)} rows, targets {n}")
         if self.dists is not None and self.dists.shape[1] != len(label_space):
-            raise ValueError(f"{name}/{split}: dists have {self.dists.shape[1]} columns, "
-                             f"label space {len(label_space)}")
+            raise ValueError(
+                f"{name}/{split}: dists have {self.dists.shape[1]} columns, label space {len(label_space)}"
+            )
         self.transform, self.mode = transform, mode
         self.batch_transform = batch_transform
         # set by fernb.data.arrays.materialize: decoded pixels keep the identity of the samples they came from
@@ -123,8 +129,11 @@ class FERDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         img = self.load_image(i)
-        item: dict[str, Any] = {"image": self.transform(img) if self.transform else img,
-                                "label": int(self.targets[i]), "index": int(i)}
+        item: dict[str, Any] = {
+            "image": self.transform(img) if self.transform else img,
+            "label": int(self.targets[i]),
+            "index": int(i),
+        }
         if self.dists is not None:
             item["dist"] = torch.from_numpy(self.dists[i])
         if self.subjects is not None:
@@ -163,7 +172,9 @@ class FERDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         whole = len(idx) == len(self) and bool((idx == np.arange(len(self))).all())
         out = self._like(
-            split or self.split, self.label_space, self.targets[idx],
+            split or self.split,
+            self.label_space,
+            self.targets[idx],
             paths=[self.paths[i] for i in idx] if self.paths is not None else None,
             pixels=(self.pixels if whole else self.pixels[idx]) if self.pixels is not None else None,
             dists=self.dists[idx] if self.dists is not None else None,
@@ -176,8 +187,17 @@ class FERDataset(Dataset):
 
     def _like(self, split: str, label_space: LabelSpace, targets: np.ndarray, **arrays: Any) -> FERDataset:
         """A dataset of the same (sub)class, transform, mode and root, holding other rows."""
-        out = FERDataset(self.name, split, label_space, targets, transform=self.transform, mode=self.mode,
-                         root=self.root, batch_transform=self.batch_transform, **arrays)
+        out = FERDataset(
+            self.name,
+            split,
+            label_space,
+            targets,
+            transform=self.transform,
+            mode=self.mode,
+            root=self.root,
+            batch_transform=self.batch_transform,
+            **arrays,
+        )
         out.__class__ = type(self)  # keeps a reader's subclass (e.g. one that crops face boxes) working
         return out
 
@@ -191,8 +211,10 @@ class FERDataset(Dataset):
         """The same samples with a whole-batch transform (:class:`fernb.data.arrays.BatchTransform`); the engine
         then batches its ``pixels`` directly instead of transforming image by image."""
         if batch_transform is not None and self.pixels is None:
-            raise ValueError(f"{self.name}/{self.split}: a batch transform needs decoded pixels; use "
-                             "fernb.data.arrays.materialize(ds, img_size) first")
+            raise ValueError(
+                f"{self.name}/{self.split}: a batch transform needs decoded pixels; use "
+                "fernb.data.arrays.materialize(ds, img_size) first"
+            )
         new = self.subset(np.arange(len(self)))
         new.batch_transform = batch_transform
         return new
@@ -219,8 +241,11 @@ class FERDataset(Dataset):
         if self.subjects is not None:
             extra.append(f"{len(set(self.subjects))} subjects")
         counts = ", ".join(f"{k} {v}" for k, v in self.class_counts().items())
-        return (f"FERDataset({self.name!r}, split={self.split!r}, n={len(self)}, classes=[{counts}]"
-                + (f", {', '.join(extra)}" if extra else "") + ")")
+        return (
+            f"FERDataset({self.name!r}, split={self.split!r}, n={len(self)}, classes=[{counts}]"
+            + (f", {', '.join(extra)}" if extra else "")
+            + ")"
+        )
 
 
 # -- registry ---------------------------------------------------------------------------------------------------------
@@ -246,14 +271,25 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register_dataset(
-    name: str, *, layout: str, splits: Sequence[str], default_label_space: str, dirname: str | None = None,
-    description: str = "", aliases: Sequence[str] = (),
+    name: str,
+    *,
+    layout: str,
+    splits: Sequence[str],
+    default_label_space: str,
+    dirname: str | None = None,
+    description: str = "",
+    aliases: Sequence[str] = (),
 ) -> Callable[[Callable[..., FERDataset]], Callable[..., FERDataset]]:
     """Decorator registering a reader ``fn(root: Path, split: str, **options) -> FERDataset``."""
 
     def deco(fn: Callable[..., FERDataset]) -> Callable[..., FERDataset]:
-        DATASETS.add(name, DatasetInfo(name, fn, layout, tuple(splits), default_label_space, dirname or name,
-                                       description, tuple(aliases)), aliases=tuple(aliases))
+        DATASETS.add(
+            name,
+            DatasetInfo(
+                name, fn, layout, tuple(splits), default_label_space, dirname or name, description, tuple(aliases)
+            ),
+            aliases=tuple(aliases),
+        )
         return fn
 
     return deco
@@ -274,8 +310,9 @@ def resolve_root(info: DatasetInfo, root: str | os.PathLike | None) -> Path:
         raise DataRootError(info.name, None, "no data root given", info.layout, info.env_var)
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise DataRootError(info.name, path, "the data root does not exist or is not a folder", info.layout,
-                            info.env_var)
+        raise DataRootError(
+            info.name, path, "the data root does not exist or is not a folder", info.layout, info.env_var
+        )
     return path
 
 
@@ -293,8 +330,16 @@ def restrict_label_space(ds: FERDataset, space: LabelSpace) -> FERDataset:
         s = d.sum(1, keepdims=True)
         dists = np.where(s > 0, d / np.maximum(s, 1e-12), 0).astype(np.float32)
     meta = {k: _remap_label_column(v, table) if k.endswith("_label") else v for k, v in sub.meta.items()}
-    return sub._like(ds.split, space, new_targets[keep], paths=sub.paths, pixels=sub.pixels, dists=dists,
-                     subjects=sub.subjects, meta=meta)
+    return sub._like(
+        ds.split,
+        space,
+        new_targets[keep],
+        paths=sub.paths,
+        pixels=sub.pixels,
+        dists=dists,
+        subjects=sub.subjects,
+        meta=meta,
+    )
 
 
 def _remap_label_column(values: np.ndarray, table: np.ndarray) -> np.ndarray:

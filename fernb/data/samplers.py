@@ -152,7 +152,7 @@ class EpochSampler(Sampler[int]):
             idx = np.concatenate([idx, np.tile(idx, reps)[: total - len(idx)]])
         else:
             idx = idx[:total]
-        return idx[self.rank:total:self.num_replicas]
+        return idx[self.rank : total : self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.shard_indices().tolist())
@@ -161,8 +161,10 @@ class EpochSampler(Sampler[int]):
         return self.total_size // self.num_replicas
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(n={len(self.targets)}, epoch_length={self._epoch_length()}, seed={self.seed}, "
-                f"epoch={self.epoch}, rank={self.rank}/{self.num_replicas})")
+        return (
+            f"{type(self).__name__}(n={len(self.targets)}, epoch_length={self._epoch_length()}, seed={self.seed}, "
+            f"epoch={self.epoch}, rank={self.rank}/{self.num_replicas})"
+        )
 
 
 # name -> sampler class, each registered where it is defined; build_sampler builds by name
@@ -241,8 +243,10 @@ class WeightedClassSampler(EpochSampler):
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         self.replacement = bool(replacement)
         if not self.replacement and self.num_samples > int((self.weights > 0).sum()):
-            raise ValueError(f"cannot draw {self.num_samples} samples without replacement from "
-                             f"{int((self.weights > 0).sum())} samples of positive weight; use replacement=True")
+            raise ValueError(
+                f"cannot draw {self.num_samples} samples without replacement from "
+                f"{int((self.weights > 0).sum())} samples of positive weight; use replacement=True"
+            )
 
     def _epoch_length(self) -> int:
         return self.num_samples
@@ -251,8 +255,7 @@ class WeightedClassSampler(EpochSampler):
         return torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g)
 
 
-@_SAMPLERS.register("oversample", aliases=("imbalanced", "imbalanced_dataset_sampler",
-                                           "imbalanceddatasetsampler"))
+@_SAMPLERS.register("oversample", aliases=("imbalanced", "imbalanced_dataset_sampler", "imbalanceddatasetsampler"))
 class ImbalancedOversampler(EpochSampler):
     """The oversampler POSTER_V2 and MA-Net use on AffectNet (``ImbalancedDatasetSampler`` of the torchsampler
     package, ufoym/imbalanced-dataset-sampler), re-implemented.
@@ -444,13 +447,17 @@ def build_sampler(
     """
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     if key not in _SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(list_samplers())} "
-                         f"(aliases: {', '.join(_SAMPLERS.aliases())})")
+        raise ValueError(
+            f"unknown sampler {name!r}; known samplers: {', '.join(list_samplers())} "
+            f"(aliases: {', '.join(_SAMPLERS.aliases())})"
+        )
     key = _SAMPLERS.canonical(key)
     cls = _SAMPLERS.get(key)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "targets"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise TypeError(f"sampler {key!r} ({cls.__name__}) does not take {', '.join(unknown)}; "
-                        f"it takes {', '.join(sorted(accepted))}")
+        raise TypeError(
+            f"sampler {key!r} ({cls.__name__}) does not take {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(accepted))}"
+        )
     return cls(targets, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last, **options)

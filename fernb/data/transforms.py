@@ -68,8 +68,10 @@ def _to_pil(img: ImageLike) -> Image.Image:
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
         if arr.dtype != np.uint8:
-            raise TypeError(f"expected a uint8 image array (H, W) or (H, W, 3), got dtype {arr.dtype}; "
-                            "scale it to 0..255 and cast with .astype(np.uint8)")
+            raise TypeError(
+                f"expected a uint8 image array (H, W) or (H, W, 3), got dtype {arr.dtype}; "
+                "scale it to 0..255 and cast with .astype(np.uint8)"
+            )
         if arr.ndim == 2:
             return Image.fromarray(arr, "L")
         if arr.ndim == 3 and arr.shape[2] in (3, 4):
@@ -264,29 +266,58 @@ def _step_normalize(ctx: dict[str, Any], mean: Sequence[float], std: Sequence[fl
 
 
 @_STEPS.register("random_erasing")
-def _step_erasing(ctx: dict[str, Any], p: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
-                  ratio: Sequence[float] = (0.3, 3.3), fill: Any = "zero") -> Callable[[Any], Any]:
+def _step_erasing(
+    ctx: dict[str, Any],
+    p: float = 0.5,
+    scale: Sequence[float] = (0.02, 0.33),
+    ratio: Sequence[float] = (0.3, 3.3),
+    fill: Any = "zero",
+) -> Callable[[Any], Any]:
     return random_erasing(p, scale, ratio, fill, mean=ctx.get("mean"), std=ctx.get("std"), channels=ctx["channels"])
 
 
 _STEPS.add("to_channels", lambda ctx, channels=None: ToChannels(channels or ctx["channels"]))
-_STEPS.add("resize", lambda ctx, size, interpolation="bilinear": T.Resize(
-    _size(size), interpolation=_interp(interpolation), antialias=True))
+_STEPS.add(
+    "resize",
+    lambda ctx, size, interpolation="bilinear": T.Resize(
+        _size(size), interpolation=_interp(interpolation), antialias=True
+    ),
+)
 _STEPS.add("center_crop", lambda ctx, size: T.CenterCrop(_size(size)))
 _STEPS.add("hflip", lambda ctx, p=0.5: T.RandomHorizontalFlip(p))
 _STEPS.add("vflip", lambda ctx, p=0.5: T.RandomVerticalFlip(p))
-_STEPS.add("random_crop", lambda ctx, size, padding=None, pad_if_needed=False, padding_mode="constant": T.RandomCrop(
-    _size(size), padding=padding, pad_if_needed=pad_if_needed, padding_mode=padding_mode))
-_STEPS.add("random_resized_crop", lambda ctx, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear": (
-    T.RandomResizedCrop(_size(size), scale=tuple(scale), ratio=tuple(ratio), interpolation=_interp(interpolation),
-                        antialias=True)))
-_STEPS.add("random_affine", lambda ctx, degrees, translate=None, scale=None, shear=None, interpolation="nearest": (
-    T.RandomAffine(degrees, translate=_tuple_or_none(translate), scale=_tuple_or_none(scale), shear=shear,
-                   interpolation=_interp(interpolation))))
-_STEPS.add("random_rotation", lambda ctx, degrees, interpolation="nearest": T.RandomRotation(
-    degrees, interpolation=_interp(interpolation)))
-_STEPS.add("color_jitter", lambda ctx, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0: T.ColorJitter(
-    brightness, contrast, saturation, hue))
+_STEPS.add(
+    "random_crop",
+    lambda ctx, size, padding=None, pad_if_needed=False, padding_mode="constant": T.RandomCrop(
+        _size(size), padding=padding, pad_if_needed=pad_if_needed, padding_mode=padding_mode
+    ),
+)
+_STEPS.add(
+    "random_resized_crop",
+    lambda ctx, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation="bilinear": T.RandomResizedCrop(
+        _size(size), scale=tuple(scale), ratio=tuple(ratio), interpolation=_interp(interpolation), antialias=True
+    ),
+)
+_STEPS.add(
+    "random_affine",
+    lambda ctx, degrees, translate=None, scale=None, shear=None, interpolation="nearest": T.RandomAffine(
+        degrees,
+        translate=_tuple_or_none(translate),
+        scale=_tuple_or_none(scale),
+        shear=shear,
+        interpolation=_interp(interpolation),
+    ),
+)
+_STEPS.add(
+    "random_rotation",
+    lambda ctx, degrees, interpolation="nearest": T.RandomRotation(degrees, interpolation=_interp(interpolation)),
+)
+_STEPS.add(
+    "color_jitter",
+    lambda ctx, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0: T.ColorJitter(
+        brightness, contrast, saturation, hue
+    ),
+)
 _STEPS.add("gaussian_noise", lambda ctx, var=30.0, mean=0.0, round=False: GaussianNoise(var, mean, round))
 _STEPS.add("to_tensor", lambda ctx: T.ToTensor())
 _STEPS.add("to_bgr", lambda ctx: ToBGR())
@@ -375,8 +406,7 @@ def _preset_poster_v2(s: int) -> Steps:
     Erasing runs after normalisation with value 0, i.e. it paints the ImageNet mean colour. Source: ``arbex.md``
     §1.1 and §4.3 (POSTER_V2 ``main.py``, RAF-DB branch).
     """
-    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5}, _TENSOR, _NORM,
-            _erase(0.5, (0.02, 0.1))]
+    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5}, _TENSOR, _NORM, _erase(0.5, (0.02, 0.1))]
 
 
 def _preset_poster_v2_affectnet(s: int) -> Steps:
@@ -384,16 +414,20 @@ def _preset_poster_v2_affectnet(s: int) -> Steps:
 
     Source: ``arbex.md`` §1.1 and §4.3. Pair it with ``build_sampler("oversample", ...)`` for AffectNet.
     """
-    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5}, _TENSOR, _NORM,
-            _erase(1.0, (0.05, 0.05))]
+    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5}, _TENSOR, _NORM, _erase(1.0, (0.05, 0.05))]
 
 
 def _preset_arbex(s: int) -> Steps:
     """ARBEx ``train.py`` (the pipeline actually used): Resize(short side int(1.1 s)) -> RandomCrop(s) -> HFlip ->
     ToTensor -> Normalize(ImageNet). No erasing. Source: ``arbex.md`` §1.1 (code-A, "train transform (used)").
     """
-    return [{"name": "resize", "size": int(s * 1.1)}, {"name": "random_crop", "size": s}, {"name": "hflip", "p": 0.5},
-            _TENSOR, _NORM]
+    return [
+        {"name": "resize", "size": int(s * 1.1)},
+        {"name": "random_crop", "size": s},
+        {"name": "hflip", "p": 0.5},
+        _TENSOR,
+        _NORM,
+    ]
 
 
 def _preset_arbex_heavy(s: int) -> Steps:
@@ -401,8 +435,15 @@ def _preset_arbex_heavy(s: int) -> Steps:
     HFlip -> VFlip -> ColorJitter() (default arguments: a no-op, kept for fidelity) -> ToTensor ->
     RandomErasing(p=1, 5 %, black: it runs before Normalize) -> Normalize(ImageNet). Source: ``arbex.md`` §1.1, §10.11.
     """
-    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5}, {"name": "vflip", "p": 0.5},
-            {"name": "color_jitter"}, _TENSOR, _erase(1.0, (0.05, 0.05)), _NORM]
+    return [
+        {"name": "resize", "size": [s, s]},
+        {"name": "hflip", "p": 0.5},
+        {"name": "vflip", "p": 0.5},
+        {"name": "color_jitter"},
+        _TENSOR,
+        _erase(1.0, (0.05, 0.05)),
+        _NORM,
+    ]
 
 
 def _preset_arm(s: int) -> Steps:
@@ -410,8 +451,11 @@ def _preset_arm(s: int) -> Steps:
     clipped, truncated to uint8)} chosen 50/50, on the image *before* resizing -> Resize(s, s) -> ToTensor ->
     Normalize(ImageNet) -> RandomErasing(p 0.5, 2-10 %, after normalisation). Source: ``baselines.md`` §2.4.
     """
-    aug = {"name": "one_of", "p": 0.5,
-           "steps": [{"name": "hflip", "p": 1.0}, {"name": "gaussian_noise", "var": 30.0, "mean": 0.0}]}
+    aug = {
+        "name": "one_of",
+        "p": 0.5,
+        "steps": [{"name": "hflip", "p": 1.0}, {"name": "gaussian_noise", "var": 30.0, "mean": 0.0}],
+    }
     return [aug, {"name": "resize", "size": [s, s]}, _TENSOR, _NORM, _erase(0.5, (0.02, 0.1))]
 
 
@@ -433,11 +477,19 @@ def _preset_esr(s: int) -> Steps:
     (ESR) and 224 px (Diversified MA-Net); the Resize is ours (the official data were resized offline).
     Source: ``baselines.md`` §1.2, §4.3, §4.4, §5.1.
     """
-    return [{"name": "resize", "size": [s, s]}, {"name": "color_jitter", "brightness": 0.5, "contrast": 0.5},
-            {"name": "hflip", "p": 0.5},
-            {"name": "random_affine", "degrees": 30, "translate": [0.1, 0.1], "scale": [1.0, 1.25],
-             "interpolation": "bilinear"},
-            _TENSOR]
+    return [
+        {"name": "resize", "size": [s, s]},
+        {"name": "color_jitter", "brightness": 0.5, "contrast": 0.5},
+        {"name": "hflip", "p": 0.5},
+        {
+            "name": "random_affine",
+            "degrees": 30,
+            "translate": [0.1, 0.1],
+            "scale": [1.0, 1.25],
+            "interpolation": "bilinear",
+        },
+        _TENSOR,
+    ]
 
 
 def _preset_diversified_rafdb(s: int) -> Steps:
@@ -446,10 +498,19 @@ def _preset_diversified_rafdb(s: int) -> Steps:
     RandomErasing(p 0.5, 2-25 %, after normalisation). The padding stays 32 px at every size, as in both official
     scripts. Source: ``baselines.md`` §4.3, §4.4 (``esr_rafdb.py``, ``manet_rafdb.py``).
     """
-    rot_crop = {"name": "random_apply", "p": 0.2, "steps": [{"name": "random_rotation", "degrees": 20},
-                                                            {"name": "random_crop", "size": s, "padding": 32}]}
-    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5}, rot_crop, _TENSOR, _NORM,
-            _erase(0.5, (0.02, 0.25))]
+    rot_crop = {
+        "name": "random_apply",
+        "p": 0.2,
+        "steps": [{"name": "random_rotation", "degrees": 20}, {"name": "random_crop", "size": s, "padding": 32}],
+    }
+    return [
+        {"name": "resize", "size": [s, s]},
+        {"name": "hflip", "p": 0.5},
+        rot_crop,
+        _TENSOR,
+        _NORM,
+        _erase(0.5, (0.02, 0.25)),
+    ]
 
 
 def _preset_manet(s: int) -> Steps:
@@ -464,20 +525,36 @@ def _preset_resnet18(s: int) -> Steps:
     RandomResizedCrop(s, scale 0.8-1, ratio 0.9-1.1) -> HFlip -> ColorJitter(0.2, 0.2) -> RandomRotation(10) ->
     ToTensor -> Normalize(ImageNet) -> RandomErasing(p 0.25, 2-10 %).
     """
-    return [{"name": "resize", "size": [s, s]},
-            {"name": "random_resized_crop", "size": s, "scale": [0.8, 1.0], "ratio": [0.9, 1.1]},
-            {"name": "hflip", "p": 0.5}, {"name": "color_jitter", "brightness": 0.2, "contrast": 0.2},
-            {"name": "random_rotation", "degrees": 10, "interpolation": "bilinear"}, _TENSOR, _NORM,
-            _erase(0.25, (0.02, 0.1))]
+    return [
+        {"name": "resize", "size": [s, s]},
+        {"name": "random_resized_crop", "size": s, "scale": [0.8, 1.0], "ratio": [0.9, 1.1]},
+        {"name": "hflip", "p": 0.5},
+        {"name": "color_jitter", "brightness": 0.2, "contrast": 0.2},
+        {"name": "random_rotation", "degrees": 10, "interpolation": "bilinear"},
+        _TENSOR,
+        _NORM,
+        _erase(0.25, (0.02, 0.1)),
+    ]
 
 
 def _preset_default(s: int) -> Steps:
     """fernb's default (not an official pipeline): Resize(s, s) -> HFlip -> light RandomAffine(10 deg, translate 0.05,
     scale 0.95-1.05) -> ToTensor -> Normalize(ImageNet) -> RandomErasing(p 0.5, 2-10 %).
     """
-    return [{"name": "resize", "size": [s, s]}, {"name": "hflip", "p": 0.5},
-            {"name": "random_affine", "degrees": 10, "translate": [0.05, 0.05], "scale": [0.95, 1.05],
-             "interpolation": "bilinear"}, _TENSOR, _NORM, _erase(0.5, (0.02, 0.1))]
+    return [
+        {"name": "resize", "size": [s, s]},
+        {"name": "hflip", "p": 0.5},
+        {
+            "name": "random_affine",
+            "degrees": 10,
+            "translate": [0.05, 0.05],
+            "scale": [0.95, 1.05],
+            "interpolation": "bilinear",
+        },
+        _TENSOR,
+        _NORM,
+        _erase(0.5, (0.02, 0.1)),
+    ]
 
 
 _TENSOR: dict[str, Any] = {"name": "to_tensor"}
@@ -500,8 +577,11 @@ _PRESETS.add("arbex_heavy", _Preset(_preset_arbex_heavy, True))
 _PRESETS.add("arm", _Preset(_preset_arm, True))
 _PRESETS.add("adcorre", _Preset(_preset_adcorre, False), aliases=("ad_corre", "ad-corre"))
 _PRESETS.add("esr", _Preset(_preset_esr, False, bgr=True), aliases=("diversified_affectnet", "diversified_ferplus"))
-_PRESETS.add("diversified_rafdb", _Preset(_preset_diversified_rafdb, True),
-             aliases=("diversified_esr_rafdb", "diversified_manet_rafdb"))
+_PRESETS.add(
+    "diversified_rafdb",
+    _Preset(_preset_diversified_rafdb, True),
+    aliases=("diversified_esr_rafdb", "diversified_manet_rafdb"),
+)
 _PRESETS.add("manet", _Preset(_preset_manet, False), aliases=("ma_net", "ma-net"))
 _PRESETS.add("resnet18", _Preset(_preset_resnet18, True), aliases=("resnet",))
 _PRESETS.add("default", _Preset(_preset_default, True))
@@ -520,8 +600,10 @@ def has_preset(method: str) -> bool:
 def _resolve(method: str) -> tuple[str, _Preset]:
     key = str(method).strip().lower().replace(" ", "_")
     if key not in _PRESETS:
-        raise ValueError(f"unknown transform preset {method!r}; known presets: {', '.join(list_presets())} "
-                         f"(aliases: {', '.join(_PRESETS.aliases())})")
+        raise ValueError(
+            f"unknown transform preset {method!r}; known presets: {', '.join(list_presets())} "
+            f"(aliases: {', '.join(_PRESETS.aliases())})"
+        )
     key = _PRESETS.canonical(key)
     return key, _PRESETS.get(key)
 
@@ -570,11 +652,22 @@ def transform_spec(
             if m is not None and not any(x["name"] == "normalize" for x in steps):
                 final.append({"name": "normalize", "mean": list(m), "std": list(sd)})
     doc = " ".join((preset.fn.__doc__ or "").split())
-    source = (doc if train else f"eval path of {name!r}: Resize(s, s) -> ToTensor -> Normalize only "
-              "(as in the official codes)")
-    return TransformSpec(method=name, train=bool(train), img_size=s, channels=channels,
-                         mean=None if m is None else tuple(m), std=None if sd is None else tuple(sd), bgr=out_bgr,
-                         steps=final, source=source)
+    source = (
+        doc
+        if train
+        else f"eval path of {name!r}: Resize(s, s) -> ToTensor -> Normalize only (as in the official codes)"
+    )
+    return TransformSpec(
+        method=name,
+        train=bool(train),
+        img_size=s,
+        channels=channels,
+        mean=None if m is None else tuple(m),
+        std=None if sd is None else tuple(sd),
+        bgr=out_bgr,
+        steps=final,
+        source=source,
+    )
 
 
 def build_transforms(
@@ -607,8 +700,9 @@ def build_transforms(
     Raises:
         ValueError: for an unknown preset (the message lists the known ones) or a bad size.
     """
-    return transform_spec(method, train, img_size, mean=mean, std=std, grayscale_to_rgb=grayscale_to_rgb,
-                          bgr=bgr).build()
+    return transform_spec(
+        method, train, img_size, mean=mean, std=std, grayscale_to_rgb=grayscale_to_rgb, bgr=bgr
+    ).build()
 
 
 def describe(transform: Callable[[Any], Any] | TransformSpec) -> dict[str, Any]:

@@ -229,8 +229,10 @@ def load_checkpoint(
     def read(name: str) -> dict[str, Tensor]:
         f = path / name
         if not f.exists():
-            raise CheckpointError(f"{f}: missing; the checkpoint is incomplete. Resume from another checkpoint or "
-                                  "start the run again with run.overwrite=true.")
+            raise CheckpointError(
+                f"{f}: missing; the checkpoint is incomplete. Resume from another checkpoint or "
+                "start the run again with run.overwrite=true."
+            )
         data = f.read_bytes()
         if verify and record["files"].get(name) not in (None, _sha256(data)):
             raise CheckpointError(f"{f}: checksum mismatch (the file was changed or truncated after saving).")

@@ -31,10 +31,18 @@ _TRAIN_EPILOG = """examples:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fernb train", description="Train a method with the fernb engine.",
-                                epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("preset", nargs="?", help="<method>/<dataset>, e.g. arbex/ferplus; append @budget for the CPU "
-                   "budget recipe (resnet18/ferplus@budget schedule.budget_s=300); see --list")
+    p = argparse.ArgumentParser(
+        prog="python -m fernb train",
+        description="Train a method with the fernb engine.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "preset",
+        nargs="?",
+        help="<method>/<dataset>, e.g. arbex/ferplus; append @budget for the CPU "
+        "budget recipe (resnet18/ferplus@budget schedule.budget_s=300); see --list",
+    )
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-3 schedule.epochs=5")
     p.add_argument("--config", help="start from a config file (JSON or YAML) instead of a preset")
     p.add_argument("--smoke", action="store_true", default=None, help="seconds-long CPU run ($FERNB_SMOKE also works)")
@@ -44,8 +52,14 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", action="store_true", help="evaluate the best checkpoint on the test split at the end")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (it may register your own models, losses or datasets); repeatable")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it may register your own models, losses or datasets); repeatable",
+    )
     return p
 
 
@@ -73,11 +87,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         elif args.preset:
             cfg = config_from_preset(args.preset, smoke=args.smoke)
         else:
-            print("error: give a preset (e.g. arbex/ferplus) or --config FILE; --list shows the presets",
-                  file=sys.stderr)
+            print(
+                "error: give a preset (e.g. arbex/ferplus) or --config FILE; --list shows the presets", file=sys.stderr
+            )
             return 2
-        flags = {"run.resume": args.resume or None, "run.overwrite": args.overwrite or None,
-                 "run.quiet": args.quiet or None}
+        flags = {
+            "run.resume": args.resume or None,
+            "run.overwrite": args.overwrite or None,
+            "run.quiet": args.quiet or None,
+        }
         cfg = apply_overrides(cfg, items)
         cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
     except (ConfigError, KeyError) as exc:
@@ -108,16 +126,20 @@ def _fmt_ci(m: dict[str, Any], key: str) -> str:
 def format_metrics(m: dict[str, Any]) -> str:
     """A plain-text report of :func:`fernb.engine.evaluate`'s result."""
     lines = [f"{m.get('dataset')}/{m.get('split')} ({m['n']} samples, checkpoint {m.get('checkpoint')})"]
-    for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"),
-                       ("macro_f1", "macro-F1")):
+    for key, label in (
+        ("accuracy", "accuracy"),
+        ("mean_class_accuracy", "mean class accuracy"),
+        ("macro_f1", "macro-F1"),
+    ):
         lines.append(f"  {label:<20} {m[key]:.4f}{_fmt_ci(m, key)}")
     for key in ("nll", "kl", "js"):
         if key in m:
             lines.append(f"  {key:<20} {m[key]:.4f}")
     lines.append(f"  {'class':<12} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for r in m["per_class"]:
-        lines.append(f"  {r['class']:<12} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['f1']:>7.3f} "
-                     f"{r['support']:>8d}")
+        lines.append(
+            f"  {r['class']:<12} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['f1']:>7.3f} {r['support']:>8d}"
+        )
     names = [r["class"][:5] for r in m["per_class"]]
     lines.append("  confusion (rows true, columns predicted):")
     lines.append("  " + " " * 8 + "".join(f"{n:>7}" for n in names))
@@ -130,25 +152,44 @@ def format_metrics(m: dict[str, Any]) -> str:
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``python -m fernb evaluate <run_dir> [--split test] ...``; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m fernb evaluate",
-                                description="Evaluate a finished run (the test split is meant to be used once).")
+    p = argparse.ArgumentParser(
+        prog="python -m fernb evaluate",
+        description="Evaluate a finished run (the test split is meant to be used once).",
+    )
     p.add_argument("run_dir", help="the run folder written by training")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--dataset", help="cross-dataset evaluation: another dataset's reader name")
     p.add_argument("--root", help="data root of --dataset")
-    p.add_argument("--no-restrict", action="store_true",
-                   help="cross-dataset: predict among all the model's classes (a class the data lacks is a miss)")
+    p.add_argument(
+        "--no-restrict",
+        action="store_true",
+        help="cross-dataset: predict among all the model's classes (a class the data lacks is a miss)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (0: off)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (it may register your own models, losses or datasets); repeatable")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it may register your own models, losses or datasets); repeatable",
+    )
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     _import_plugins(a.imports)
-    m = evaluate(a.run_dir, a.split, checkpoint=a.checkpoint, dataset=a.dataset, root=a.root,
-                 restrict_predictions=not a.no_restrict, bootstrap=a.bootstrap, batch_size=a.batch_size,
-                 device=a.device)
+    m = evaluate(
+        a.run_dir,
+        a.split,
+        checkpoint=a.checkpoint,
+        dataset=a.dataset,
+        root=a.root,
+        restrict_predictions=not a.no_restrict,
+        bootstrap=a.bootstrap,
+        batch_size=a.batch_size,
+        device=a.device,
+    )
     print(json.dumps(m, indent=2) if a.json else format_metrics(m))
     return 0

@@ -45,8 +45,8 @@ __all__ = [
     "make_loader",
 ]
 
-def build_transform(method: str, train: bool, img_size: int, *, strict: bool = False
-                    ) -> Callable[[Any], torch.Tensor]:
+
+def build_transform(method: str, train: bool, img_size: int, *, strict: bool = False) -> Callable[[Any], torch.Tensor]:
     """The method's transforms from :func:`fernb.data.transforms.build_transforms`.
 
     A method without a transform preset of its own gets the data layer's ``"default"`` preset unless ``strict``.
@@ -129,8 +129,16 @@ def _is_missing_root(exc: BaseException) -> bool:
 _FROM_CONFIG = object()
 
 
-def load_split(cfg: DataConfig, split: str, *, seed: int = 0, dataset: str | None = None, root: str | None = None,
-               options: dict[str, Any] | None = None, label_space: Any = _FROM_CONFIG) -> tuple[FERDataset, str]:
+def load_split(
+    cfg: DataConfig,
+    split: str,
+    *,
+    seed: int = 0,
+    dataset: str | None = None,
+    root: str | None = None,
+    options: dict[str, Any] | None = None,
+    label_space: Any = _FROM_CONFIG,
+) -> tuple[FERDataset, str]:
     """Load one split as the config says; returns ``(dataset, source)`` where ``source`` names the dataset actually
     read (the fallback's name when the data root was missing and ``cfg.fallback`` is set).
 
@@ -148,12 +156,16 @@ def load_split(cfg: DataConfig, split: str, *, seed: int = 0, dataset: str | Non
     fb_space = space or dataset_info(name).default_label_space
     fb_split = split if split in dataset_info(cfg.fallback).splits else "train"
     fb_opts: dict[str, Any] = {"n": 400, "size": max(32, min(cfg.img_size, 64)), "seed": seed}
-    warnings.warn(f"{name}: data root not found; this smoke run uses the {cfg.fallback!r} data instead "
-                  f"(split {fb_split!r}, label space {fb_space!r})", stacklevel=2)
+    warnings.warn(
+        f"{name}: data root not found; this smoke run uses the {cfg.fallback!r} data instead "
+        f"(split {fb_split!r}, label space {fb_space!r})",
+        stacklevel=2,
+    )
     if cfg.fallback == "synthetic" and "contempt" in get_label_space(fb_space).names:
         # the synthetic generator's own label_space option cannot pass through load_dataset (same keyword)
-        ds = restrict_label_space(load_synthetic(None, fb_split, label_space="ferplus8", **fb_opts),
-                                  get_label_space(fb_space))
+        ds = restrict_label_space(
+            load_synthetic(None, fb_split, label_space="ferplus8", **fb_opts), get_label_space(fb_space)
+        )
     else:
         ds = load_dataset(cfg.fallback, None, fb_split, label_space=fb_space, **fb_opts)
     ds.split = split
@@ -202,19 +214,31 @@ class DataBundle:
 
     def describe(self) -> dict[str, Any]:
         def one(ds: FERDataset) -> dict[str, Any]:
-            return {"dataset": ds.name, "split": ds.split, "n": len(ds), "fingerprint": ds.fingerprint(),
-                    "class_counts": ds.class_counts(), "has_dists": ds.dists is not None}
+            return {
+                "dataset": ds.name,
+                "split": ds.split,
+                "n": len(ds),
+                "fingerprint": ds.fingerprint(),
+                "class_counts": ds.class_counts(),
+                "has_dists": ds.dists is not None,
+            }
 
-        return {"source": self.source, "label_space": {"name": self.train.label_space.name,
-                                                       "names": list(self.train.label_space.names)},
-                "train": one(self.train), "valid": one(self.valid), "notes": list(self.notes)}
+        return {
+            "source": self.source,
+            "label_space": {"name": self.train.label_space.name, "names": list(self.train.label_space.names)},
+            "train": one(self.train),
+            "valid": one(self.valid),
+            "notes": list(self.notes),
+        }
 
 
 def _fold_parts(cfg: DataConfig, seed: int) -> tuple[FERDataset, np.ndarray, np.ndarray, np.ndarray, str]:
     full, source = load_split(cfg, cfg.fold_split, seed=seed)
     if full.subjects is None:
-        raise ValueError(f"{full.name}/{cfg.fold_split}: subject-independent k-fold needs subject ids, and this "
-                         "split has none; use data.folds=0")
+        raise ValueError(
+            f"{full.name}/{cfg.fold_split}: subject-independent k-fold needs subject ids, and this "
+            "split has none; use data.folds=0"
+        )
     if not 0 <= cfg.fold < cfg.folds:
         raise ValueError(f"data.fold={cfg.fold} is outside 0..{cfg.folds - 1}")
     folds = subject_kfold(full.subjects, cfg.folds, seed=seed)
@@ -224,8 +248,9 @@ def _fold_parts(cfg: DataConfig, seed: int) -> tuple[FERDataset, np.ndarray, np.
     return full, train_idx, valid_idx, test_idx, source
 
 
-def build_datasets(cfg: TrainConfig, train_data: FERDataset | None = None,
-                   valid_data: FERDataset | None = None) -> DataBundle:
+def build_datasets(
+    cfg: TrainConfig, train_data: FERDataset | None = None, valid_data: FERDataset | None = None
+) -> DataBundle:
     """The training and validation datasets of a run, with transforms attached. Never loads the test split.
 
     Args:
@@ -250,8 +275,10 @@ def build_datasets(cfg: TrainConfig, train_data: FERDataset | None = None,
     elif d.folds:
         full, tr, va, _, source = _fold_parts(d, seed)
         train, valid = full.subset(tr, split=f"fold{d.fold}-train"), full.subset(va, split=f"fold{d.fold}-valid")
-        notes.append(f"subject-independent {d.folds}-fold CV of {d.fold_split!r}: test fold {d.fold}, "
-                     f"validation fold {(d.fold + 1) % d.folds}")
+        notes.append(
+            f"subject-independent {d.folds}-fold CV of {d.fold_split!r}: test fold {d.fold}, "
+            f"validation fold {(d.fold + 1) % d.folds}"
+        )
     else:
         train, source = load_split(d, d.train_split, seed=seed)
         if d.valid_split is None:
@@ -260,9 +287,11 @@ def build_datasets(cfg: TrainConfig, train_data: FERDataset | None = None,
             notes.append(f"validation = {len(va)} samples held out of {d.train_split!r} (no validation split)")
         else:
             if d.valid_split == d.test_split:
-                raise ValueError(f"data.valid_split={d.valid_split!r} is the test split: model selection must not see "
-                                 "the test data. Use a validation split, or data.valid_split=null to hold out part "
-                                 "of the training split.")
+                raise ValueError(
+                    f"data.valid_split={d.valid_split!r} is the test split: model selection must not see "
+                    "the test data. Use a validation split, or data.valid_split=null to hold out part "
+                    "of the training split."
+                )
             valid, _ = load_split(d, d.valid_split, seed=seed)
             if valid.label_space != train.label_space:
                 valid = restrict_label_space(valid, train.label_space)
@@ -275,8 +304,14 @@ def build_datasets(cfg: TrainConfig, train_data: FERDataset | None = None,
     return DataBundle(train, valid, source, notes)
 
 
-def build_test_dataset(cfg: TrainConfig, split: str, *, dataset: str | None = None, root: str | None = None,
-                       options: dict[str, Any] | None = None) -> tuple[FERDataset, str]:
+def build_test_dataset(
+    cfg: TrainConfig,
+    split: str,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[FERDataset, str]:
     """The evaluation split (test by default) of a run, or another dataset's split for cross-dataset evaluation.
 
     The returned dataset keeps its own label space; :func:`fernb.engine.evaluate` maps between spaces.
@@ -286,13 +321,23 @@ def build_test_dataset(cfg: TrainConfig, split: str, *, dataset: str | None = No
         split = d.test_split  # e.g. Aff-Wild2's reported set is its "valid" split
     if dataset is None and d.folds and split in ("test", d.test_split, "valid"):
         full, _, va, te, source = _fold_parts(d, cfg.run.seed)
-        ds = full.subset(va, split=f"fold{d.fold}-valid") if split == "valid" else \
-            full.subset(te, split=f"fold{d.fold}-test")
+        ds = (
+            full.subset(va, split=f"fold{d.fold}-valid")
+            if split == "valid"
+            else full.subset(te, split=f"fold{d.fold}-test")
+        )
     elif dataset is None:
         ds, source = load_split(d, split, seed=cfg.run.seed)
     else:
-        ds, source = load_split(d, split, seed=cfg.run.seed, dataset=dataset, root=root,
-                                options=options if options is not None else {}, label_space=None)
+        ds, source = load_split(
+            d,
+            split,
+            seed=cfg.run.seed,
+            dataset=dataset,
+            root=root,
+            options=options if options is not None else {},
+            label_space=None,
+        )
     if dataset is None and d.label_space is not None and ds.label_space != get_label_space(d.label_space):
         ds = restrict_label_space(ds, get_label_space(d.label_space))
     return _attach_transforms(cfg, ds, False), source
@@ -333,8 +378,9 @@ def _data_sampler(cfg: DataConfig, targets: np.ndarray, seed: int, rank: int, wo
     return build_sampler(cfg.sampler, targets, seed, **kwargs), shards_itself
 
 
-def epoch_indices(cfg: DataConfig, targets: np.ndarray, seed: int, epoch: int, rank: int = 0,
-                  world: int = 1) -> np.ndarray:
+def epoch_indices(
+    cfg: DataConfig, targets: np.ndarray, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> np.ndarray:
     """This rank's sample order for ``epoch``: a pure function of its arguments.
 
     ``shuffle`` permutes with a generator seeded by (seed, epoch); ``sequential`` keeps the dataset order; any other
@@ -354,9 +400,19 @@ def epoch_indices(cfg: DataConfig, targets: np.ndarray, seed: int, epoch: int, r
     return shard_indices(order, rank, world)
 
 
-def make_loader(ds: FERDataset, indices: np.ndarray, batch_size: int, *, num_workers: int = 0, seed: int = 0,
-                epoch: int = 0, drop_last: bool = False, pin_memory: bool = False, stream: int = 0,
-                first_batch: int = 0) -> DataLoader | ArrayBatches:
+def make_loader(
+    ds: FERDataset,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    num_workers: int = 0,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    stream: int = 0,
+    first_batch: int = 0,
+) -> DataLoader | ArrayBatches:
     """Batches that visit ``indices`` in order.
 
     A dataset with pixels and a ``batch_transform`` gets :class:`~fernb.data.arrays.ArrayBatches` (batch ``b`` of
@@ -365,10 +421,18 @@ def make_loader(ds: FERDataset, indices: np.ndarray, batch_size: int, *, num_wor
     it never draws from the global torch RNG.
     """
     if ds.batch_transform is not None and ds.pixels is not None:
-        return ArrayBatches(ds, indices, batch_size, seed=seed, epoch=epoch, stream=stream, first_batch=first_batch,
-                            drop_last=drop_last)
+        return ArrayBatches(
+            ds, indices, batch_size, seed=seed, epoch=epoch, stream=stream, first_batch=first_batch, drop_last=drop_last
+        )
     gen = torch.Generator()
     gen.manual_seed(int(np.random.default_rng([seed, epoch, 3]).integers(2**62)))
-    return DataLoader(ds, batch_size=batch_size, sampler=indices.tolist(), num_workers=num_workers,
-                      drop_last=drop_last, generator=gen, pin_memory=pin_memory,
-                      persistent_workers=False)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=indices.tolist(),
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=gen,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )

@@ -26,8 +26,9 @@ from .rundir import RunDir, atomic_write_bytes, now_iso, write_json
 __all__ = ["evaluate", "map_predictions"]
 
 
-def map_predictions(logits: np.ndarray, model_space: LabelSpace, data_space: LabelSpace, *, restrict: bool = True
-                    ) -> tuple[np.ndarray, np.ndarray, LabelSpace]:
+def map_predictions(
+    logits: np.ndarray, model_space: LabelSpace, data_space: LabelSpace, *, restrict: bool = True
+) -> tuple[np.ndarray, np.ndarray, LabelSpace]:
     """Express a model's (N, C_model) logits in the classes it shares with a dataset.
 
     Args:
@@ -42,8 +43,10 @@ def map_predictions(logits: np.ndarray, model_space: LabelSpace, data_space: Lab
     """
     shared = get_label_space([n for n in model_space.names if n in data_space.names])
     if len(shared) == 0:
-        raise ValueError(f"the model's classes ({', '.join(model_space.names)}) and the data's "
-                         f"({', '.join(data_space.names)}) have nothing in common")
+        raise ValueError(
+            f"the model's classes ({', '.join(model_space.names)}) and the data's "
+            f"({', '.join(data_space.names)}) have nothing in common"
+        )
     cols = np.array([model_space.names.index(n) for n in shared.names])
     sub = logits[:, cols]
     if restrict:
@@ -106,17 +109,24 @@ def evaluate(
         dropped = sorted(set(ds.label_space.names) - set(shared.names))
         if len(shared) < len(ds.label_space):
             ds = restrict_label_space(ds, shared)
-    pred = predict(model, ds, batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
-                   device=resolve_device(device), order=cfg.data.eval_order)
+    pred = predict(
+        model,
+        ds,
+        batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
+        device=resolve_device(device),
+        order=cfg.data.eval_order,
+    )
     logits = pred.logits
     mapping: dict[str, Any] | None = None
     if cross:
-        logits, preds, shared = map_predictions(pred.logits, model_space, ds.label_space,
-                                                restrict=restrict_predictions)
-        mapping = {"model_classes": list(model_space.names), "data_classes_dropped": dropped,
-                   "shared_classes": list(shared.names),
-                   "model_classes_unscored": sorted(set(model_space.names) - set(shared.names)),
-                   "restrict_predictions": restrict_predictions}
+        logits, preds, shared = map_predictions(pred.logits, model_space, ds.label_space, restrict=restrict_predictions)
+        mapping = {
+            "model_classes": list(model_space.names),
+            "data_classes_dropped": dropped,
+            "shared_classes": list(shared.names),
+            "model_classes_unscored": sorted(set(model_space.names) - set(shared.names)),
+            "restrict_predictions": restrict_predictions,
+        }
     else:
         preds = pred.preds
     probs = Predictions(logits, pred.targets, pred.indices).probs
@@ -124,19 +134,31 @@ def evaluate(
     num_classes = len(names)
     if (preds >= 0).all():
         scored, n_scored = preds, num_classes
-        m = classification_metrics(pred.targets, preds, num_classes=num_classes, probs=probs, dists=pred.dists,
-                                   class_names=names)
+        m = classification_metrics(
+            pred.targets, preds, num_classes=num_classes, probs=probs, dists=pred.dists, class_names=names
+        )
     else:  # restrict_predictions=False: a prediction of a class the data lacks is a miss, kept in an extra column
         scored, n_scored = np.where(preds < 0, num_classes, preds), num_classes + 1
-        m = classification_metrics(pred.targets, scored, num_classes=n_scored,
-                                   class_names=[*names, "(class not in data)"])
+        m = classification_metrics(
+            pred.targets, scored, num_classes=n_scored, class_names=[*names, "(class not in data)"]
+        )
     if bootstrap:
-        m["ci"] = {k: bootstrap_ci(pred.targets, scored, k, num_classes=n_scored, n_boot=bootstrap)
-                   for k in ("accuracy", "mean_class_accuracy", "macro_f1")}
+        m["ci"] = {
+            k: bootstrap_ci(pred.targets, scored, k, num_classes=n_scored, n_boot=bootstrap)
+            for k in ("accuracy", "mean_class_accuracy", "macro_f1")
+        }
     name = dataset or (data.name if data is not None else cfg.data.dataset)
     is_test = data is None and dataset is None and split in ("test", cfg.data.test_split)
-    m.update(dataset=name, source=source, split=ds.split, checkpoint=checkpoint, checkpoint_epoch=meta.get("epoch"),
-             class_names=list(ds.label_space.names), fingerprint=ds.fingerprint(), evaluated=now_iso())
+    m.update(
+        dataset=name,
+        source=source,
+        split=ds.split,
+        checkpoint=checkpoint,
+        checkpoint_epoch=meta.get("epoch"),
+        class_names=list(ds.label_space.names),
+        fingerprint=ds.fingerprint(),
+        evaluated=now_iso(),
+    )
     if mapping:
         m["label_mapping"] = mapping
     tag = _eval_tag(name, split, checkpoint)
@@ -145,17 +167,37 @@ def evaluate(
     if save_predictions:
         buf = io.BytesIO()
         dists = {"dists": pred.dists} if pred.dists is not None else {}
-        np.savez(buf, logits=logits.astype(np.float32), targets=pred.targets, indices=pred.indices,
-                 preds=preds, **dists)  # type: ignore[arg-type]  # numpy stubs: **kwds also meets allow_pickle: bool
+        arrays = {
+            "logits": logits.astype(np.float32),
+            "targets": pred.targets,
+            "indices": pred.indices,
+            "preds": preds,
+            **dists,
+        }
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds also meets allow_pickle: bool
         atomic_write_bytes(rd.eval_dir / f"{tag}.npz", buf.getvalue())
     rec = rd.read_record()
     evals = rec.setdefault("evaluations", [])
     if is_test and rec.get("test_split_used"):
-        warnings.warn(f"{rd.path}: the test split was already evaluated {rec.get('test_evaluations', 1)} time(s); "
-                      "repeated test evaluation is no longer an unbiased estimate", stacklevel=2)
-    evals.append({"dataset": name, "split": ds.split, "checkpoint": checkpoint, "at": m["evaluated"],
-                  "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
-                  "macro_f1": m["macro_f1"], "n": m["n"], "file": f"eval/{tag}.json", "test": is_test})
+        warnings.warn(
+            f"{rd.path}: the test split was already evaluated {rec.get('test_evaluations', 1)} time(s); "
+            "repeated test evaluation is no longer an unbiased estimate",
+            stacklevel=2,
+        )
+    evals.append(
+        {
+            "dataset": name,
+            "split": ds.split,
+            "checkpoint": checkpoint,
+            "at": m["evaluated"],
+            "accuracy": m["accuracy"],
+            "mean_class_accuracy": m["mean_class_accuracy"],
+            "macro_f1": m["macro_f1"],
+            "n": m["n"],
+            "file": f"eval/{tag}.json",
+            "test": is_test,
+        }
+    )
     if is_test:
         rec["test_split_used"] = True
         rec["test_evaluations"] = int(rec.get("test_evaluations", 0)) + 1

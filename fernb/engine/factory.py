@@ -15,8 +15,9 @@ from .rundir import RunDir
 __all__ = ["build_model", "load_run"]
 
 
-def build_model(cfg: ModelConfig, num_classes: int, img_size: int | None = None, *, checkpoint: bool = True
-                ) -> FERModel:
+def build_model(
+    cfg: ModelConfig, num_classes: int, img_size: int | None = None, *, checkpoint: bool = True
+) -> FERModel:
     """``create_model`` with the config's preset and overrides.
 
     ``img_size`` (the run's ``data.img_size``) is passed on to models whose config has an ``img_size`` field, unless
@@ -26,16 +27,24 @@ def build_model(cfg: ModelConfig, num_classes: int, img_size: int | None = None,
     ckpt = cfg.checkpoint if checkpoint else None
     if img_size is not None and "img_size" not in kwargs:
         try:
-            return create_model(cfg.name, cfg.preset, num_classes=num_classes, checkpoint=ckpt, strict=cfg.strict,
-                                img_size=img_size, **kwargs)
+            return create_model(
+                cfg.name,
+                cfg.preset,
+                num_classes=num_classes,
+                checkpoint=ckpt,
+                strict=cfg.strict,
+                img_size=img_size,
+                **kwargs,
+            )
         except TypeError as exc:
             if "img_size" not in str(exc):
                 raise
     return create_model(cfg.name, cfg.preset, num_classes=num_classes, checkpoint=ckpt, strict=cfg.strict, **kwargs)
 
 
-def load_run(run_dir: str | Path, checkpoint: str | int = "best", *, device: str = "cpu"
-             ) -> tuple[TrainConfig, FERModel, dict[str, Any]]:
+def load_run(
+    run_dir: str | Path, checkpoint: str | int = "best", *, device: str = "cpu"
+) -> tuple[TrainConfig, FERModel, dict[str, Any]]:
     """Rebuild a run's model from its config and a checkpoint, in eval mode.
 
     ``checkpoint``: ``"best"``, ``"last"``, or an epoch kept by ``run.keep_epochs`` (``3`` or ``"epoch-003"``;

@@ -44,8 +44,16 @@ from .predict import autocast_context, float_output, predict
 from .rundir import RunDir, environment_record, epoch_tag, now_iso
 from .step import LossScaler
 
-__all__ = ["fit", "FitResult", "Callback", "History", "NonFiniteLossError", "Trainer", "seed_everything",
-           "resolve_precision"]  # Callback and History live in .callbacks
+__all__ = [
+    "fit",
+    "FitResult",
+    "Callback",
+    "History",
+    "NonFiniteLossError",
+    "Trainer",
+    "seed_everything",
+    "resolve_precision",
+]  # Callback and History live in .callbacks
 
 TIMING_COLUMNS = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
 
@@ -137,8 +145,9 @@ def _stage_bounds(stages: Sequence[StageConfig], epochs: int) -> list[tuple[int,
 def check_schedule(s: ScheduleConfig) -> None:
     """Refuse contradictory or out-of-range step plans and warm-ups before anything is built."""
     if s.steps is not None and s.budget_s is not None:
-        raise ConfigError(f"schedule.steps={s.steps} and schedule.budget_s={s.budget_s}: give one (a budget is "
-                          "turned into steps)")
+        raise ConfigError(
+            f"schedule.steps={s.steps} and schedule.budget_s={s.budget_s}: give one (a budget is turned into steps)"
+        )
     if s.steps is not None and s.steps < 1:
         raise ConfigError(f"schedule.steps={s.steps}; expected a positive number of optimiser steps")
     if s.budget_s is not None and not s.budget_s > 0:
@@ -171,8 +180,14 @@ class Trainer:
     steps_per_epoch: int
     total_steps: int
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv, train_data: FERDataset | None = None,
-                 valid_data: FERDataset | None = None, callbacks: Sequence[Callback | Callable] = ()) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        env: DistEnv,
+        train_data: FERDataset | None = None,
+        valid_data: FERDataset | None = None,
+        callbacks: Sequence[Callback | Callable] = (),
+    ) -> None:
         self.cfg, self.env = cfg, env
         self.callbacks = [c if isinstance(c, Callback) else FunctionCallback(c) for c in callbacks]
         self._engine_callbacks: list[Callback] = []
@@ -230,7 +245,8 @@ class Trainer:
                 raise ConfigError(
                     f"schedule.stages call {call!r} {calls.count(call)} times, but {self.cfg.model.name} "
                     f"({self.cfg.model.preset}) allows {limit} (e.g. ESR can add num_branches - 1 branches); "
-                    f"drop stages, or build a larger model (model.kwargs)")
+                    f"drop stages, or build a larger model (model.kwargs)"
+                )
 
     def _place(self, model: nn.Module) -> nn.Module:
         """Move ``model`` to the run's device (and to channels-last memory with ``run.channels_last``)."""
@@ -299,8 +315,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net: nn.Module = DDP(self.model, device_ids=ids,
-                                      find_unused_parameters=self.cfg.run.ddp_find_unused_parameters)
+            self.net: nn.Module = DDP(
+                self.model, device_ids=ids, find_unused_parameters=self.cfg.run.ddp_find_unused_parameters
+            )
         else:
             self.net = self.model
 
@@ -312,8 +329,9 @@ class Trainer:
         if call:
             fn = getattr(self.model, call, None)
             if not callable(fn):
-                raise ConfigError(f"schedule.stages[{stage}].call={call!r}: {type(self.model).__name__} has no such "
-                                  "method")
+                raise ConfigError(
+                    f"schedule.stages[{stage}].call={call!r}: {type(self.model).__name__} has no such method"
+                )
             fn()
             self._place(self.model)
             self.stage_calls.append(call)
@@ -345,10 +363,16 @@ class Trainer:
             "loss": self.loss_fn.state_dict(),
             "rng": rngs,
             "world_size": self.env.world_size,
-            "progress": {"epoch": self.epoch, "batch": batch_in_epoch, "global_step": self.global_step,
-                         "applied_stage": self.applied_stage, "stage_calls": list(self.stage_calls),
-                         "train_seconds": train_seconds, "bad_validations": self.bad_validations,
-                         "requires_grad": {n: p.requires_grad for n, p in self.model.named_parameters()}},
+            "progress": {
+                "epoch": self.epoch,
+                "batch": batch_in_epoch,
+                "global_step": self.global_step,
+                "applied_stage": self.applied_stage,
+                "stage_calls": list(self.stage_calls),
+                "train_seconds": train_seconds,
+                "bad_validations": self.bad_validations,
+                "requires_grad": {n: p.requires_grad for n, p in self.model.named_parameters()},
+            },
             "sums": sums,
             "history": self.history,
             "best": self.best,
@@ -364,31 +388,58 @@ class Trainer:
             return
         state = self._train_state(batch_in_epoch, sums, self.train_seconds if train_seconds is None else train_seconds)
         if self.env.is_main:
-            save_checkpoint(self.run_dir.checkpoint("last"), self.model.state_dict(),
-                            meta={"epoch": self.epoch, "batch": batch_in_epoch, "step": self.global_step,
-                                  "stage_calls": list(self.stage_calls), "saved": now_iso()},
-                            train_state=state)
+            save_checkpoint(
+                self.run_dir.checkpoint("last"),
+                self.model.state_dict(),
+                meta={
+                    "epoch": self.epoch,
+                    "batch": batch_in_epoch,
+                    "step": self.global_step,
+                    "stage_calls": list(self.stage_calls),
+                    "saved": now_iso(),
+                },
+                train_state=state,
+            )
 
     def _save_best(self, row: dict[str, Any]) -> None:
         if self.env.is_main:
-            save_checkpoint(self.run_dir.checkpoint("best"), self.model.state_dict(),
-                            meta={"epoch": row["epoch"], "step": self.global_step, "monitor": self.cfg.schedule.monitor,
-                                  "value": row.get(self.cfg.schedule.monitor), "metrics": row,
-                                  "stage_calls": list(self.stage_calls),
-                                  "class_names": list(self.bundle.label_space.names), "saved": now_iso()})
+            save_checkpoint(
+                self.run_dir.checkpoint("best"),
+                self.model.state_dict(),
+                meta={
+                    "epoch": row["epoch"],
+                    "step": self.global_step,
+                    "monitor": self.cfg.schedule.monitor,
+                    "value": row.get(self.cfg.schedule.monitor),
+                    "metrics": row,
+                    "stage_calls": list(self.stage_calls),
+                    "class_names": list(self.bundle.label_space.names),
+                    "saved": now_iso(),
+                },
+            )
 
     def _save_epoch(self, row: dict[str, Any]) -> None:
         if self.cfg.run.keep_epochs and self.env.is_main:
-            save_checkpoint(self.run_dir.checkpoint(epoch_tag(int(row["epoch"]))), self.model.state_dict(),
-                            meta={"epoch": row["epoch"], "step": self.global_step, "metrics": row,
-                                  "stage_calls": list(self.stage_calls),
-                                  "class_names": list(self.bundle.label_space.names), "saved": now_iso()})
+            save_checkpoint(
+                self.run_dir.checkpoint(epoch_tag(int(row["epoch"]))),
+                self.model.state_dict(),
+                meta={
+                    "epoch": row["epoch"],
+                    "step": self.global_step,
+                    "metrics": row,
+                    "stage_calls": list(self.stage_calls),
+                    "class_names": list(self.bundle.label_space.names),
+                    "saved": now_iso(),
+                },
+            )
 
     def _read_last(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         path = self.run_dir.checkpoint("last")
         if not checkpoint_exists(path):
-            raise FileNotFoundError(f"{path}: no last checkpoint to resume from (the run stopped before its first "
-                                    "checkpoint); start it again with run.overwrite=true")
+            raise FileNotFoundError(
+                f"{path}: no last checkpoint to resume from (the run stopped before its first "
+                "checkpoint); start it again with run.overwrite=true"
+            )
         model_state, _, ts = load_checkpoint(path)
         if ts is None:
             raise FileNotFoundError(f"{path}: the checkpoint has no training state; cannot resume")
@@ -397,8 +448,10 @@ class Trainer:
     def _resume(self, model_state: dict[str, torch.Tensor], ts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         path = self.run_dir.checkpoint("last")
         if int(ts["world_size"]) != self.env.world_size:
-            raise RuntimeError(f"{path} was written by {ts['world_size']} processes; resume with the same number "
-                               f"(now {self.env.world_size})")
+            raise RuntimeError(
+                f"{path} was written by {ts['world_size']} processes; resume with the same number "
+                f"(now {self.env.world_size})"
+            )
         prog = ts["progress"]
         for s in range(int(prog["applied_stage"]) + 1):
             self._call_stage(s)
@@ -437,7 +490,8 @@ class Trainer:
                 raise ConfigError(
                     f"{steps} steps ({epochs} epochs of {spe} steps) cannot hold the {len(self.cfg.schedule.stages)} "
                     f"stages of schedule.stages (one epoch each at least: {need} steps); give more "
-                    "schedule.budget_s or schedule.steps, or fewer stages")
+                    "schedule.budget_s or schedule.steps, or fewer stages"
+                )
             self.stages = self.cfg.schedule.scaled_stages(epochs)
         self.planned_steps, self.budget, self.total_epochs = int(steps), budget, epochs
         self.stage_bounds = _stage_bounds(self.stages, epochs)
@@ -445,8 +499,15 @@ class Trainer:
 
     def _validations(self, epochs: int) -> int:
         every = max(1, self.cfg.schedule.eval_every)
-        ends = {b for _, b in _stage_bounds(self.cfg.schedule.scaled_stages(epochs) if self.cfg.schedule.stages
-                                            and epochs >= len(self.cfg.schedule.stages) else [], epochs)}
+        ends = {
+            b
+            for _, b in _stage_bounds(
+                self.cfg.schedule.scaled_stages(epochs)
+                if self.cfg.schedule.stages and epochs >= len(self.cfg.schedule.stages)
+                else [],
+                epochs,
+            )
+        }
         return len({e for e in range(1, epochs + 1) if e % every == 0} | ends | {epochs})
 
     def _calibrate(self) -> tuple[int, dict[str, Any]]:
@@ -457,9 +518,21 @@ class Trainer:
         assert cfg.schedule.budget_s is not None
         budget = float(cfg.schedule.budget_s)
         t_start = time.perf_counter()
-        saved: dict[str, Any] = {k: getattr(self, k, None) for k in (
-            "model", "loss_fn", "net", "optimizer", "schedule", "scaler", "applied_stage", "stage_calls", "stages",
-            "stage_bounds")}
+        saved: dict[str, Any] = {
+            k: getattr(self, k, None)
+            for k in (
+                "model",
+                "loss_fn",
+                "net",
+                "optimizer",
+                "schedule",
+                "scaler",
+                "applied_stage",
+                "stage_calls",
+                "stages",
+                "stage_bounds",
+            )
+        }
         rng = capture_rng()
         # up to 5 % of the budget (8 s at most) for all stages together, 1 s a stage at least: 2 s of timing
         # misjudged a step by 13 % (ARBEx, 480 s) and a 1 s one by up to 60 % (60 s runs); 8 s for each of ESR's 4
@@ -477,8 +550,15 @@ class Trainer:
                 self._new_optimizer(stage)
                 self._wrap()
                 self.net.train()
-                loader = make_loader(self.bundle.train, order, d.batch_size, seed=cfg.run.seed, epoch=0,
-                                     drop_last=d.drop_last, stream=env.rank)
+                loader = make_loader(
+                    self.bundle.train,
+                    order,
+                    d.batch_size,
+                    seed=cfg.run.seed,
+                    epoch=0,
+                    drop_last=d.drop_last,
+                    stream=env.rank,
+                )
                 times: list[float] = []
                 while not _timed_enough(times, min_time) and len(times) < max(7, 3 * self.steps_per_epoch):
                     tick = time.perf_counter()
@@ -495,30 +575,52 @@ class Trainer:
             bs = cfg.data.eval_batch_size or cfg.data.batch_size
             m = min(len(valid), 4 * bs)
             warm = valid.subset(np.arange(min(len(valid), bs)))
-            predict(self.model, warm, batch_size=bs, device=self.device, precision=self.precision,
-                    channels_last=cfg.run.channels_last)
+            predict(
+                self.model,
+                warm,
+                batch_size=bs,
+                device=self.device,
+                precision=self.precision,
+                channels_last=cfg.run.channels_last,
+            )
             tv = time.perf_counter()
-            predict(self.model, valid.subset(np.arange(m)), batch_size=bs, device=self.device,
-                    precision=self.precision, env=self.env, order=cfg.data.eval_order,
-                    channels_last=cfg.run.channels_last)
+            predict(
+                self.model,
+                valid.subset(np.arange(m)),
+                batch_size=bs,
+                device=self.device,
+                precision=self.precision,
+                env=self.env,
+                order=cfg.data.eval_order,
+                channels_last=cfg.run.channels_last,
+            )
             valid_seconds = (time.perf_counter() - tv) * len(valid) / max(1, m)
         finally:
             for k, v in saved.items():
                 setattr(self, k, v)
             restore_rng(rng)
         calibration = time.perf_counter() - t_start
-        shares = ([s.epochs / max(1, self.cfg.schedule.total_epochs) for s in self.cfg.schedule.stages]
-                  if self.cfg.schedule.stages else [1.0])
+        shares = (
+            [s.epochs / max(1, self.cfg.schedule.total_epochs) for s in self.cfg.schedule.stages]
+            if self.cfg.schedule.stages
+            else [1.0]
+        )
         step_seconds = float(sum(f * t for f, t in zip(shares, stage_seconds)))
         avail = budget - calibration
         steps = max(1, int(avail / step_seconds))
         for _ in range(8):
             epochs = -(-steps // self.steps_per_epoch)
             steps = max(1, int((avail - self._validations(epochs) * valid_seconds) / step_seconds))
-        plan: dict[str, Any] = {"budget_s": budget, "steps": steps, "epochs": -(-steps // self.steps_per_epoch),
-                "step_seconds": step_seconds, "stage_step_seconds": stage_seconds,
-                "validation_seconds": valid_seconds, "calibration_seconds": calibration,
-                "steps_per_epoch": self.steps_per_epoch}
+        plan: dict[str, Any] = {
+            "budget_s": budget,
+            "steps": steps,
+            "epochs": -(-steps // self.steps_per_epoch),
+            "step_seconds": step_seconds,
+            "stage_step_seconds": stage_seconds,
+            "validation_seconds": valid_seconds,
+            "calibration_seconds": calibration,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
         plan = env.broadcast_object(plan)
         return int(plan["steps"]), plan
 
@@ -528,7 +630,6 @@ class Trainer:
             out = self.net(x)
         out = float_output(out)
         return out, self.loss_fn(out, y, dist=dist, info=info)
-
 
     def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> None:
         value = float(lo.total.detach())
@@ -540,14 +641,14 @@ class Trainer:
         terms = {k: float(v.detach()) for k, v in lo.terms.items()}
         bad_terms = [f"{k}={v}" for k, v in terms.items() if not math.isfinite(v)]
         last = self.run_dir.checkpoint("last")
-        where = (f"last good checkpoint: {last}" if checkpoint_exists(last)
-                 else "no checkpoint was written yet")
+        where = f"last good checkpoint: {last}" if checkpoint_exists(last) else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"{self.cfg.loss_name} loss{which} is {value} at epoch {self.epoch + 1}, step {self.global_step + 1} "
             f"(batch {batch_in_epoch + 1}/{n_batches}); "
             f"non-finite terms: {', '.join(bad_terms) or 'none (only the total)'}"
             f"; all terms: {terms}.\n  The run stopped; {where}.\n"
-            "  what to do: lower optim.lr, set optim.clip_grad_norm, use run.precision=fp32, or check the inputs.")
+            "  what to do: lower optim.lr, set optim.clip_grad_norm, use run.precision=fp32, or check the inputs."
+        )
 
     def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, float]:
         x = batch["image"].to(self.device, non_blocking=True)
@@ -556,8 +657,12 @@ class Trainer:
         y = batch["label"].to(self.device, non_blocking=True)
         dist = batch["dist"].to(self.device, non_blocking=True) if "dist" in batch else None
         total_steps = max(1, self.total_steps)
-        info = StepInfo(epoch=self.epoch, step=self.global_step, num_epochs=self.total_epochs,
-                        progress=min(1.0, self.global_step / total_steps))
+        info = StepInfo(
+            epoch=self.epoch,
+            step=self.global_step,
+            num_epochs=self.total_epochs,
+            progress=min(1.0, self.global_step / total_steps),
+        )
         lr = self.schedule.apply(self.optimizer, self._schedule_epoch(self.epoch), batch_in_epoch)
         for cb in self._all_callbacks:
             cb.on_train_step_start(self, info)
@@ -570,8 +675,13 @@ class Trainer:
             self._check_finite(lo2, batch_in_epoch, n_batches, " (SAM's second pass)")
             return lo2.total
 
-        self.scaler(lo.total, self.optimizer, parameters=self._trainable, clip_grad=self.cfg.optim.clip_grad_norm,
-                    second_pass=second_pass)
+        self.scaler(
+            lo.total,
+            self.optimizer,
+            parameters=self._trainable,
+            clip_grad=self.cfg.optim.clip_grad_norm,
+            second_pass=second_pass,
+        )
         return out, lo, lr
 
     # -- validation ---------------------------------------------------------------------------------------------------
@@ -580,11 +690,19 @@ class Trainer:
         d = self.cfg.data
         for cb in self._all_callbacks:
             cb.on_validation_start(self)
-        pred = predict(self.model, self.bundle.valid, batch_size=d.eval_batch_size or d.batch_size,
-                       device=self.device, precision=self.precision, env=self.env, order=d.eval_order,
-                       channels_last=self.cfg.run.channels_last)
-        m = classification_metrics(pred.targets, probs=pred.probs, dists=pred.dists,
-                                   num_classes=self.bundle.valid.num_classes)
+        pred = predict(
+            self.model,
+            self.bundle.valid,
+            batch_size=d.eval_batch_size or d.batch_size,
+            device=self.device,
+            precision=self.precision,
+            env=self.env,
+            order=d.eval_order,
+            channels_last=self.cfg.run.channels_last,
+        )
+        m = classification_metrics(
+            pred.targets, probs=pred.probs, dists=pred.dists, num_classes=self.bundle.valid.num_classes
+        )
         keys = ("accuracy", "mean_class_accuracy", "macro_f1", "nll", "kl", "js")
         return {f"valid_{k}": m[k] for k in keys if k in m}
 
@@ -651,10 +769,19 @@ class Trainer:
         if env.distributed:
             self._check_replicas()
         env.barrier()
-        result = FitResult(self.run_dir.path, cfg, list(self.history), self.best["epoch"], self.best["value"],
-                           dict(self.best["metrics"]), self.stop_reason, self.model, self.train_seconds,
-                           self.global_step, info={"precision": self.precision, "device": str(self.device),
-                                                   "data": self.bundle.describe()})
+        result = FitResult(
+            self.run_dir.path,
+            cfg,
+            list(self.history),
+            self.best["epoch"],
+            self.best["value"],
+            dict(self.best["metrics"]),
+            self.stop_reason,
+            self.model,
+            self.train_seconds,
+            self.global_step,
+            info={"precision": self.precision, "device": str(self.device), "data": self.bundle.describe()},
+        )
         for cb in self.callbacks:
             cb.on_fit_end(result)
         return result
@@ -682,17 +809,32 @@ class Trainer:
             n_batches = len(order) // d.batch_size if d.drop_last else -(-len(order) // d.batch_size)
             if self.planned_steps is not None:  # the plan's last epoch ends at its last step
                 n_batches = max(start_batch, min(n_batches, start_batch + self.planned_steps - self.global_step))
-            order = order[start_batch * d.batch_size:n_batches * d.batch_size]
-            loader = make_loader(self.bundle.train, order, d.batch_size, num_workers=d.num_workers, seed=cfg.run.seed,
-                                 epoch=epoch, drop_last=d.drop_last, pin_memory=self.device.type == "cuda",
-                                 stream=env.rank, first_batch=start_batch)
+            order = order[start_batch * d.batch_size : n_batches * d.batch_size]
+            loader = make_loader(
+                self.bundle.train,
+                order,
+                d.batch_size,
+                num_workers=d.num_workers,
+                seed=cfg.run.seed,
+                epoch=epoch,
+                drop_last=d.drop_last,
+                pin_memory=self.device.type == "cuda",
+                stream=env.rank,
+                first_batch=start_batch,
+            )
             if sums is None:
                 sums = {"n": 0, "loss": 0.0, "correct": 0, "terms": {}}
             self.net.train()
             self.model.train()
             t0 = time.perf_counter()
-            bar = tqdm(total=n_batches, initial=start_batch, desc=f"epoch {epoch + 1}/{self.total_epochs}",
-                       disable=quiet, leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                total=n_batches,
+                initial=start_batch,
+                desc=f"epoch {epoch + 1}/{self.total_epochs}",
+                disable=quiet,
+                leave=False,
+                dynamic_ncols=True,
+            )
             batch_in_epoch = start_batch
             lr = self.optimizer.param_groups[0]["lr"]
             try:
@@ -709,12 +851,20 @@ class Trainer:
                     elapsed = self.train_seconds + (time.perf_counter() - t0)
                     bar.update(1)
                     if not quiet:
-                        bar.set_postfix(loss=f"{sums['loss'] / max(1, sums['n']):.4f}",
-                                        acc=f"{sums['correct'] / max(1, sums['n']):.3f}", refresh=False)
+                        bar.set_postfix(
+                            loss=f"{sums['loss'] / max(1, sums['n']):.4f}",
+                            acc=f"{sums['correct'] / max(1, sums['n']):.3f}",
+                            refresh=False,
+                        )
                     if every and self.global_step % every == 0 and batch_in_epoch < n_batches:
                         self._save_last(batch_in_epoch, sums, elapsed)
-                    logs = {"epoch": epoch, "batch": batch_in_epoch, "step": self.global_step, "lr": lr,
-                            "loss": float(lo.total.detach())}
+                    logs = {
+                        "epoch": epoch,
+                        "batch": batch_in_epoch,
+                        "step": self.global_step,
+                        "lr": lr,
+                        "loss": float(lo.total.detach()),
+                    }
                     for cb in self.callbacks:
                         cb.on_step_end(self, logs)
                     max_steps = cfg.run.max_steps or 0
@@ -734,8 +884,12 @@ class Trainer:
                 self.train_seconds += seconds
                 self._save_last(batch_in_epoch, sums)
             row = self._epoch_row(epoch, stage, lr, sums, seconds, partial)
-            validate = partial or (epoch + 1) % max(1, cfg.schedule.eval_every) == 0 or epoch + 1 == self.total_epochs \
+            validate = (
+                partial
+                or (epoch + 1) % max(1, cfg.schedule.eval_every) == 0
+                or epoch + 1 == self.total_epochs
                 or (self.stage_bounds[stage][1] == epoch + 1)
+            )
             if validate:
                 tv = time.perf_counter()
                 row.update(self.validate())
@@ -747,8 +901,9 @@ class Trainer:
             value = row.get(cfg.schedule.monitor)
             if validate:
                 if value is None:
-                    raise ConfigError(f"schedule.monitor={cfg.schedule.monitor!r} is not a column of the epoch row "
-                                      f"({', '.join(row)})")
+                    raise ConfigError(
+                        f"schedule.monitor={cfg.schedule.monitor!r} is not a column of the epoch row ({', '.join(row)})"
+                    )
                 self.schedule.observe(value)
                 if self._is_better(value, self.best["value"]):
                     self.best = {"epoch": row["epoch"], "value": value, "metrics": dict(row)}
@@ -757,8 +912,11 @@ class Trainer:
                 else:
                     self.bad_validations += 1
                 stages = self.stages
-                if stage + 1 < len(stages) and stages[stage + 1].reload_best \
-                        and self._is_better(value, self.stage_best["value"]):
+                if (
+                    stage + 1 < len(stages)
+                    and stages[stage + 1].reload_best
+                    and self._is_better(value, self.stage_best["value"])
+                ):
                     weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                     self.stage_best = {"value": value, "state": weights}
             if not partial:
@@ -769,8 +927,13 @@ class Trainer:
             rows = self.history + ([row] if partial else [])
             if env.is_main:
                 self.run_dir.write_metrics(rows)
-                self.run_dir.update_record(best=self.best, epochs_done=self.epoch, steps=self.global_step,
-                                           train_seconds=self.train_seconds, updated=now_iso())
+                self.run_dir.update_record(
+                    best=self.best,
+                    epochs_done=self.epoch,
+                    steps=self.global_step,
+                    train_seconds=self.train_seconds,
+                    updated=now_iso(),
+                )
                 if not cfg.run.quiet:
                     tqdm.write(self._line(row))
             for cb in self.callbacks:
@@ -780,10 +943,12 @@ class Trainer:
             if validate and patience is not None and self.bad_validations > patience and not stop:
                 self.stop_reason, stop = "early_stop", True
 
-    def _epoch_row(self, epoch: int, stage: int, lr: float, sums: dict[str, Any], seconds: float,
-                   partial: bool) -> dict[str, Any]:
-        totals = self.env.all_reduce_sum([sums["n"], sums["loss"], sums["correct"],
-                                          *[sums["terms"][k] for k in sorted(sums["terms"])]])
+    def _epoch_row(
+        self, epoch: int, stage: int, lr: float, sums: dict[str, Any], seconds: float, partial: bool
+    ) -> dict[str, Any]:
+        totals = self.env.all_reduce_sum(
+            [sums["n"], sums["loss"], sums["correct"], *[sums["terms"][k] for k in sorted(sums["terms"])]]
+        )
         n = max(1.0, totals[0])
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step}
         if self.stages:
@@ -801,11 +966,16 @@ class Trainer:
         return row
 
     def _line(self, row: dict[str, Any]) -> str:
-        parts = [f"epoch {row['epoch']}/{self.total_epochs}", f"loss {row['train_loss']:.4f}",
-                 f"acc {row['train_accuracy']:.3f}"]
+        parts = [
+            f"epoch {row['epoch']}/{self.total_epochs}",
+            f"loss {row['train_loss']:.4f}",
+            f"acc {row['train_accuracy']:.3f}",
+        ]
         if "valid_accuracy" in row:
-            parts.append(f"| valid acc {row['valid_accuracy']:.3f} mca {row['valid_mean_class_accuracy']:.3f} "
-                         f"f1 {row['valid_macro_f1']:.3f}")
+            parts.append(
+                f"| valid acc {row['valid_accuracy']:.3f} mca {row['valid_mean_class_accuracy']:.3f} "
+                f"f1 {row['valid_macro_f1']:.3f}"
+            )
         parts.append(f"lr {row['lr']:.2e}  {row['epoch_seconds']:.1f}s")
         return "  ".join(parts)
 
@@ -835,8 +1005,9 @@ class Trainer:
         dist.all_gather_object(digests, h.hexdigest())
         same = len(set(digests)) == 1
         if self.env.is_main:
-            self.run_dir.update_record(ddp={"world_size": self.env.world_size, "weight_digests": digests,
-                                            "consistent": same})
+            self.run_dir.update_record(
+                ddp={"world_size": self.env.world_size, "weight_digests": digests, "consistent": same}
+            )
         if not same:
             warnings.warn(f"DDP replicas ended with different weights: {digests}", stacklevel=2)
 
@@ -852,21 +1023,40 @@ class Trainer:
             old = (rec.get("data") or {}).get("train", {}).get("fingerprint")
             new = self.bundle.describe()["train"]["fingerprint"]
             if old and old != new:
-                warnings.warn(f"{self.run_dir.path}: resuming on different training data (fingerprint {old} -> {new})",
-                              stacklevel=3)
+                warnings.warn(
+                    f"{self.run_dir.path}: resuming on different training data (fingerprint {old} -> {new})",
+                    stacklevel=3,
+                )
         else:
-            rec.update(name=self.cfg.run_name, created=now_iso(), preset=self.cfg.preset, smoke=self.cfg.smoke,
-                       seed=self.cfg.run.seed, test_split_used=False, evaluations=[])
+            rec.update(
+                name=self.cfg.run_name,
+                created=now_iso(),
+                preset=self.cfg.preset,
+                smoke=self.cfg.smoke,
+                seed=self.cfg.run.seed,
+                test_split_used=False,
+                evaluations=[],
+            )
         if self.planned_steps is not None:
             rec.update(planned_steps=self.planned_steps, budget=self.budget)
         rec.update(
-            status="running", updated=now_iso(), environment=environment_record(), device=str(self.device),
-            precision=self.precision, world_size=self.env.world_size, data=self.bundle.describe(),
-            model={"name": self.cfg.model.name, "preset": self.cfg.model.preset,
-                   "class": type(self.model).__name__, "params": _count(self.model, False),
-                   "trainable_params": _count(self.model, True)},
+            status="running",
+            updated=now_iso(),
+            environment=environment_record(),
+            device=str(self.device),
+            precision=self.precision,
+            world_size=self.env.world_size,
+            data=self.bundle.describe(),
+            model={
+                "name": self.cfg.model.name,
+                "preset": self.cfg.model.preset,
+                "class": type(self.model).__name__,
+                "params": _count(self.model, False),
+                "trainable_params": _count(self.model, True),
+            },
             loss={"name": self.cfg.loss_name, "class": type(self.loss_fn).__name__},
-            steps_per_epoch=self.steps_per_epoch, total_epochs=self.total_epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            total_epochs=self.total_epochs,
             monitor={"metric": self.cfg.schedule.monitor, "mode": self.cfg.schedule.monitor_mode},
         )
         self.run_dir.write_record(rec)
@@ -876,10 +1066,16 @@ class Trainer:
         if not self.env.is_main:
             return
         rec = self.run_dir.read_record()
-        rec.update(status=status, stop_reason=self.stop_reason if status == "completed" else status,
-                   finished=now_iso(), epochs_done=self.epoch, steps=self.global_step,
-                   train_seconds=self.train_seconds, best=self.best,
-                   last=self.history[-1] if self.history else None)
+        rec.update(
+            status=status,
+            stop_reason=self.stop_reason if status == "completed" else status,
+            finished=now_iso(),
+            epochs_done=self.epoch,
+            steps=self.global_step,
+            train_seconds=self.train_seconds,
+            best=self.best,
+            last=self.history[-1] if self.history else None,
+        )
         if error:
             rec["error"] = error
         self.run_dir.write_record(rec)

@@ -101,8 +101,7 @@ def mean_class_accuracy(y_true: Labels, y_pred: Labels, num_classes: int | None 
     return float(recall[present].mean()) if present.any() else float("nan")
 
 
-def macro_f1(y_true: Labels, y_pred: Labels, num_classes: int | None = None,
-             labels: str = "present") -> float:
+def macro_f1(y_true: Labels, y_pred: Labels, num_classes: int | None = None, labels: str = "present") -> float:
     """Unweighted mean of per-class F1.
 
     Args:
@@ -122,8 +121,9 @@ def macro_f1(y_true: Labels, y_pred: Labels, num_classes: int | None = None,
     return float(f1[mask].mean()) if mask.any() else float("nan")
 
 
-def per_class_table(y_true: Labels, y_pred: Labels, num_classes: int | None = None,
-                    class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def per_class_table(
+    y_true: Labels, y_pred: Labels, num_classes: int | None = None, class_names: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """One row per class: ``class``, ``precision``, ``recall``, ``f1``, ``support`` (``pandas.DataFrame(rows)``
     makes it a table)."""
     cm = confusion_matrix(y_true, y_pred, num_classes)
@@ -131,8 +131,16 @@ def per_class_table(y_true: Labels, y_pred: Labels, num_classes: int | None = No
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(cm))]
     if len(names) != len(cm):
         raise ValueError(f"{len(names)} class names for {len(cm)} classes")
-    return [{"class": names[i], "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-             "support": int(support[i])} for i in range(len(cm))]
+    return [
+        {
+            "class": names[i],
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i in range(len(cm))
+    ]
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -150,18 +158,22 @@ def nll(probs: np.ndarray, y_true: Labels, eps: float = 1e-12) -> float:
 
 
 @overload
-def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: Literal[True] = ...
-                  ) -> float: ...
+def kl_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: Literal[True] = ...
+) -> float: ...
 @overload
-def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., *, reduce: Literal[False]
-                  ) -> np.ndarray: ...
+def kl_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = ..., *, reduce: Literal[False]
+) -> np.ndarray: ...
 @overload
-def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: bool = ...
-                  ) -> float | np.ndarray: ...
+def kl_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: bool = ...
+) -> float | np.ndarray: ...
 
 
-def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-12, reduce: bool = True
-                  ) -> float | np.ndarray:
+def kl_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-12, reduce: bool = True
+) -> float | np.ndarray:
     """KL(reference || predicted) per row of (N, C) distributions: sum_c r_c log(r_c / p_c), with 0 log 0 = 0.
 
     Rows are renormalised; predicted probabilities are clipped at ``eps``.
@@ -179,18 +191,22 @@ def kl_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-
 
 
 @overload
-def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: Literal[True] = ...
-                  ) -> float: ...
+def js_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: Literal[True] = ...
+) -> float: ...
 @overload
-def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., *, reduce: Literal[False]
-                  ) -> np.ndarray: ...
+def js_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = ..., *, reduce: Literal[False]
+) -> np.ndarray: ...
 @overload
-def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: bool = ...
-                  ) -> float | np.ndarray: ...
+def js_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = ..., reduce: bool = ...
+) -> float | np.ndarray: ...
 
 
-def js_divergence(reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-12, reduce: bool = True
-                  ) -> float | np.ndarray:
+def js_divergence(
+    reference: np.ndarray, predicted: np.ndarray, eps: float = 1e-12, reduce: bool = True
+) -> float | np.ndarray:
     """Jensen-Shannon divergence per row: (KL(r || m) + KL(p || m)) / 2 with m = (r + p) / 2 (natural log, <= ln 2)."""
     r = np.asarray(reference, dtype=np.float64)
     p = np.asarray(predicted, dtype=np.float64)
@@ -295,9 +311,14 @@ def bootstrap_ci(
             idx = rng.integers(0, n, n)
             stats[b] = fn(t[idx], p[idx], c)
     stats = stats[np.isfinite(stats)]
-    return {"value": float(fn(t, p, c)), "low": float(np.quantile(stats, alpha / 2)),
-            "high": float(np.quantile(stats, 1 - alpha / 2)),
-            "std": float(stats.std(ddof=1)) if len(stats) > 1 else 0.0, "alpha": alpha, "n_boot": int(n_boot)}
+    return {
+        "value": float(fn(t, p, c)),
+        "low": float(np.quantile(stats, alpha / 2)),
+        "high": float(np.quantile(stats, 1 - alpha / 2)),
+        "std": float(stats.std(ddof=1)) if len(stats) > 1 else 0.0,
+        "alpha": alpha,
+        "n_boot": int(n_boot),
+    }
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -305,11 +326,16 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if len(v) == 0:
         return {"mean": float("nan"), "std": float("nan"), "n": 0, "values": []}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v)),
-            "values": v.tolist()}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "n": int(len(v)),
+        "values": v.tolist(),
+    }
 
 
-def summarize_runs(results: Sequence[Mapping[str, Any]],
-                   keys: Sequence[str] = ("accuracy", "mean_class_accuracy", "macro_f1")) -> dict[str, dict[str, Any]]:
+def summarize_runs(
+    results: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("accuracy", "mean_class_accuracy", "macro_f1")
+) -> dict[str, dict[str, Any]]:
     """Mean and standard deviation of each metric over repeated runs (seeds or folds)."""
     return {k: mean_std([r[k] for r in results if k in r]) for k in keys}

@@ -112,8 +112,10 @@ def build_param_groups(model: nn.Module, cfg: OptimConfig, lr: float) -> list[di
                 continue
             key = next((pre for pre in order if name.startswith(pre)), "")
             buckets.setdefault(key, []).append(p)
-        groups = [{"params": ps, "lr": lr * (cfg.lr_mult[k] if k else 1.0), "name": k or "default"}
-                  for k, ps in buckets.items()]
+        groups = [
+            {"params": ps, "lr": lr * (cfg.lr_mult[k] if k else 1.0), "name": k or "default"}
+            for k, ps in buckets.items()
+        ]
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameter (all requires_grad=False)")
     if not cfg.decay_norm_bias and cfg.weight_decay:
@@ -128,8 +130,11 @@ def no_decay_names(model: nn.Module) -> set[str]:
     ``no_weight_decay()`` names (exact names or prefixes, timm's convention)."""
     own = getattr(model, "no_weight_decay", None)
     listed = set(own()) if callable(own) else set()
-    return {n for n, p in model.named_parameters()
-            if p.ndim <= 1 or n in listed or any(n.startswith(f"{x}.") for x in listed)}
+    return {
+        n
+        for n, p in model.named_parameters()
+        if p.ndim <= 1 or n in listed or any(n.startswith(f"{x}.") for x in listed)
+    }
 
 
 def _split_decay(model: nn.Module, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,13 +162,15 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float | None = None)
     groups = build_param_groups(model, cfg, lr)
     name = cfg.name.lower()
     if name == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=lr, betas=_betas(cfg), eps=cfg.eps,
-                                                      weight_decay=cfg.weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
     elif name == "adamw":
         opt = torch.optim.AdamW(groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay)
     elif name == "sgd":
-        opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                              weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(
+            groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     else:
         raise ValueError(f"optim.name={cfg.name!r} is not supported; expected adam, adamw or sgd")
     return SAM(opt, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive) if cfg.sam else opt
@@ -200,7 +207,7 @@ class LRSchedule:
         if self._warming(epoch, step_in_epoch):
             return min(1.0, (epoch * self.steps_per_epoch + step_in_epoch + 1) / (self.warmup * self.steps_per_epoch))
         if c.name == "exponential":
-            return c.gamma ** epoch
+            return c.gamma**epoch
         if c.name == "step":
             return c.gamma ** (epoch // max(1, c.step_size))
         if c.name in ("cosine", "linear"):
@@ -234,7 +241,8 @@ class LRSchedule:
         if self.cfg.name != "plateau" or value is None or not math.isfinite(value):
             return
         better = self.plateau_best is None or (
-            value > self.plateau_best if self.cfg.monitor_mode == "max" else value < self.plateau_best)
+            value > self.plateau_best if self.cfg.monitor_mode == "max" else value < self.plateau_best
+        )
         if better:
             self.plateau_best, self.plateau_bad = value, 0
         else:

@@ -1,7 +1,7 @@
 """Dotted ``key=value`` overrides of a :class:`~fernb.engine.config.TrainConfig`, from the command line or code::
 
-    cfg = apply_overrides(cfg, ["optim.lr=1e-3", "data.options.n=200", "schedule.epochs=3"])
-    cfg = apply_overrides(cfg, optim__lr=1e-3, data={"img_size": 64})
+cfg = apply_overrides(cfg, ["optim.lr=1e-3", "data.options.n=200", "schedule.epochs=3"])
+cfg = apply_overrides(cfg, optim__lr=1e-3, data={"img_size": 64})
 """
 
 from __future__ import annotations
@@ -86,8 +86,11 @@ def _set_path(obj: Any, path: list[str], value: Any, raw: bool, full: str) -> An
     if isinstance(obj, list) and key.isdigit() and int(key) < len(obj):
         new_list = list(obj)
         i = int(key)
-        new_list[i] = _set_path(new_list[i], rest, value, raw, full) if rest else (
-            parse_value(value) if raw and isinstance(value, str) else value)
+        new_list[i] = (
+            _set_path(new_list[i], rest, value, raw, full)
+            if rest
+            else (parse_value(value) if raw and isinstance(value, str) else value)
+        )
         return new_list
     raise ConfigError(f"{full}: cannot set {key!r} inside a {type(obj).__name__}")
 
@@ -106,8 +109,9 @@ def _coerce_override(value: Any, tp: Any, where: str, raw: bool) -> Any:
     return _coerce(value, tp, where)
 
 
-def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any] | Sequence[str] | None = None,
-                    **kw: Any) -> TrainConfig:
+def apply_overrides(
+    cfg: TrainConfig, overrides: Mapping[str, Any] | Sequence[str] | None = None, **kw: Any
+) -> TrainConfig:
     """A copy of ``cfg`` with dotted-key overrides applied.
 
     Args:
@@ -127,8 +131,12 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any] | Sequence[st
         items[k.replace("__", ".")] = v
     out = cfg.copy()
     for key, value in items.items():
-        if "." not in key and isinstance(value, Mapping) and key in _hints(TrainConfig) \
-                and dataclasses.is_dataclass(getattr(out, key)):
+        if (
+            "." not in key
+            and isinstance(value, Mapping)
+            and key in _hints(TrainConfig)
+            and dataclasses.is_dataclass(getattr(out, key))
+        ):
             for sub, subval in value.items():
                 out = _set_path(out, [key, *str(sub).split(".")], subval, isinstance(subval, str), f"{key}.{sub}")
             continue

@@ -65,9 +65,12 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 def float_output(out: object) -> object:
     """The model output with half-precision floating tensors cast to float32 (losses run in fp32)."""
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
-        changes = {f.name: getattr(out, f.name).float() for f in dataclasses.fields(out)
-                   if isinstance(getattr(out, f.name), torch.Tensor)
-                   and getattr(out, f.name).dtype in (torch.float16, torch.bfloat16)}
+        changes = {
+            f.name: getattr(out, f.name).float()
+            for f in dataclasses.fields(out)
+            if isinstance(getattr(out, f.name), torch.Tensor)
+            and getattr(out, f.name).dtype in (torch.float16, torch.bfloat16)
+        }
         return dataclasses.replace(out, **changes) if changes else out
     if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16):
         return out.float()
@@ -122,10 +125,11 @@ def predict(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    idx = np.arange(len(dataset)) if order == "sequential" else np.random.default_rng([seed, 5]).permutation(
-        len(dataset))
+    idx = (
+        np.arange(len(dataset)) if order == "sequential" else np.random.default_rng([seed, 5]).permutation(len(dataset))
+    )
     if env is not None and env.distributed:
-        idx = idx[env.rank::env.world_size]
+        idx = idx[env.rank :: env.world_size]
     loader = make_loader(dataset, idx, batch_size, num_workers=num_workers)
     logits, targets, indices, dists = [], [], [], []
     kept: dict[str, list[np.ndarray]] = {}
@@ -159,5 +163,10 @@ def predict(
         ds = env.all_gather_array(ds) if ds is not None else None
         ex = {k: env.all_gather_array(v) for k, v in ex.items()}
     perm = np.argsort(ix, kind="stable")
-    return Predictions(lg[perm].astype(np.float32), tg[perm].astype(np.int64), ix[perm].astype(np.int64),
-                       None if ds is None else ds[perm], {k: v[perm].astype(np.float32) for k, v in ex.items()})
+    return Predictions(
+        lg[perm].astype(np.float32),
+        tg[perm].astype(np.int64),
+        ix[perm].astype(np.int64),
+        None if ds is None else ds[perm],
+        {k: v[perm].astype(np.float32) for k, v in ex.items()},
+    )

@@ -47,14 +47,35 @@ from ..models.esr import ESRConfig
 from .config import StageConfig, TrainConfig
 from .overrides import apply_overrides
 
-__all__ = ["METHODS", "DATASETS", "RECIPES", "BUDGET_MODELS", "BUDGET_OVERRIDES", "BUDGET_DATA", "list_presets",
-           "config_from_preset", "smoke_overrides", "smoke_enabled", "fit_branch_stages", "budget_overrides",
-           "merge_model_kwargs",
-           "split_recipe"]
+__all__ = [
+    "METHODS",
+    "DATASETS",
+    "RECIPES",
+    "BUDGET_MODELS",
+    "BUDGET_OVERRIDES",
+    "BUDGET_DATA",
+    "list_presets",
+    "config_from_preset",
+    "smoke_overrides",
+    "smoke_enabled",
+    "fit_branch_stages",
+    "budget_overrides",
+    "merge_model_kwargs",
+    "split_recipe",
+]
 
 METHODS: tuple[str, ...] = ("arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet")
-DATASETS: tuple[str, ...] = ("ferplus", "rafdb", "affectnet7", "affectnet8", "fer2013", "ckplus", "jaffe", "affwild2",
-                             "synthetic")
+DATASETS: tuple[str, ...] = (
+    "ferplus",
+    "rafdb",
+    "affectnet7",
+    "affectnet8",
+    "fer2013",
+    "ckplus",
+    "jaffe",
+    "affwild2",
+    "synthetic",
+)
 
 # data sections per dataset preset ------------------------------------------------------------------------------------
 _DATA: dict[str, dict[str, Any]] = {
@@ -93,8 +114,9 @@ def fit_branch_stages(cfg: TrainConfig) -> TrainConfig:
 
 
 def _esr_stages(first: int, later: int, branches: int = 9) -> list[StageConfig]:
-    return [StageConfig(epochs=first)] + [StageConfig(epochs=later, call="add_branch", reload_best=True)
-                                          for _ in range(branches - 1)]
+    return [StageConfig(epochs=first)] + [
+        StageConfig(epochs=later, call="add_branch", reload_best=True) for _ in range(branches - 1)
+    ]
 
 
 def _recipe(method: str, dataset: str) -> dict[str, Any]:
@@ -102,39 +124,99 @@ def _recipe(method: str, dataset: str) -> dict[str, Any]:
     aff = dataset in _AFFECTNET
     if method == "poster_v2":
         lr = 1e-6 if aff else 3.5e-5
-        return {"data.img_size": 224, "data.batch_size": 144, "data.sampler": "oversample" if aff else "shuffle",
-                "data.transform": "poster_v2_affectnet" if aff else "poster_v2",
-                "optim.name": "adam", "optim.lr": lr, "optim.sam": True, "optim.sam_rho": 0.05,
-                "schedule.epochs": 200, "schedule.name": "exponential", "schedule.gamma": 0.98}
+        return {
+            "data.img_size": 224,
+            "data.batch_size": 144,
+            "data.sampler": "oversample" if aff else "shuffle",
+            "data.transform": "poster_v2_affectnet" if aff else "poster_v2",
+            "optim.name": "adam",
+            "optim.lr": lr,
+            "optim.sam": True,
+            "optim.sam_rho": 0.05,
+            "schedule.epochs": 200,
+            "schedule.name": "exponential",
+            "schedule.gamma": 0.98,
+        }
     if method == "arbex":
-        return {"data.img_size": 224, "data.batch_size": 256, "data.eval_batch_size": 512,
-                "data.sampler": "oversample" if aff else "shuffle",
-                "optim.name": "adam", "optim.lr": 1e-6 if aff else 3.5e-5, "loss.class_weights": "inverse",
-                "schedule.epochs": 100, "schedule.name": "plateau", "schedule.plateau_factor": 0.5,
-                "schedule.plateau_patience": 5}
+        return {
+            "data.img_size": 224,
+            "data.batch_size": 256,
+            "data.eval_batch_size": 512,
+            "data.sampler": "oversample" if aff else "shuffle",
+            "optim.name": "adam",
+            "optim.lr": 1e-6 if aff else 3.5e-5,
+            "loss.class_weights": "inverse",
+            "schedule.epochs": 100,
+            "schedule.name": "plateau",
+            "schedule.plateau_factor": 0.5,
+            "schedule.plateau_patience": 5,
+        }
     if method in ("resnet18", "arm"):
-        return {"data.img_size": 224, "data.batch_size": 256, "data.eval_batch_size": 64,
-                "data.sampler": "mrr" if (aff and method == "arm") else "shuffle",
-                "optim.name": "adam", "optim.lr": 1e-3, "optim.weight_decay": 1e-4,
-                "schedule.epochs": 70, "schedule.name": "exponential", "schedule.gamma": 0.9}
+        return {
+            "data.img_size": 224,
+            "data.batch_size": 256,
+            "data.eval_batch_size": 64,
+            "data.sampler": "mrr" if (aff and method == "arm") else "shuffle",
+            "optim.name": "adam",
+            "optim.lr": 1e-3,
+            "optim.weight_decay": 1e-4,
+            "schedule.epochs": 70,
+            "schedule.name": "exponential",
+            "schedule.gamma": 0.9,
+        }
     if method == "adcorre":
-        return {"data.img_size": 224, "data.batch_size": 50, "data.drop_last": True,
-                "optim.name": "adam", "optim.lr": 1e-3, "schedule.epochs": 300, "schedule.name": "none"}
+        return {
+            "data.img_size": 224,
+            "data.batch_size": 50,
+            "data.drop_last": True,
+            "optim.name": "adam",
+            "optim.lr": 1e-3,
+            "schedule.epochs": 300,
+            "schedule.name": "none",
+        }
     if method == "esr":
         first, later, gamma = (50, 20, 0.5) if aff else (100, 60, 0.75)
-        return {"data.img_size": 96, "data.batch_size": 32, "data.sampler": "capped",
-                "data.sampler_kwargs": {"cap": 5000},
-                "optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9,
-                "schedule.name": "step", "schedule.step_size": 10, "schedule.gamma": gamma,
-                "schedule.eval_every": 2, "schedule.stages": _esr_stages(first, later)}
+        return {
+            "data.img_size": 96,
+            "data.batch_size": 32,
+            "data.sampler": "capped",
+            "data.sampler_kwargs": {"cap": 5000},
+            "optim.name": "sgd",
+            "optim.lr": 0.1,
+            "optim.momentum": 0.9,
+            "schedule.name": "step",
+            "schedule.step_size": 10,
+            "schedule.gamma": gamma,
+            "schedule.eval_every": 2,
+            "schedule.stages": _esr_stages(first, later),
+        }
     if method == "manet":
         if aff:
-            return {"data.img_size": 224, "data.batch_size": 256, "data.sampler": "oversample",
-                    "optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.9, "optim.weight_decay": 1e-4,
-                    "schedule.epochs": 20, "schedule.name": "step", "schedule.step_size": 5, "schedule.gamma": 0.1}
-        return {"data.img_size": 224, "data.batch_size": 128,
-                "optim.name": "sgd", "optim.lr": 0.01, "optim.momentum": 0.9, "optim.weight_decay": 1e-4,
-                "schedule.epochs": 100, "schedule.name": "step", "schedule.step_size": 15, "schedule.gamma": 0.1}
+            return {
+                "data.img_size": 224,
+                "data.batch_size": 256,
+                "data.sampler": "oversample",
+                "optim.name": "sgd",
+                "optim.lr": 0.01,
+                "optim.momentum": 0.9,
+                "optim.weight_decay": 1e-4,
+                "schedule.epochs": 20,
+                "schedule.name": "step",
+                "schedule.step_size": 5,
+                "schedule.gamma": 0.1,
+            }
+        return {
+            "data.img_size": 224,
+            "data.batch_size": 128,
+            "optim.name": "sgd",
+            "optim.lr": 0.01,
+            "optim.momentum": 0.9,
+            "optim.weight_decay": 1e-4,
+            "schedule.epochs": 100,
+            "schedule.name": "step",
+            "schedule.step_size": 15,
+            "schedule.gamma": 0.1,
+        }
     raise KeyError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -143,14 +225,30 @@ RECIPES: tuple[str, ...] = ("published", "budget")
 DEFAULT_BUDGET_S = 480.0
 
 _BUDGET_COMMON: dict[str, Any] = {
-    "model.preset": "tiny", "data.img_size": 48, "data.batch_size": 128, "data.eval_batch_size": 256,
-    "data.drop_last": True, "data.sampler": "shuffle", "data.sampler_kwargs": {}, "data.pipeline": "tensor",
-    "data.transform": "auto", "data.batch_augment": {},
-    "optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.05, "optim.decay_norm_bias": False,
-    "optim.sam": False, "optim.clip_grad_norm": None,
-    "loss.class_weights": "none", "loss.kwargs": {"label_smoothing": 0.1},
-    "schedule.name": "cosine", "schedule.warmup_fraction": 0.05, "schedule.warmup_epochs": 0.0,
-    "schedule.min_lr": 0.0, "schedule.eval_every": 1, "schedule.budget_s": DEFAULT_BUDGET_S,
+    "model.preset": "tiny",
+    "data.img_size": 48,
+    "data.batch_size": 128,
+    "data.eval_batch_size": 256,
+    "data.drop_last": True,
+    "data.sampler": "shuffle",
+    "data.sampler_kwargs": {},
+    "data.pipeline": "tensor",
+    "data.transform": "auto",
+    "data.batch_augment": {},
+    "optim.name": "adamw",
+    "optim.lr": 1e-3,
+    "optim.weight_decay": 0.05,
+    "optim.decay_norm_bias": False,
+    "optim.sam": False,
+    "optim.clip_grad_norm": None,
+    "loss.class_weights": "none",
+    "loss.kwargs": {"label_smoothing": 0.1},
+    "schedule.name": "cosine",
+    "schedule.warmup_fraction": 0.05,
+    "schedule.warmup_epochs": 0.0,
+    "schedule.min_lr": 0.0,
+    "schedule.eval_every": 1,
+    "schedule.budget_s": DEFAULT_BUDGET_S,
     "run.channels_last": True,
 }
 
@@ -191,8 +289,12 @@ def split_recipe(name: str, recipe: str | None = None) -> tuple[str, str]:
 # alone 58.2 %, batch 32 instead of 64 54.6 %; with the light augmentation a learning rate of 2e-3 reached 69.3 %
 # (one seed each).
 BUDGET_DATA: dict[str, dict[str, Any]] = {
-    "synthetic": {"data.img_size": 64, "data.batch_size": 64, "optim.lr": 2e-3,
-                  "data.batch_augment": {"degrees": 5.0, "translate": 0.05, "erase_p": 0.0}},
+    "synthetic": {
+        "data.img_size": 64,
+        "data.batch_size": 64,
+        "optim.lr": 2e-3,
+        "data.batch_augment": {"degrees": 5.0, "translate": 0.05, "erase_p": 0.0},
+    },
 }
 # ESR's conv stack has unpadded convolutions: at 48 px its last 3x3 kernel meets a 2x2 map.
 _BUDGET_MIN_SIZE = {"esr": 64}
@@ -234,9 +336,17 @@ def smoke_enabled() -> bool:
 def smoke_overrides(method: str, dataset: str) -> dict[str, Any]:
     """What turns a preset into a seconds-long CPU run (applied on top of the recipe)."""
     out: dict[str, Any] = {
-        "model.preset": "tiny", "data.img_size": _TINY_SIZE.get(method, 48), "data.batch_size": 16,
-        "data.eval_batch_size": 32, "data.train_limit": 128, "data.valid_limit": 64, "data.fallback": "synthetic",
-        "data.sampler_kwargs": {}, "schedule.epochs": 2, "schedule.eval_every": 1, "schedule.budget_s": None,
+        "model.preset": "tiny",
+        "data.img_size": _TINY_SIZE.get(method, 48),
+        "data.batch_size": 16,
+        "data.eval_batch_size": 32,
+        "data.train_limit": 128,
+        "data.valid_limit": 64,
+        "data.fallback": "synthetic",
+        "data.sampler_kwargs": {},
+        "schedule.epochs": 2,
+        "schedule.eval_every": 1,
+        "schedule.budget_s": None,
         "schedule.steps": None,
     }
     if method == "esr":
@@ -253,8 +363,9 @@ def list_presets() -> list[str]:
     return [f"{m}/{d}" for m in METHODS for d in DATASETS]
 
 
-def config_from_preset(name: str, smoke: bool | None = None, *, recipe: str | None = None,
-                       **overrides: Any) -> TrainConfig:
+def config_from_preset(
+    name: str, smoke: bool | None = None, *, recipe: str | None = None, **overrides: Any
+) -> TrainConfig:
     """The config of a preset, optionally in smoke mode, with overrides.
 
     Args:
@@ -288,10 +399,14 @@ def config_from_preset(name: str, smoke: bool | None = None, *, recipe: str | No
     cfg = apply_overrides(cfg, base)
     if smoke:
         cfg = apply_overrides(cfg, smoke_overrides(method, dataset))
-    given = {k.replace("__", ".") for k in overrides} | {f"{k}.{sub}" for k, v in overrides.items()
-                                                         if isinstance(v, dict) for sub in v}
-    if cfg.schedule.budget_s is not None and "schedule.budget_s" not in given \
-            and given & {"schedule.steps", "schedule.epochs"}:
+    given = {k.replace("__", ".") for k in overrides} | {
+        f"{k}.{sub}" for k, v in overrides.items() if isinstance(v, dict) for sub in v
+    }
+    if (
+        cfg.schedule.budget_s is not None
+        and "schedule.budget_s" not in given
+        and given & {"schedule.steps", "schedule.epochs"}
+    ):
         cfg.schedule.budget_s = None  # asked for steps or epochs: they replace the recipe's time budget
     if overrides:
         cfg = apply_overrides(cfg, None, **overrides)

@@ -16,8 +16,14 @@ from .rundir import write_json
 __all__ = ["cross_validate", "repeat_seeds"]
 
 
-def cross_validate(config: TrainConfig, *, folds: int | None = None, fit_fn: Callable[..., Any] | None = None,
-                   bootstrap: int = 0, **fit_kw: Any) -> dict[str, Any]:
+def cross_validate(
+    config: TrainConfig,
+    *,
+    folds: int | None = None,
+    fit_fn: Callable[..., Any] | None = None,
+    bootstrap: int = 0,
+    **fit_kw: Any,
+) -> dict[str, Any]:
     """Subject-independent k-fold cross-validation (CK+, JAFFE).
 
     Fold i trains on the other folds minus fold i+1 (its validation fold, used for model selection) and is tested
@@ -33,16 +39,27 @@ def cross_validate(config: TrainConfig, *, folds: int | None = None, fit_fn: Cal
         cfg = apply_overrides(config, {"data.folds": k, "data.fold": i, "run.name": f"{base_name}-fold{i}"})
         res = fit_fn(cfg, **fit_kw)
         m = evaluate(res.run_dir, "test", bootstrap=bootstrap)
-        results.append({"fold": i, "run_dir": str(res.run_dir), **{key: m[key] for key in
-                                                                  ("accuracy", "mean_class_accuracy", "macro_f1",
-                                                                   "n")}})
+        results.append(
+            {
+                "fold": i,
+                "run_dir": str(res.run_dir),
+                **{key: m[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "n")},
+            }
+        )
     summary = {"kind": "subject_kfold", "folds": k, "runs": results, "summary": summarize_runs(results)}
     write_json(Path(config.run.out_dir) / f"{base_name}-cv.json", summary)
     return summary
 
 
-def repeat_seeds(config: TrainConfig, seeds: Sequence[int], *, split: str = "test",
-                 fit_fn: Callable[..., Any] | None = None, bootstrap: int = 0, **fit_kw: Any) -> dict[str, Any]:
+def repeat_seeds(
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    split: str = "test",
+    fit_fn: Callable[..., Any] | None = None,
+    bootstrap: int = 0,
+    **fit_kw: Any,
+) -> dict[str, Any]:
     """Train once per seed, evaluate each run once on ``split``, and report mean and standard deviation."""
     fit_fn = fit_fn or fit
     results = []
@@ -51,10 +68,19 @@ def repeat_seeds(config: TrainConfig, seeds: Sequence[int], *, split: str = "tes
         cfg = apply_overrides(config, {"run.seed": int(s), "run.name": f"{base_name}-s{s}"})
         res = fit_fn(cfg, **fit_kw)
         m = evaluate(res.run_dir, split, bootstrap=bootstrap)
-        results.append({"seed": int(s), "run_dir": str(res.run_dir),
-                        **{key: m[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "n")}})
-    summary = {"kind": "seeds", "seeds": [int(s) for s in seeds], "split": split, "runs": results,
-               "summary": summarize_runs(results)}
+        results.append(
+            {
+                "seed": int(s),
+                "run_dir": str(res.run_dir),
+                **{key: m[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "n")},
+            }
+        )
+    summary = {
+        "kind": "seeds",
+        "seeds": [int(s) for s in seeds],
+        "split": split,
+        "runs": results,
+        "summary": summarize_runs(results),
+    }
     write_json(Path(config.run.out_dir) / f"{base_name}-seeds.json", summary)
     return summary
-

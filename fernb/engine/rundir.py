@@ -103,8 +103,13 @@ def git_commit(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
-        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True,
-                            text=True, timeout=5)
+        st = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return {"commit": sha.stdout.strip(), "dirty": bool(st.stdout.strip()) if st.returncode == 0 else None}
     except (OSError, subprocess.SubprocessError):
         return None
@@ -216,8 +221,9 @@ class RunDir:
                 "or choose another run.name / run.out_dir."
             )
         if resume:
-            raise FileNotFoundError(f"run.resume=true but {self.path} holds no run to resume; "
-                                    "drop run.resume to start it")
+            raise FileNotFoundError(
+                f"run.resume=true but {self.path} holds no run to resume; drop run.resume to start it"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         return "new"
 

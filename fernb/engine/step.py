@@ -26,9 +26,15 @@ class LossScaler:
     def __init__(self, device_type: str, init_scale: float, enabled: bool) -> None:
         self.scaler = torch.amp.GradScaler(device_type, init_scale=init_scale, enabled=enabled)
 
-    def __call__(self, loss: Tensor, optimizer: torch.optim.Optimizer | SAM, *,
-                 parameters: Callable[[], Iterable[Tensor]], clip_grad: float | None = None,
-                 second_pass: Callable[[], Tensor] | None = None) -> None:
+    def __call__(
+        self,
+        loss: Tensor,
+        optimizer: torch.optim.Optimizer | SAM,
+        *,
+        parameters: Callable[[], Iterable[Tensor]],
+        clip_grad: float | None = None,
+        second_pass: Callable[[], Tensor] | None = None,
+    ) -> None:
         """Back-propagate ``loss`` and update the weights.
 
         With :class:`~fernb.engine.optim.SAM`, ``second_pass()`` recomputes the loss at the perturbed weights (after

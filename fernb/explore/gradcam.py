@@ -151,8 +151,15 @@ class CamResult:
     def select(self, rows: Sequence[int] | np.ndarray) -> CamResult:
         """The result restricted to some images."""
         r = np.asarray(rows, dtype=np.int64)
-        return CamResult(self.maps[r], self.logits[r], self.targets[r], [s[r] for s in self.signed],
-                         list(self.layer_names), self.per_image, self.tol)
+        return CamResult(
+            self.maps[r],
+            self.logits[r],
+            self.targets[r],
+            [s[r] for s in self.signed],
+            list(self.layer_names),
+            self.per_image,
+            self.tol,
+        )
 
 
 def is_flat(cam: np.ndarray, tol: float = FLAT_TOL) -> bool:
@@ -169,8 +176,11 @@ def check_not_flat(result: CamResult, name: str = "model", *, allow_no_evidence:
             evidence in the image: a legitimate Grad-CAM answer for a class the model rejects), but not those of a
             constant or zero-gradient layer.
     """
-    bad = [(i, r) for i, r in enumerate(result.reasons)
-           if r != "ok" and not (allow_no_evidence and r == "no positive evidence")]
+    bad = [
+        (i, r)
+        for i, r in enumerate(result.reasons)
+        if r != "ok" and not (allow_no_evidence and r == "no positive evidence")
+    ]
     if bad:
         rows = ", ".join(f"image {i} (class {int(result.targets[i])}): {r}" for i, r in bad)
         raise FlatMapError(f"{name}: {len(bad)} flat Grad-CAM map(s) at {', '.join(result.layer_names)}: {rows}")
@@ -297,16 +307,19 @@ def compute_cams(
     device = _device(model)
     maps, logits, targets, signed = [], [], [], []
     with _activation_grads_only(model):
-        with _signed_gradcam()(model=LogitsOnly(model), target_layers=target_layers,
-                               reshape_transform=model.cam_reshape_transform()) as cam:
+        with _signed_gradcam()(
+            model=LogitsOnly(model), target_layers=target_layers, reshape_transform=model.cam_reshape_transform()
+        ) as cam:
             for sl in chunks:
                 x = images[sl].detach().to(device).float().requires_grad_(True)
                 cam.signed_maps = []
                 tg = None if wanted is None else [ClassifierOutputTarget(c) for c in wanted[sl]]
                 out = cam(input_tensor=x, targets=tg)
                 if out is None or len(cam.signed_maps) != len(target_layers):
-                    raise RuntimeError(f"Grad-CAM found no activation gradient at {names}: does the target layer's "
-                                       "output reach the logits?")
+                    raise RuntimeError(
+                        f"Grad-CAM found no activation gradient at {names}: does the target layer's "
+                        "output reach the logits?"
+                    )
                 z = cam.outputs.detach().float().cpu().numpy()
                 maps.append(np.asarray(out, dtype=np.float32))
                 logits.append(z)
@@ -314,9 +327,15 @@ def compute_cams(
                 signed.append([np.asarray(s, dtype=np.float32) for s in cam.signed_maps])
     if len(maps) != len(chunks):  # pytorch-grad-cam's __exit__ swallows an IndexError raised inside the block
         raise RuntimeError(f"Grad-CAM stopped after {len(maps)} of {len(chunks)} passes at {names}")
-    return CamResult(np.concatenate(maps), np.concatenate(logits), np.concatenate(targets).astype(np.int64),
-                     [np.concatenate([s[i] for s in signed]) for i in range(len(target_layers))], names,
-                     bool(per_image), tol)
+    return CamResult(
+        np.concatenate(maps),
+        np.concatenate(logits),
+        np.concatenate(targets).astype(np.int64),
+        [np.concatenate([s[i] for s in signed]) for i in range(len(target_layers))],
+        names,
+        bool(per_image),
+        tol,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- faces and runs
@@ -377,8 +396,14 @@ class FaceBatch:
 
     def select(self, rows: Sequence[int] | np.ndarray) -> FaceBatch:
         r = np.asarray(rows, dtype=np.int64)
-        return FaceBatch(self.indices[r], self.images[torch.as_tensor(r)], self.faces[r], self.labels[r],
-                         list(self.class_names), self.fingerprint)
+        return FaceBatch(
+            self.indices[r],
+            self.images[torch.as_tensor(r)],
+            self.faces[r],
+            self.labels[r],
+            list(self.class_names),
+            self.fingerprint,
+        )
 
 
 def load_faces(dataset: Any, indices: Sequence[int] | np.ndarray) -> FaceBatch:
@@ -394,8 +419,14 @@ def load_faces(dataset: Any, indices: Sequence[int] | np.ndarray) -> FaceBatch:
     items = [dataset[int(i)] for i in idx]
     images = torch.stack([it["image"] for it in items])
     faces = np.stack([to_display(im, mean, std, bgr) for im in images])
-    return FaceBatch(idx, images, faces, np.array([it["label"] for it in items], dtype=np.int64),
-                     list(dataset.class_names), dataset.fingerprint())
+    return FaceBatch(
+        idx,
+        images,
+        faces,
+        np.array([it["label"] for it in items], dtype=np.int64),
+        list(dataset.class_names),
+        dataset.fingerprint(),
+    )
 
 
 @dataclass
@@ -414,8 +445,14 @@ class CamModel:
         return load_faces(self.dataset, indices)
 
 
-def load_cam_model(run_dir: str | Path, name: str | None = None, *, checkpoint: str | int = "best",
-                   split: str = "test", device: str = "cpu") -> CamModel:
+def load_cam_model(
+    run_dir: str | Path,
+    name: str | None = None,
+    *,
+    checkpoint: str | int = "best",
+    split: str = "test",
+    device: str = "cpu",
+) -> CamModel:
     """Load a run's model (``fernb.engine.load_run``) and its evaluation split with the run's transform."""
 
     cfg, model, meta = load_run(run_dir, checkpoint, device=device)
@@ -429,8 +466,16 @@ def cam_summary(results: Mapping[str, CamResult]) -> list[dict[str, Any]]:
     for name, r in results.items():
         reasons = r.reasons
         bad = [x for x in reasons if x != "ok"]
-        rows.append({"method": name, "layers": ", ".join(r.layer_names), "maps": len(r),
-                     "mean std": float(r.map_std.mean()), "min std": float(r.map_std.min()),
-                     "flat": len(bad), "why flat": ", ".join(sorted(set(bad))) or "-",
-                     "per image": r.per_image})
+        rows.append(
+            {
+                "method": name,
+                "layers": ", ".join(r.layer_names),
+                "maps": len(r),
+                "mean std": float(r.map_std.mean()),
+                "min std": float(r.map_std.min()),
+                "flat": len(bad),
+                "why flat": ", ".join(sorted(set(bad))) or "-",
+                "per image": r.per_image,
+            }
+        )
     return rows

@@ -58,7 +58,10 @@ __all__ = [
 
 # our name -> the ARBExOutput field it is read from
 DISTRIBUTIONS: dict[str, str] = {
-    "primary": "primary_dist", "anchor": "anchor_dist", "attention": "attention_dist", "correction": "correction",
+    "primary": "primary_dist",
+    "anchor": "anchor_dist",
+    "attention": "attention_dist",
+    "correction": "correction",
     "corrected": "mixed_dist",
 }
 _CONFIDENCES = {"primary": "confidence_primary", "anchor": "confidence_anchor", "attention": "confidence_attention"}
@@ -153,14 +156,19 @@ class ReliabilityTable:
         if image and self.dataset is not None:
             img = self.dataset.load_image(int(index))
         return ReliabilitySample(
-            index=int(index), class_names=list(self.class_names), dists={k: v[pos] for k, v in self.dists.items()},
-            confidences=conf, given=int(self.codes("given")[pos]),
+            index=int(index),
+            class_names=list(self.class_names),
+            dists={k: v[pos] for k, v in self.dists.items()},
+            confidences=conf,
+            given=int(self.codes("given")[pos]),
             true=int(self.codes("true")[pos]) if self.has_truth else None,
-            reference=None if self.reference is None else self.reference[pos], image=img,
+            reference=None if self.reference is None else self.reference[pos],
+            image=img,
         )
 
-    def examples(self, kinds: Sequence[str] = ("repaired", "broken", "changed"), by: str = "gain",
-                 ascending: bool = False) -> dict[str, int]:
+    def examples(
+        self, kinds: Sequence[str] = ("repaired", "broken", "changed"), by: str = "gain", ascending: bool = False
+    ) -> dict[str, int]:
         """One sample of each kind (a boolean column: ``repaired``, ``broken``, ``changed``, ``flagged``, ...), the
         first by ``by``: ``{kind: split position}``; kinds without any sample (or unknown here) are left out."""
         out = {}
@@ -174,10 +182,15 @@ class ReliabilityTable:
     def noise_report(self) -> pd.DataFrame:
         """:func:`noise_report` of this table's given, true, primary and corrected labels."""
         if not self.has_truth:
-            raise ValueError(f"{self.name}: the true labels are unknown (no meta['true_label']), so label noise "
-                             "cannot be scored; the synthetic data keeps them")
-        return noise_report(self.codes("given"), self.codes("true"),
-                            {"primary": self.codes("primary"), "corrected": self.codes("corrected")})
+            raise ValueError(
+                f"{self.name}: the true labels are unknown (no meta['true_label']), so label noise "
+                "cannot be scored; the synthetic data keeps them"
+            )
+        return noise_report(
+            self.codes("given"),
+            self.codes("true"),
+            {"primary": self.codes("primary"), "corrected": self.codes("corrected")},
+        )
 
     def correction_effect(self) -> pd.Series:
         """:func:`correction_effect` against the true labels (the given labels where no truth is known)."""
@@ -190,8 +203,9 @@ class ReliabilityTable:
         """:func:`divergence_by_class` of the named distributions against the reference, grouped by given label."""
         if self.reference is None:
             raise ValueError(f"{self.name}: the dataset has no reference label distributions (dists)")
-        return divergence_by_class(self.reference, {n: self.dists[n] for n in names}, self.codes("given"),
-                                   self.class_names)
+        return divergence_by_class(
+            self.reference, {n: self.dists[n] for n in names}, self.codes("given"), self.class_names
+        )
 
 
 def _categorical(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
@@ -199,8 +213,13 @@ def _categorical(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
 
 
 def reliability_from_predictions(
-    extras: Mapping[str, np.ndarray], given: np.ndarray, class_names: Sequence[str], *,
-    true: np.ndarray | None = None, reference: np.ndarray | None = None, index: np.ndarray | None = None,
+    extras: Mapping[str, np.ndarray],
+    given: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    true: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    index: np.ndarray | None = None,
     **info: Any,
 ) -> ReliabilityTable:
     """Build a :class:`ReliabilityTable` from ARBEx's per-sample outputs.
@@ -254,8 +273,15 @@ def reliability_from_predictions(
 
 
 def reliability_table(
-    run_dir: str | Path, split: str = "train", checkpoint: str | int = "best", limit: int | None = None, *,
-    seed: int = 0, batch_size: int | None = None, device: str = "cpu", order: str | None = None,
+    run_dir: str | Path,
+    split: str = "train",
+    checkpoint: str | int = "best",
+    limit: int | None = None,
+    *,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    order: str | None = None,
 ) -> ReliabilityTable:
     """Run an ARBEx run's checkpoint over one split and tabulate its reliability balancing per sample.
 
@@ -277,8 +303,10 @@ def reliability_table(
     rd = RunDir(run_dir)
     cfg = load_config(rd.config_path)
     if cfg.model.name != "arbex":
-        raise ValueError(f"{rd.path.name}: method {cfg.model.name!r} has no reliability balancing; reliability "
-                         "tables need an ARBEx run (model.name='arbex')")
+        raise ValueError(
+            f"{rd.path.name}: method {cfg.model.name!r} has no reliability balancing; reliability "
+            "tables need an ARBEx run (model.name='arbex')"
+        )
     ds = run_split(cfg, split)
     keep = np.arange(len(ds))
     if limit is not None and limit < len(ds):
@@ -289,13 +317,27 @@ def reliability_table(
     names = list(meta["class_names"])
     if list(ds.class_names) != names:
         raise ValueError(f"{rd.path.name}: split {split!r} has classes {ds.class_names}, the model {names}")
-    pred = predict(model, sub, batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
-                   device=dev, order=order or cfg.data.eval_order, seed=seed,
-                   extras=[*DISTRIBUTIONS.values(), *_CONFIDENCES.values()])
+    pred = predict(
+        model,
+        sub,
+        batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
+        device=dev,
+        order=order or cfg.data.eval_order,
+        seed=seed,
+        extras=[*DISTRIBUTIONS.values(), *_CONFIDENCES.values()],
+    )
     true = sub.meta.get("true_label")
     return reliability_from_predictions(
-        pred.extras, pred.targets, names, true=None if true is None else np.asarray(true),
-        reference=pred.dists, index=keep, dataset=ds, run_dir=rd.path, split=split, checkpoint=str(checkpoint),
+        pred.extras,
+        pred.targets,
+        names,
+        true=None if true is None else np.asarray(true),
+        reference=pred.dists,
+        index=keep,
+        dataset=ds,
+        run_dir=rd.path,
+        split=split,
+        checkpoint=str(checkpoint),
         behaviour=getattr(model, "behaviour", ""),
     )
 
@@ -329,10 +371,18 @@ def noise_report(given: np.ndarray, true: np.ndarray, predictions: Mapping[str, 
         repaired = int((noisy & (pred == true)).sum())
         broken = int((~noisy & flagged).sum())
         out[name] = {
-            "n": len(given), "noisy": int(noisy.sum()), "flagged": int(flagged.sum()), "detected": detected,
-            "precision": precision, "recall": recall, "f1": f1, "repaired": repaired,
-            "repair_rate": _rate(repaired, noisy.sum()), "broken": broken,
-            "break_rate": _rate(broken, (~noisy).sum()), "accuracy": _rate((pred == true).sum(), len(true)),
+            "n": len(given),
+            "noisy": int(noisy.sum()),
+            "flagged": int(flagged.sum()),
+            "detected": detected,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "repaired": repaired,
+            "repair_rate": _rate(repaired, noisy.sum()),
+            "broken": broken,
+            "break_rate": _rate(broken, (~noisy).sum()),
+            "accuracy": _rate((pred == true).sum(), len(true)),
             "agreement": _rate((pred == given).sum(), len(given)),
         }
     return pd.DataFrame(out)
@@ -346,11 +396,17 @@ def correction_effect(labels: np.ndarray, primary: np.ndarray, corrected: np.nda
         right, corrected wrong), ``accuracy_primary``, ``accuracy_corrected``.
     """
     y, p, c = (np.asarray(a, dtype=np.int64) for a in (labels, primary, corrected))
-    return pd.Series({
-        "n": len(y), "changed": int((p != c).sum()), "fixed": int(((p != y) & (c == y)).sum()),
-        "spoiled": int(((p == y) & (c != y)).sum()), "accuracy_primary": _rate((p == y).sum(), len(y)),
-        "accuracy_corrected": _rate((c == y).sum(), len(y)),
-    }, dtype=object)
+    return pd.Series(
+        {
+            "n": len(y),
+            "changed": int((p != c).sum()),
+            "fixed": int(((p != y) & (c == y)).sum()),
+            "spoiled": int(((p == y) & (c != y)).sum()),
+            "accuracy_primary": _rate((p == y).sum(), len(y)),
+            "accuracy_corrected": _rate((c == y).sum(), len(y)),
+        },
+        dtype=object,
+    )
 
 
 def accuracy_table(tables: Mapping[str, ReliabilityTable]) -> pd.DataFrame:
@@ -359,7 +415,10 @@ def accuracy_table(tables: Mapping[str, ReliabilityTable]) -> pd.DataFrame:
 
 
 def divergence_by_class(
-    reference: np.ndarray, dists: Mapping[str, np.ndarray], labels: np.ndarray, class_names: Sequence[str],
+    reference: np.ndarray,
+    dists: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
 ) -> pd.DataFrame:
     """Mean KL(reference || d) and JS(reference, d) per class, for each predicted distribution d.
 
@@ -379,8 +438,9 @@ def divergence_by_class(
     rows, index = [], []
     for c, name in enumerate(class_names):
         m = labels == c
-        rows.append({("n", ""): int(m.sum()), **{k: float(v[m].mean()) if m.any() else float("nan")
-                                                  for k, v in per.items()}})
+        rows.append(
+            {("n", ""): int(m.sum()), **{k: float(v[m].mean()) if m.any() else float("nan") for k, v in per.items()}}
+        )
         index.append(name)
     rows.append({("n", ""): len(labels), **{k: float(v.mean()) if len(v) else float("nan") for k, v in per.items()}})
     index.append("all")

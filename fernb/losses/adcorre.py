@@ -92,9 +92,17 @@ class AdCorreLoss(FERLoss):
         label_smoothing: mix the one-hot target with the uniform distribution (0 officially; the budget recipe).
     """
 
-    def __init__(self, ce_weight: float = 50.0, ce_per_class: bool = True, ed_weight: float = 1.0,
-                 md_weight: float = 1.0, fd_weight: float = 1.0, adaptive: bool = False, history: int = 1000,
-                 label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        ce_weight: float = 50.0,
+        ce_per_class: bool = True,
+        ed_weight: float = 1.0,
+        md_weight: float = 1.0,
+        fd_weight: float = 1.0,
+        adaptive: bool = False,
+        history: int = 1000,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")

@@ -125,9 +125,18 @@ class ARBExLoss(FERLoss):
     class_weights: Tensor | None
 
     def __init__(
-        self, class_weights: Sequence[float] | Tensor | None = None, lambda_ce: float = 1.0, lambda_anchor: float = 1.0,
-        lambda_center: float = 1.0, behaviour: str | None = None, ramp_end: float = 1.0, anchor_margin: float = 1.0,
-        eps: float = 1e-8, use_dist: bool = False, ramp_start: float = 0.0, label_smoothing: float = 0.0,
+        self,
+        class_weights: Sequence[float] | Tensor | None = None,
+        lambda_ce: float = 1.0,
+        lambda_anchor: float = 1.0,
+        lambda_center: float = 1.0,
+        behaviour: str | None = None,
+        ramp_end: float = 1.0,
+        anchor_margin: float = 1.0,
+        eps: float = 1e-8,
+        use_dist: bool = False,
+        ramp_start: float = 0.0,
+        label_smoothing: float = 0.0,
         lambda_branch: float = 0.0,
     ) -> None:
         super().__init__()

@@ -36,8 +36,14 @@ class ESRLoss(FERLoss):
         label_smoothing: CE label smoothing (0 officially).
     """
 
-    def __init__(self, diversity: bool | None = None, diversity_form: DiversityForm = "fixed",
-                 diversity_weight: float = 1.0, gamma: float = 10.0, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        diversity: bool | None = None,
+        diversity_form: DiversityForm = "fixed",
+        diversity_weight: float = 1.0,
+        gamma: float = 10.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
         self.diversity, self.diversity_form = diversity, diversity_form
         self.diversity_weight, self.gamma, self.label_smoothing = diversity_weight, gamma, label_smoothing
@@ -56,8 +62,10 @@ class ESRLoss(FERLoss):
         total = ce
         if use_div:
             if output.attn_spatial is None or output.attn_channel is None:
-                raise ValueError("ESRLoss(diversity=True) needs the attention heads of a Diversified ESR: build the "
-                                 "model with create_model('esr', ..., diversity=True)")
+                raise ValueError(
+                    "ESRLoss(diversity=True) needs the attention heads of a Diversified ESR: build the "
+                    "model with create_model('esr', ..., diversity=True)"
+                )
             if branch_logits.shape[0] >= 2:
                 sp = diversity(output.attn_spatial, self.diversity_form, self.gamma).loss
                 ch = diversity(output.attn_channel, self.diversity_form, self.gamma).loss

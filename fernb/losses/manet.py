@@ -31,8 +31,15 @@ class MANetLoss(FERLoss):
         label_smoothing: CE label smoothing (0 officially).
     """
 
-    def __init__(self, beta: float = 0.6, diversity: bool | None = None, diversity_form: DiversityForm = "fixed",
-                 diversity_weight: float = 1.0, gamma: float = 10.0, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        beta: float = 0.6,
+        diversity: bool | None = None,
+        diversity_form: DiversityForm = "fixed",
+        diversity_weight: float = 1.0,
+        gamma: float = 10.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
         self.beta, self.diversity, self.diversity_form = beta, diversity, diversity_form
         self.diversity_weight, self.gamma, self.label_smoothing = diversity_weight, gamma, label_smoothing
@@ -51,12 +58,16 @@ class MANetLoss(FERLoss):
         use_div = self.diversity if self.diversity is not None else output.local_maps is not None
         if use_div:
             if output.local_maps is None or output.global_feats is None:
-                raise ValueError("MANetLoss(diversity=True) needs the local patch maps of a Diversified MA-Net: build "
-                                 "the model with create_model('manet', ..., diversity=True)")
+                raise ValueError(
+                    "MANetLoss(diversity=True) needs the local patch maps of a Diversified MA-Net: build "
+                    "the model with create_model('manet', ..., diversity=True)"
+                )
             spatial, channel = manet_local_heads(output.local_maps)
-            div = {"div_spatial": diversity(spatial, self.diversity_form, self.gamma).loss,
-                   "div_channel": diversity(channel, self.diversity_form, self.gamma).loss,
-                   "div_feat": diversity(output.global_feats, self.diversity_form, self.gamma).loss}
+            div = {
+                "div_spatial": diversity(spatial, self.diversity_form, self.gamma).loss,
+                "div_channel": diversity(channel, self.diversity_form, self.gamma).loss,
+                "div_feat": diversity(output.global_feats, self.diversity_form, self.gamma).loss,
+            }
             total = total + self.diversity_weight * sum(div.values())
             terms.update(div)
         return LossOutput(total=total, terms=terms)

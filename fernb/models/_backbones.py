@@ -48,8 +48,19 @@ from ._weights import CheckpointMismatchError, KeyReport, read_state_dict, repor
 from .poster import PosterBackboneConfig, PosterV2Backbone, _warn_once
 from .resnet import ResNetTrunk, init_resnet_weights
 
-__all__ = ["ARBExBackbone", "PosterV2Embedding", "ResNet18Embedding", "TimmEmbedding", "TimmModel", "BACKBONE_HELP",
-           "parse_backbone", "build_backbone", "create_backbone", "load_backbone_checkpoint", "load_backbone_weights"]
+__all__ = [
+    "ARBExBackbone",
+    "PosterV2Embedding",
+    "ResNet18Embedding",
+    "TimmEmbedding",
+    "TimmModel",
+    "BACKBONE_HELP",
+    "parse_backbone",
+    "build_backbone",
+    "create_backbone",
+    "load_backbone_checkpoint",
+    "load_backbone_weights",
+]
 
 BACKBONE_HELP = "'poster_v2', 'resnet18' or 'timm:<model name>' (e.g. 'timm:resnet10t', 'timm:vit_tiny_patch16_224')"
 RESNET18_KWARGS = ("width", "stem", "stem_stride")
@@ -107,8 +118,8 @@ def parse_backbone(spec: str) -> tuple[str, str | None]:
     """
     if spec in ("poster_v2", "resnet18"):
         return spec, None
-    if isinstance(spec, str) and spec.startswith("timm:") and spec[len("timm:"):].strip():
-        return "timm", spec[len("timm:"):].strip()
+    if isinstance(spec, str) and spec.startswith("timm:") and spec[len("timm:") :].strip():
+        return "timm", spec[len("timm:") :].strip()
     raise ValueError(f"ARBEx backbone must be {BACKBONE_HELP}; got {spec!r}")
 
 
@@ -218,11 +229,15 @@ class TimmEmbedding(nn.Module):
 
         reserved = sorted(set(kwargs) & set(_TIMM_RESERVED))
         if reserved:
-            raise ValueError(f"backbone_kwargs {reserved} are set by fernb (pretrained=False, num_classes=0, "
-                             "in_chans=3; nothing is downloaded): give local weights as backbone_checkpoint")
+            raise ValueError(
+                f"backbone_kwargs {reserved} are set by fernb (pretrained=False, num_classes=0, "
+                "in_chans=3; nothing is downloaded): give local weights as backbone_checkpoint"
+            )
         if not timm.is_model(name):
-            raise ValueError(f"ARBEx backbone 'timm:{name}': timm has no model {name!r}. Use a name from "
-                             "timm.list_models(), e.g. 'resnet10t', 'mobilenetv3_small_050' or 'vit_tiny_patch16_224'.")
+            raise ValueError(
+                f"ARBEx backbone 'timm:{name}': timm has no model {name!r}. Use a name from "
+                "timm.list_models(), e.g. 'resnet10t', 'mobilenetv3_small_050' or 'vit_tiny_patch16_224'."
+            )
         base = dict(pretrained=False, num_classes=0, in_chans=3, **kwargs)
         if img_size is not None and "img_size" not in kwargs:
             try:
@@ -266,8 +281,10 @@ class TimmEmbedding(nn.Module):
         try:
             return [self.model.get_submodule(info[-1]["module"])]
         except (TypeError, IndexError, KeyError, AttributeError):
-            raise NotImplementedError(f"timm model {self.name!r} has no feature_info naming its last stage: pick the "
-                                      "Grad-CAM layer yourself (model.backbone.model.<module>)") from None
+            raise NotImplementedError(
+                f"timm model {self.name!r} has no feature_info naming its last stage: pick the "
+                "Grad-CAM layer yourself (model.backbone.model.<module>)"
+            ) from None
 
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
         """None for (B, C, h, w) maps; tokens (B, N, C) -> (B, C, gh, gw) without the prefix tokens; channels-last
@@ -295,7 +312,7 @@ class TimmEmbedding(nn.Module):
     def checkpoint_keys(self, sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
         """A timm state dict (optionally ``model.``-prefixed) -> ``model.*`` keys; classifier keys are dropped."""
         if sd and all(k.startswith("model.") for k in sd):
-            sd = {k[len("model."):]: v for k, v in sd.items()}
+            sd = {k[len("model.") :]: v for k, v in sd.items()}
         own = self.model.state_dict()
         pretrained_cfg = getattr(self.model, "pretrained_cfg", None)
         heads = pretrained_cfg.get("classifier") if pretrained_cfg else None
@@ -338,13 +355,15 @@ def load_backbone_checkpoint(backbone: ResNet18Embedding | TimmEmbedding, path: 
         raise CheckpointMismatchError(
             f"backbone_checkpoint {path} does not fit the ARBEx backbone ({what}):\n{rep}\n"
             "  what to do: give the state dict of the same model built with the same backbone_kwargs "
-            "(e.g. torch.save(timm.create_model(name, ...).state_dict(), path), or safetensors).")
+            "(e.g. torch.save(timm.create_model(name, ...).state_dict(), path), or safetensors)."
+        )
     backbone.load_state_dict({k: mapped[k] for k in rep.loaded}, strict=True)
     return rep
 
 
-def build_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None
-                   ) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
+def build_backbone(
+    cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None
+) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
     """The adapter named by ``spec``, built without reading any file (what ARBEx's constructor calls; the builder
     then loads weights with :func:`load_backbone_weights`).
 
@@ -361,15 +380,17 @@ def build_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, An
     if family == "resnet18":
         unknown = sorted(set(kwargs) - set(RESNET18_KWARGS))
         if unknown:
-            raise ValueError(f"backbone_kwargs {unknown} do not apply to the resnet18 backbone; it takes "
-                             f"{list(RESNET18_KWARGS)}")
+            raise ValueError(
+                f"backbone_kwargs {unknown} do not apply to the resnet18 backbone; it takes {list(RESNET18_KWARGS)}"
+            )
         return ResNet18Embedding(**kwargs)
     assert name is not None
     return TimmEmbedding(name, img_size=getattr(cfg, "img_size", None), **kwargs)
 
 
-def load_backbone_weights(backbone: PosterV2Embedding | ResNet18Embedding | TimmEmbedding,
-                          checkpoint: str | Path | None) -> KeyReport | None:
+def load_backbone_weights(
+    backbone: PosterV2Embedding | ResNet18Embedding | TimmEmbedding, checkpoint: str | Path | None
+) -> KeyReport | None:
     """Load ``checkpoint`` into a ``resnet18`` or timm adapter (its ``load_report``), or, without one, say once per
     model and process that a timm backbone starts from random init. (POSTER_V2's pretrained parts come from
     ``ir50_weights`` / ``landmark_weights``: :func:`fernb.models.poster.load_pretrained_parts`.)
@@ -381,19 +402,24 @@ def load_backbone_weights(backbone: PosterV2Embedding | ResNet18Embedding | Timm
     backbone.load_report = None
     if checkpoint is not None:
         if isinstance(backbone, PosterV2Embedding):
-            raise ValueError("backbone_checkpoint is for the resnet18 and timm backbones; POSTER_V2 takes its "
-                             "pretrained parts from ir50_weights / landmark_weights")
+            raise ValueError(
+                "backbone_checkpoint is for the resnet18 and timm backbones; POSTER_V2 takes its "
+                "pretrained parts from ir50_weights / landmark_weights"
+            )
         backbone.load_report = load_backbone_checkpoint(backbone, checkpoint)
     elif isinstance(backbone, TimmEmbedding):
-        _warn_once(f"arbex-timm-random-init:{backbone.name}",
-                   f"ARBEx backbone 'timm:{backbone.name}' starts from random init: fernb never downloads weights. "
-                   "Give a local file as backbone_checkpoint (safetensors or a torch state dict of the same timm "
-                   "model) to start from pretrained weights. Said once per model and process.")
+        _warn_once(
+            f"arbex-timm-random-init:{backbone.name}",
+            f"ARBEx backbone 'timm:{backbone.name}' starts from random init: fernb never downloads weights. "
+            "Give a local file as backbone_checkpoint (safetensors or a torch state dict of the same timm "
+            "model) to start from pretrained weights. Said once per model and process.",
+        )
     return backbone.load_report
 
 
-def create_backbone(cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None,
-                    checkpoint: str | Path | None = None) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
+def create_backbone(
+    cfg: PosterBackboneConfig, spec: str, kwargs: Mapping[str, Any] | None = None, checkpoint: str | Path | None = None
+) -> PosterV2Embedding | ResNet18Embedding | TimmEmbedding:
     """Build the adapter named by ``spec`` (:func:`build_backbone`), then load ``checkpoint`` into it
     (:func:`load_backbone_weights`; adapters never open files).
 

@@ -27,8 +27,11 @@ class ModelOutput:
 
     def extras(self) -> dict[str, Tensor]:
         """Every field but ``logits``, by name (None fields left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "logits" and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "logits" and getattr(self, f.name) is not None
+        }
 
 
 class FERModel(nn.Module):
@@ -155,9 +158,13 @@ def prefixed_features(info: Sequence[Mapping[str, Any]], prefix: str, scale: flo
 def new_linear(old: nn.Linear, out_features: int | None = None, in_features: int | None = None) -> nn.Linear:
     """A freshly initialised ``nn.Linear`` in place of ``old``: new sizes where given, the same bias choice, device,
     dtype, mode and ``requires_grad``."""
-    new = nn.Linear(old.in_features if in_features is None else in_features,
-                    old.out_features if out_features is None else out_features, bias=old.bias is not None,
-                    device=old.weight.device, dtype=old.weight.dtype)
+    new = nn.Linear(
+        old.in_features if in_features is None else in_features,
+        old.out_features if out_features is None else out_features,
+        bias=old.bias is not None,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
     return new.train(old.training).requires_grad_(old.weight.requires_grad)
 
 
@@ -168,9 +175,11 @@ def check_num_classes(num_classes: int) -> int:
         ValueError: anything else.
     """
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r} (a FER model's outputs are class "
-                         "distributions; for features without a head use embed() or forward_head(..., "
-                         "pre_logits=True))")
+        raise ValueError(
+            f"num_classes must be an integer >= 1, got {num_classes!r} (a FER model's outputs are class "
+            "distributions; for features without a head use embed() or forward_head(..., "
+            "pre_logits=True))"
+        )
     return int(num_classes)
 
 

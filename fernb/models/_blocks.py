@@ -12,8 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvBNAct", "DepthWiseBlock", "IRBlock", "Mlp", "DropPath", "Attention", "SelfAttention",
-           "TransformerBlock", "SEGate"]
+__all__ = [
+    "ConvBNAct",
+    "DepthWiseBlock",
+    "IRBlock",
+    "Mlp",
+    "DropPath",
+    "Attention",
+    "SelfAttention",
+    "TransformerBlock",
+    "SEGate",
+]
 
 
 class ConvBNAct(nn.Module):
@@ -55,8 +64,10 @@ class DepthWiseBlock(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, mid_chs: int, stride: int = 1, residual: bool = False) -> None:
         super().__init__()
         if residual and (in_chs != out_chs or stride != 1):
-            raise ValueError(f"a residual DepthWiseBlock needs in_chs == out_chs and stride 1, got {in_chs}->{out_chs}"
-                             f" stride {stride}")
+            raise ValueError(
+                f"a residual DepthWiseBlock needs in_chs == out_chs and stride 1, got {in_chs}->{out_chs}"
+                f" stride {stride}"
+            )
         self.residual = residual
         self.expand = ConvBNAct(in_chs, mid_chs, 1)
         self.dw = ConvBNAct(mid_chs, mid_chs, 3, stride, groups=mid_chs)

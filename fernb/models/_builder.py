@@ -16,8 +16,9 @@ C = TypeVar("C")
 M = TypeVar("M", bound=FERModel)
 
 
-def build_model(model_cls: Callable[[C], M], config: C, name: str, preset: str,
-                load_pretrained: Callable[[M], object] | None = None) -> M:
+def build_model(
+    model_cls: Callable[[C], M], config: C, name: str, preset: str, load_pretrained: Callable[[M], object] | None = None
+) -> M:
     """``model_cls(config)``, its ``pretrained_cfg`` and its pretrained parts.
 
     Args:

@@ -33,8 +33,17 @@ from torch.autograd.function import once_differentiable
 
 from ._convert import Rule, rename
 
-__all__ = ["CBAM", "ChannelGate", "SpatialGate", "FastCBAM", "GateConv", "ChannelPool", "GateAndPool",
-           "convert_cbam_key", "CBAM_RULES"]
+__all__ = [
+    "CBAM",
+    "ChannelGate",
+    "SpatialGate",
+    "FastCBAM",
+    "GateConv",
+    "ChannelPool",
+    "GateAndPool",
+    "convert_cbam_key",
+    "CBAM_RULES",
+]
 
 
 # -- CBAM (Woo et al., ECCV 2018), as in MA-Net's attention.py and the Diversified code's cbam.py ---------------------
@@ -222,8 +231,14 @@ class FastCBAM(CBAM):
 
     def forward_attention(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         conv = self.spatial.conv
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-                or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding[0] != conv.padding[1]):
+        if (
+            x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")
+            or conv.stride != (1, 1)
+            or conv.dilation != (1, 1)
+            or conv.padding[0] != conv.padding[1]
+        ):
             return super().forward_attention(x)
         ch = self.channel
         avg, mx = ChannelPool.apply(x)

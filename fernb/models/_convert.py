@@ -61,7 +61,7 @@ def rename_key(key: str, rules: Rules) -> str | _Drop | None:
             continue
         if isinstance(new, _Drop):
             return DROP
-        key, matched = key[: m.start()] + new + key[m.end():], True
+        key, matched = key[: m.start()] + new + key[m.end() :], True
     return key if matched else None
 
 

@@ -50,8 +50,9 @@ def _h5py() -> Any:
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading Keras .h5 weight files needs h5py: pip install h5py "
-                          "(or install fernb with its 'keras' extra)") from None
+        raise ImportError(
+            "reading Keras .h5 weight files needs h5py: pip install h5py (or install fernb with its 'keras' extra)"
+        ) from None
     return h5py
 
 
@@ -82,7 +83,8 @@ def read_keras_h5(path: str | Path) -> dict[str, Tensor]:
             raise CheckpointMismatchError(
                 f"{path}: no Keras 'layer_names' attribute (at / or /model_weights); expected a Keras 2 file written "
                 "by model.save('x.h5') or model.save_weights('x.h5'). Keras 3 files (layers/<name>/vars/<i>) are not "
-                "supported: re-save the weights with tf.keras 2.")
+                "supported: re-save the weights with tf.keras 2."
+            )
         out: dict[str, Tensor] = {}
         for layer in _names(root.attrs["layer_names"]):
             group = root[layer]
@@ -139,10 +141,14 @@ def xception_layer_map() -> dict[str, tuple[str, str]]:
     in creation order.
     """
     m: dict[str, tuple[str, str]] = {
-        "block1_conv1": ("conv", "conv1"), "block1_conv1_bn": ("bn", "bn1"),
-        "block1_conv2": ("conv", "conv2"), "block1_conv2_bn": ("bn", "bn2"),
-        "block14_sepconv1": ("sepconv", "conv3"), "block14_sepconv1_bn": ("bn", "bn3"),
-        "block14_sepconv2": ("sepconv", "conv4"), "block14_sepconv2_bn": ("bn", "bn4"),
+        "block1_conv1": ("conv", "conv1"),
+        "block1_conv1_bn": ("bn", "bn1"),
+        "block1_conv2": ("conv", "conv2"),
+        "block1_conv2_bn": ("bn", "bn2"),
+        "block14_sepconv1": ("sepconv", "conv3"),
+        "block14_sepconv1_bn": ("bn", "bn3"),
+        "block14_sepconv2": ("sepconv", "conv4"),
+        "block14_sepconv2_bn": ("bn", "bn4"),
     }
     for b, n in _XCEPTION_SEPCONVS.items():
         first = 0 if b == 2 else 1
@@ -293,7 +299,8 @@ def convert_keras_adcorre(
             if len(heads) != k:
                 raise CheckpointMismatchError(
                     f"the Keras file has {len(heads)} embedding heads ({', '.join(heads[:4])}, ...), the model "
-                    f"num_embeddings={k}: build it with num_embeddings={len(heads)}")
+                    f"num_embeddings={k}: build it with num_embeddings={len(heads)}"
+                )
             weights, biases = [], []
             feat = own["heads.weight"].shape[1]
             for m, name in enumerate(heads):

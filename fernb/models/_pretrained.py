@@ -20,8 +20,18 @@ from typing import Any
 
 from ..registry import Registry
 
-__all__ = ["PretrainedCfg", "PRETRAINED_CFGS", "register_pretrained_cfgs", "pretrained_cfg_of", "IMAGENET_MEAN",
-           "IMAGENET_STD", "UNIT_MEAN", "UNIT_STD", "matches_name", "resolve_names"]
+__all__ = [
+    "PretrainedCfg",
+    "PRETRAINED_CFGS",
+    "register_pretrained_cfgs",
+    "pretrained_cfg_of",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "UNIT_MEAN",
+    "UNIT_STD",
+    "matches_name",
+    "resolve_names",
+]
 
 # The same values as fernb.data.transforms' (the models do not import the data layer for two constants; a test checks
 # that they agree).

@@ -43,10 +43,15 @@ class KeyReport:
         return not (self.missing or self.unexpected or self.shape_mismatch)
 
     def __str__(self) -> str:
-        lines = [f"{self.source}: {len(self.loaded)} tensors loaded"
-                 + (f" (converted from {self.converted_from} naming)" if self.converted_from else "")]
-        for title, items in (("missing in checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected),
-                             ("dropped (modules unused by the model)", self.dropped)):
+        lines = [
+            f"{self.source}: {len(self.loaded)} tensors loaded"
+            + (f" (converted from {self.converted_from} naming)" if self.converted_from else "")
+        ]
+        for title, items in (
+            ("missing in checkpoint", self.missing),
+            ("unexpected in checkpoint", self.unexpected),
+            ("dropped (modules unused by the model)", self.dropped),
+        ):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... (+{len(items) - 8})" if len(items) > 8 else "")
                 lines.append(f"  {len(items)} {title}: {shown}")
@@ -76,7 +81,8 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]
             raise CheckpointMismatchError(
                 f"{path} is a folder; a checkpoint is one file (safetensors, a torch state dict, a Keras .h5) unless "
                 "the model's official release is a folder (ESR: load it with load_checkpoint(model, folder) or "
-                "create_model('esr', ..., checkpoint=folder))")
+                "create_model('esr', ..., checkpoint=folder))"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         if path.suffix.lower() in KERAS_SUFFIXES:
@@ -103,7 +109,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]
         raise CheckpointMismatchError(f"{source}: expected a state dict, found {type(obj).__name__}")
     sd = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -140,7 +146,8 @@ def load_checkpoint(
         if read_dir is None:
             raise CheckpointMismatchError(
                 f"{source} is a folder, but {type(model).__name__} checkpoints are single files (safetensors, a torch "
-                "state dict, a Keras .h5); give the path of the file inside it.")
+                "state dict, a Keras .h5); give the path of the file inside it."
+            )
         sd = read_dir(Path(source))
     else:
         sd = read_state_dict(source)

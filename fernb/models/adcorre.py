@@ -93,9 +93,14 @@ class AdCorreConfig:
     @classmethod
     def tiny(cls) -> AdCorreConfig:
         """timm ResNet-18 at width 16, k = 3 heads of 64, 64 px, 8 classes."""
-        return cls(num_classes=8, backbone="resnet18",
-                   backbone_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
-                   num_embeddings=3, embedding_dim=64, img_size=64)
+        return cls(
+            num_classes=8,
+            backbone="resnet18",
+            backbone_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
+            num_embeddings=3,
+            embedding_dim=64,
+            img_size=64,
+        )
 
 
 @dataclass
@@ -123,8 +128,10 @@ class AdCorre(FERModel):
         try:
             self.backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, **cfg.backbone_kwargs)
         except RuntimeError as exc:  # timm's "Unknown model"
-            raise ValueError(f"AdCorreConfig.backbone={cfg.backbone!r}: {exc}. Use a name from timm.list_models(), "
-                             "e.g. 'legacy_xception' or 'resnet18'.") from None
+            raise ValueError(
+                f"AdCorreConfig.backbone={cfg.backbone!r}: {exc}. Use a name from timm.list_models(), "
+                "e.g. 'legacy_xception' or 'resnet18'."
+            ) from None
         timm_model = cast(TimmModel, self.backbone)
         info = list(timm_model.feature_info)
         if cfg.keras_compat:
@@ -132,8 +139,9 @@ class AdCorre(FERModel):
         if cfg.stem_stride is not None:
             _set_stem_stride(self.backbone, cfg.backbone, cfg.stem_stride)
             # conv1's stride 2 becomes stem_stride and the max-pool after act1 goes: the stem's stride 4 does too
-            info = [dict(d, reduction=d["reduction"] * cfg.stem_stride // (2 if d["module"] == "act1" else 4))
-                    for d in info]
+            info = [
+                dict(d, reduction=d["reduction"] * cfg.stem_stride // (2 if d["module"] == "act1" else 4)) for d in info
+            ]
         self.num_features = int(timm_model.num_features)  # channels of forward_features' map (or tokens)
         self.feature_info = prefixed_features(info, "backbone.")
         # the pooled features forward_head(pre_logits=True) gives (after a conv head for e.g. MobileNetV3)
@@ -177,9 +185,11 @@ class AdCorre(FERModel):
         if not isinstance(self.backbone, Xception):
             raise CheckpointMismatchError(
                 f"Keras Ad-Corre weights hold a Keras Xception backbone; this model's backbone is "
-                f"{self.config.backbone!r}: build it with backbone='legacy_xception' (the 'official' preset)")
-        out, dropped, mismatch = convert_keras_adcorre(sd, self.state_dict(), self.config.num_embeddings,
-                                                       self.config.embedding_dim)
+                f"{self.config.backbone!r}: build it with backbone='legacy_xception' (the 'official' preset)"
+            )
+        out, dropped, mismatch = convert_keras_adcorre(
+            sd, self.state_dict(), self.config.num_embeddings, self.config.embedding_dim
+        )
         if mismatch:
             raise CheckpointMismatchError(format_mismatch("Keras weights", mismatch))
         return out, "Keras Ad-Corre / Xception (.h5)", dropped
@@ -217,8 +227,10 @@ def _set_stem_stride(backbone: nn.Module, name: str, stride: int) -> None:
     """In place: a timm ResNet's ``conv1`` gets ``stride`` and its ``maxpool`` becomes the identity."""
     conv = getattr(backbone, "conv1", None)
     if not isinstance(conv, nn.Conv2d) or not isinstance(getattr(backbone, "maxpool", None), nn.MaxPool2d):
-        raise ValueError(f"AdCorreConfig.stem_stride needs a timm ResNet backbone (a 'conv1' convolution and a "
-                         f"'maxpool'); {name!r} has neither. Set stem_stride=None or use e.g. backbone='resnet18'.")
+        raise ValueError(
+            f"AdCorreConfig.stem_stride needs a timm ResNet backbone (a 'conv1' convolution and a "
+            f"'maxpool'); {name!r} has neither. Set stem_stride=None or use e.g. backbone='resnet18'."
+        )
     if stride not in (1, 2):
         raise ValueError(f"AdCorreConfig.stem_stride must be None, 1 or 2, got {stride!r}")
     conv.stride = (stride, stride)
@@ -237,21 +249,40 @@ def _keras_numerics(backbone: nn.Module) -> None:
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{"mean": UNIT_MEAN, "std": UNIT_STD, "first_conv": ("backbone.conv1",),
-                            "classifier": ("fc",), "source": "https://github.com/aliprf/Ad-Corre",
-                            "paper": "Fard, Mahoor, IEEE Access 10:26756-26768, 2022", **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": UNIT_MEAN,
+            "std": UNIT_STD,
+            "first_conv": ("backbone.conv1",),
+            "classifier": ("fc",),
+            "source": "https://github.com/aliprf/Ad-Corre",
+            "paper": "Fard, Mahoor, IEEE Access 10:26756-26768, 2022",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "adcorre.official": _cfg(
-        input_size=(3, 224, 224), num_classes=7,
-        weight_files=("AffectNet_6336.h5", "RafDB_8696.h5", "Fer2013_7203.h5",
-                      "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-        notes="Keras HDF5 files: the three trained models (AffectNet-7, RAF-DB, FER-2013) and the Keras ImageNet "
-              "Xception they start from (backbone only: strict=False); read with h5py"),
-    "adcorre.tiny": _cfg(input_size=(3, 64, 64), num_classes=8,
-                         notes="fernb's CPU-size preset (a width-16 timm ResNet-18): no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "adcorre.official": _cfg(
+            input_size=(3, 224, 224),
+            num_classes=7,
+            weight_files=(
+                "AffectNet_6336.h5",
+                "RafDB_8696.h5",
+                "Fer2013_7203.h5",
+                "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            ),
+            notes="Keras HDF5 files: the three trained models (AffectNet-7, RAF-DB, FER-2013) and the Keras ImageNet "
+            "Xception they start from (backbone only: strict=False); read with h5py",
+        ),
+        "adcorre.tiny": _cfg(
+            input_size=(3, 64, 64),
+            num_classes=8,
+            notes="fernb's CPU-size preset (a width-16 timm ResNet-18): no published weights",
+        ),
+    }
+)
 
 
 @register_model

@@ -128,13 +128,31 @@ __all__ = ["ARBExConfig", "ARBEx", "ARBExOutput", "read_official_arbex", "normal
 
 BEHAVIOURS = ("fixed", "official")
 EMBED_NORMS = ("none", "layernorm")
-_OFFICIAL_PREFIXES = ("vit.", "classifier.net.", "anchors.anchors", "self_attn.", "face_landback.", "ir_back.", "VIT.",
-                      "landmark.path_")
+_OFFICIAL_PREFIXES = (
+    "vit.",
+    "classifier.net.",
+    "anchors.anchors",
+    "self_attn.",
+    "face_landback.",
+    "ir_back.",
+    "VIT.",
+    "landmark.path_",
+)
 _BEHAVIOUR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "official": dict(attention_context="batch", anchor_init="zeros", detach_confidence=False, eval_correction=False,
-                     frozen_bn_eval=False),
-    "fixed": dict(attention_context="anchors", anchor_init="normal", detach_confidence=True, eval_correction=True,
-                  frozen_bn_eval=True),
+    "official": dict(
+        attention_context="batch",
+        anchor_init="zeros",
+        detach_confidence=False,
+        eval_correction=False,
+        frozen_bn_eval=False,
+    ),
+    "fixed": dict(
+        attention_context="anchors",
+        anchor_init="normal",
+        detach_confidence=True,
+        eval_correction=True,
+        frozen_bn_eval=True,
+    ),
 }
 
 
@@ -217,8 +235,9 @@ class ARBExConfig(PosterBackboneConfig):
         """The ``tiny`` head on fernb's ResNet-18 trunk: width 16, a 3x3 stride-1 stem (a 48 px face reaches
         ``layer4`` at 6x6), D = 128. The same as ``tiny`` with ``backbone="resnet18"``, ``backbone_kwargs={"width":
         16, "stem": "small", "stem_stride": 1}``."""
-        return dataclasses.replace(cls.tiny(), backbone="resnet18",
-                                   backbone_kwargs={"width": 16, "stem": "small", "stem_stride": 1})
+        return dataclasses.replace(
+            cls.tiny(), backbone="resnet18", backbone_kwargs={"width": 16, "stem": "small", "stem_stride": 1}
+        )
 
     def resolved(self) -> ARBExConfig:
         """A copy with every None field filled in from ``behaviour`` (``embed_norm`` from ``backbone``).
@@ -231,12 +250,16 @@ class ARBExConfig(PosterBackboneConfig):
             raise ValueError(f"ARBEx behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
         family, _ = parse_backbone(self.backbone)
         if self.behaviour == "official" and family != "poster_v2":
-            raise ValueError(f"behaviour='official' reproduces train.py, whose fidelity is defined on the POSTER_V2 "
-                             f"backbone; backbone={self.backbone!r} needs behaviour='fixed'")
+            raise ValueError(
+                f"behaviour='official' reproduces train.py, whose fidelity is defined on the POSTER_V2 "
+                f"backbone; backbone={self.backbone!r} needs behaviour='fixed'"
+            )
         if family == "poster_v2" and (self.backbone_kwargs or self.backbone_checkpoint):
-            raise ValueError("backbone_kwargs and backbone_checkpoint are for the resnet18 and timm backbones; "
-                             "POSTER_V2 takes its sizes from the config fields (dims, embed_dim, ...) and its "
-                             "pretrained parts from ir50_weights / landmark_weights")
+            raise ValueError(
+                "backbone_kwargs and backbone_checkpoint are for the resnet18 and timm backbones; "
+                "POSTER_V2 takes its sizes from the config fields (dims, embed_dim, ...) and its "
+                "pretrained parts from ir50_weights / landmark_weights"
+            )
         fill = {k: v for k, v in _BEHAVIOUR_DEFAULTS[self.behaviour].items() if getattr(self, k) is None}
         if self.delta is None:
             fill["delta"] = self.temperature if self.behaviour == "official" else 1.0
@@ -292,8 +315,11 @@ class ARBExOutput(ModelOutput):
 
     def extras(self) -> dict[str, Tensor]:
         """Per-sample tensors by name (not ``logits``, ``anchors`` or ``behaviour``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("logits", "anchors", "behaviour") and isinstance(getattr(self, f.name), Tensor)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("logits", "anchors", "behaviour") and isinstance(getattr(self, f.name), Tensor)
+        }
 
 
 def normalized_entropy(p: Tensor, eps: float | None = None) -> Tensor:
@@ -313,9 +339,16 @@ class MLPHead(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList()
         for h in hidden:
-            self.blocks.append(nn.Sequential(OrderedDict(
-                fc=nn.Linear(dim, h), act=nn.ReLU(), norm=nn.BatchNorm1d(h) if batch_norm else nn.Identity(),
-                drop=nn.Dropout(dropout))))
+            self.blocks.append(
+                nn.Sequential(
+                    OrderedDict(
+                        fc=nn.Linear(dim, h),
+                        act=nn.ReLU(),
+                        norm=nn.BatchNorm1d(h) if batch_norm else nn.Identity(),
+                        drop=nn.Dropout(dropout),
+                    )
+                )
+            )
             dim = h
         self.fc = nn.Linear(dim, num_classes)
 
@@ -409,8 +442,9 @@ class ARBEx(FERModel):
 
     def _new_attention(self, num_classes: int) -> ReliabilityAttention:
         cfg = self.config
-        return ReliabilityAttention(self.embed_dim, num_classes, cfg.attn_anchors, cfg.attn_heads,
-                                    cast(str, cfg.attention_context))
+        return ReliabilityAttention(
+            self.embed_dim, num_classes, cfg.attn_anchors, cfg.attn_heads, cast(str, cfg.attention_context)
+        )
 
     @property
     def behaviour(self) -> str:
@@ -459,8 +493,12 @@ class ARBEx(FERModel):
         anchors.requires_grad_(self.anchors.requires_grad)
         self.anchors = anchors
         ref = self.attention.q.weight
-        self.attention = self._new_attention(n).to(device=ref.device, dtype=ref.dtype).train(
-            self.attention.training).requires_grad_(ref.requires_grad)
+        self.attention = (
+            self._new_attention(n)
+            .to(device=ref.device, dtype=ref.dtype)
+            .train(self.attention.training)
+            .requires_grad_(ref.requires_grad)
+        )
         self._set_num_classes(n)
 
     def resolve_pretrained_cfg(self, cfg: PretrainedCfg) -> PretrainedCfg:
@@ -519,9 +557,21 @@ class ARBEx(FERModel):
             pred = final
         logits = head_logits if pred is p else pred.clamp_min(cfg.eps).log()
         return ARBExOutput(
-            logits=logits, embedding=e, head_logits=head_logits, primary_dist=p, confidence_primary=c_p, distances=d,
-            anchor_dist=l_g, confidence_anchor=c_g, attention_dist=l_a, confidence_attention=c_a,
-            correction=correction, mixed_dist=mixed, final_dist=final, prediction_dist=pred, anchors=self.anchors,
+            logits=logits,
+            embedding=e,
+            head_logits=head_logits,
+            primary_dist=p,
+            confidence_primary=c_p,
+            distances=d,
+            anchor_dist=l_g,
+            confidence_anchor=c_g,
+            attention_dist=l_a,
+            confidence_attention=c_a,
+            correction=correction,
+            mixed_dist=mixed,
+            final_dist=final,
+            prediction_dist=pred,
+            anchors=self.anchors,
             behaviour=cfg.behaviour,
         )
 
@@ -546,7 +596,8 @@ class ARBEx(FERModel):
             if official:
                 raise CheckpointMismatchError(
                     f"official ARBEx / POSTER_V2 keys ({', '.join(official[:3])}, ...) hold a POSTER_V2 backbone; this "
-                    f"model's backbone is {self.config.backbone!r}: build it with backbone='poster_v2'")
+                    f"model's backbone is {self.config.backbone!r}: build it with backbone='poster_v2'"
+                )
             return sd, None, []
         if any(k.startswith("landmark.path_") for k in sd):  # a bare official vit.*.pth file
             sd = {f"vit.{k}": v for k, v in sd.items()}
@@ -559,8 +610,12 @@ class ARBEx(FERModel):
             attn_found |= isinstance(new, str) and new.startswith("attention.")
             out[new if isinstance(new, str) else k] = v
         if naming == "arbex" and not attn_found and any(k.startswith("classifier.") for k in rest):
-            warnings.warn("official ARBEx checkpoint without self_attn (train.py never saves it): the attention "
-                          "branch keeps this model's current weights", UserWarning, stacklevel=3)
+            warnings.warn(
+                "official ARBEx checkpoint without self_attn (train.py never saves it): the attention "
+                "branch keeps this model's current weights",
+                UserWarning,
+                stacklevel=3,
+            )
             for k, v in self.attention.state_dict().items():
                 out[f"attention.{k}"] = v
         return out, naming, dropped
@@ -619,27 +674,47 @@ def load_pretrained(model: ARBEx) -> None:
     if isinstance(model.backbone, PosterV2Backbone):
         load_pretrained_parts(model)
     else:
-        load_backbone_weights(cast("ResNet18Embedding | TimmEmbedding", model.backbone),
-                              model.config.backbone_checkpoint)
+        load_backbone_weights(
+            cast("ResNet18Embedding | TimmEmbedding", model.backbone), model.config.backbone_checkpoint
+        )
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": POSTER_FIRST_CONV,
-                            "classifier": ("head.fc", "anchors", "attention"),
-                            "source": "https://github.com/takihasan/ARBEx", "paper": "https://arxiv.org/abs/2305.01486",
-                            **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "first_conv": POSTER_FIRST_CONV,
+            "classifier": ("head.fc", "anchors", "attention"),
+            "source": "https://github.com/takihasan/ARBEx",
+            "paper": "https://arxiv.org/abs/2305.01486",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "arbex.official": _cfg(
-        input_size=(3, 224, 224), num_classes=8, weight_files=("ir50.pth", "mobilefacenet.pth"),
-        notes="train.py starts from IR-50 and MobileFaceNet files it never published (POSTER_V2's ir50.pth and "
-              "mobilefacenet_model_best.pth.tar load in their place); no trained ARBEx checkpoint was released"),
-    "arbex.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
-                       notes="fernb's CPU-size preset (narrow POSTER_V2, 128-d): no published weights"),
-    "arbex.tiny_resnet18": _cfg(input_size=(3, 48, 48), num_classes=8, first_conv=("backbone.trunk.conv1",),
-                                notes="the tiny head on fernb's width-16 ResNet-18 trunk: no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "arbex.official": _cfg(
+            input_size=(3, 224, 224),
+            num_classes=8,
+            weight_files=("ir50.pth", "mobilefacenet.pth"),
+            notes="train.py starts from IR-50 and MobileFaceNet files it never published (POSTER_V2's ir50.pth and "
+            "mobilefacenet_model_best.pth.tar load in their place); no trained ARBEx checkpoint was released",
+        ),
+        "arbex.tiny": _cfg(
+            input_size=(3, 48, 48),
+            num_classes=8,
+            notes="fernb's CPU-size preset (narrow POSTER_V2, 128-d): no published weights",
+        ),
+        "arbex.tiny_resnet18": _cfg(
+            input_size=(3, 48, 48),
+            num_classes=8,
+            first_conv=("backbone.trunk.conv1",),
+            notes="the tiny head on fernb's width-16 ResNet-18 trunk: no published weights",
+        ),
+    }
+)
 
 
 @register_model

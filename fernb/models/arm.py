@@ -97,8 +97,16 @@ class ARMConfig:
     def tiny(cls) -> ARMConfig:
         """Width 16 (128 channels = 2 maps of 8x8 tiles), small stem of stride 2, 48 px (layer4 3x3), de-albino
         16/4 (the official kernel = 2r, stride = r/2), fc 9 -> 8 classes."""
-        return cls(num_classes=8, width=16, stem="small", stem_stride=2, img_size=48, arrangement=8,
-                   de_albino_kernel=16, de_albino_stride=4)
+        return cls(
+            num_classes=8,
+            width=16,
+            stem="small",
+            stem_stride=2,
+            img_size=48,
+            arrangement=8,
+            de_albino_kernel=16,
+            de_albino_stride=4,
+        )
 
 
 @dataclass
@@ -127,8 +135,15 @@ class AmendModule(nn.Module):
     running_affinity: Tensor
     affinity_batches: Tensor
 
-    def __init__(self, num_maps: int = 2, kernel: int = 32, stride: int = 8, out_side: int = 11,
-                 momentum: float = 0.1, alpha_init: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_maps: int = 2,
+        kernel: int = 32,
+        stride: int = 8,
+        out_side: int = 11,
+        momentum: float = 0.1,
+        alpha_init: float = 1.0,
+    ) -> None:
         super().__init__()
         self.de_albino = nn.Conv2d(1, 1, kernel_size=kernel, stride=stride, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(num_maps)
@@ -189,19 +204,24 @@ class ARM(FERModel):
         channels = self.backbone.num_features
         r = cfg.arrangement
         if channels % (r * r):
-            raise ValueError(f"ARMConfig: layer4 has {channels} channels (8 * width {cfg.width}), not a multiple of "
-                             f"arrangement**2 = {r * r}; pick arrangement with r**2 dividing {channels} "
-                             "(width 64 -> 16, width 16 -> 8)")
+            raise ValueError(
+                f"ARMConfig: layer4 has {channels} channels (8 * width {cfg.width}), not a multiple of "
+                f"arrangement**2 = {r * r}; pick arrangement with r**2 dividing {channels} "
+                "(width 64 -> 16, width 16 -> 8)"
+            )
         self.num_maps = channels // (r * r)
         side = math.ceil(cfg.img_size / self.backbone.reduction) * r
         out_side = (side - cfg.de_albino_kernel) // cfg.de_albino_stride + 1
         if out_side < 1:
-            raise ValueError(f"ARMConfig: img_size {cfg.img_size} gives an arranged map of {side} px, smaller than "
-                             f"the de-albino kernel {cfg.de_albino_kernel}; use a larger img_size or smaller kernel")
+            raise ValueError(
+                f"ARMConfig: img_size {cfg.img_size} gives an arranged map of {side} px, smaller than "
+                f"the de-albino kernel {cfg.de_albino_kernel}; use a larger img_size or smaller kernel"
+            )
         self.out_side = out_side
         self.arrangement = nn.PixelShuffle(r)
-        self.arm = AmendModule(self.num_maps, cfg.de_albino_kernel, cfg.de_albino_stride, out_side,
-                               cfg.affinity_momentum, cfg.alpha_init)
+        self.arm = AmendModule(
+            self.num_maps, cfg.de_albino_kernel, cfg.de_albino_stride, out_side, cfg.affinity_momentum, cfg.alpha_init
+        )
         self.drop = nn.Dropout(cfg.drop_rate)
         self.num_features = channels
         self.head_hidden_size = out_side * out_side
@@ -289,26 +309,43 @@ class ARM(FERModel):
 # ResNet18_ARM___RAF keeps torchvision's ResNet-18 children in an nn.Sequential, ``features``
 _OFFICIAL_RULES: tuple[Rule, ...] = tuple(
     (rf"^features\.{i}\.", f"backbone.{name}.")
-    for i, name in {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}.items())
+    for i, name in {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}.items()
+)
 # official (DataParallel-prefixed or not) or torchvision naming -> fernb's
 _RULES: tuple[Rule, ...] = (*MODULE_PREFIX, *_OFFICIAL_RULES, (r"^(?=conv1\.|bn1\.|layer)", "backbone."))
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": ("backbone.conv1",),
-                            "classifier": ("fc",), "source": "https://github.com/sunmusik/Amend-Representation-Module",
-                            "paper": "https://arxiv.org/abs/2103.10189", **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "first_conv": ("backbone.conv1",),
+            "classifier": ("fc",),
+            "source": "https://github.com/sunmusik/Amend-Representation-Module",
+            "paper": "https://arxiv.org/abs/2103.10189",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "arm.official": _cfg(
-        input_size=(3, 224, 224), num_classes=7, weight_files=("epoch59_acc0.9205.pth", "resnet18-f37072fd.pth"),
-        notes="epoch59_acc0.9205.pth: the RAF-DB model (README, Google Drive); resnet18-f37072fd.pth: the official "
-              "initialisation, torchvision's ImageNet ResNet-18 (its fc is dropped; strict=False). Official "
-              "checkpoints have no running affinity map: see ARM.calibrate_affinity"),
-    "arm.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
-                     notes="fernb's CPU-size preset (width 16, small stem): no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "arm.official": _cfg(
+            input_size=(3, 224, 224),
+            num_classes=7,
+            weight_files=("epoch59_acc0.9205.pth", "resnet18-f37072fd.pth"),
+            notes="epoch59_acc0.9205.pth: the RAF-DB model (README, Google Drive); resnet18-f37072fd.pth: the official "
+            "initialisation, torchvision's ImageNet ResNet-18 (its fc is dropped; strict=False). Official "
+            "checkpoints have no running affinity map: see ARM.calibrate_affinity",
+        ),
+        "arm.tiny": _cfg(
+            input_size=(3, 48, 48),
+            num_classes=8,
+            notes="fernb's CPU-size preset (width 16, small stem): no published weights",
+        ),
+    }
+)
 
 
 @register_model

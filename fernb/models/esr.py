@@ -107,8 +107,13 @@ class ESRConfig:
         """Base channels / 8-4, branch channels / 4-5, 4 branches (an even count, see the diversity terms), 64 px (the
         branches need >= ~54 px), 8 classes, no affect head (the FER training scripts have none; it would be a
         parameter without gradient). The full-resolution base convs (and their CBAMs) dominate the cost."""
-        return cls(num_branches=4, base_channels=(8, 16, 16, 32), branch_channels=(32, 48, 48, 96), img_size=64,
-                   affect_head=False)
+        return cls(
+            num_branches=4,
+            base_channels=(8, 16, 16, 32),
+            branch_channels=(32, 48, 48, 96),
+            img_size=64,
+            affect_head=False,
+        )
 
     @property
     def initial_branches(self) -> int:
@@ -204,11 +209,22 @@ class ESRBranch(_ConvStages):
     """One convolutional branch: (B, c_in, h, w) base map -> logits (B, C), pooled features (B, D) and, with CBAM,
     the last CBAM's channel (B, D) and spatial (B, h', w') gates. Stage 2 pools; the last conv pads by 1."""
 
-    def __init__(self, in_ch: int = 128, channels: Sequence[int] = (128, 256, 256, 512), num_classes: int = 8,
-                 affect_head: bool = True, cbam: bool = False, reduction: int = 16) -> None:
+    def __init__(
+        self,
+        in_ch: int = 128,
+        channels: Sequence[int] = (128, 256, 256, 512),
+        num_classes: int = 8,
+        affect_head: bool = True,
+        cbam: bool = False,
+        reduction: int = 16,
+    ) -> None:
         c1, c2, c3, c4 = channels
-        convs = [nn.Conv2d(in_ch, c1, 3, 1), nn.Conv2d(c1, c2, 3, 1), nn.Conv2d(c2, c3, 3, 1),
-                 nn.Conv2d(c3, c4, 3, 1, 1)]
+        convs = [
+            nn.Conv2d(in_ch, c1, 3, 1),
+            nn.Conv2d(c1, c2, 3, 1),
+            nn.Conv2d(c2, c3, 3, 1),
+            nn.Conv2d(c3, c4, 3, 1, 1),
+        ]
         super().__init__(convs, (False, True, False, False), cbam, reduction)
         self.last_map = nn.Identity()  # the final (B, D, h', w') map passes here (a Grad-CAM target)
         self.fc = nn.Linear(c4, num_classes)
@@ -237,15 +253,23 @@ class ESR(FERModel):
             raise ValueError(f"ESRConfig.num_branches must be >= 1, got {cfg.num_branches}")
         self.base = ESRBase(cfg.base_channels, cfg.diversity, cfg.cbam_reduction)
         self.branches = nn.ModuleList(
-            ESRBranch(cfg.base_channels[-1], cfg.branch_channels, cfg.num_classes, cfg.use_affect_head,
-                      cfg.diversity, cfg.cbam_reduction)
-            for _ in range(cfg.num_branches))
+            ESRBranch(
+                cfg.base_channels[-1],
+                cfg.branch_channels,
+                cfg.num_classes,
+                cfg.use_affect_head,
+                cfg.diversity,
+                cfg.cbam_reduction,
+            )
+            for _ in range(cfg.num_branches)
+        )
         self.num_features = cfg.base_channels[-1]
         self.head_hidden_size = cfg.branch_channels[-1]
         # nominal strides: ESR's convolutions are unpadded, so its maps are a few pixels smaller than size / reduction
-        self.feature_info = [feature(cfg.base_channels[-1], 4, "base"),
-                             *[feature(cfg.branch_channels[-1], 8, f"branches.{i}.last_map")
-                               for i in range(cfg.num_branches)]]
+        self.feature_info = [
+            feature(cfg.base_channels[-1], 4, "base"),
+            *[feature(cfg.branch_channels[-1], 8, f"branches.{i}.last_map") for i in range(cfg.num_branches)],
+        ]
         n = cfg.initial_branches
         # the count lives in a buffer (saved in checkpoints) and in a Python int (read by forward without a GPU sync)
         self.register_buffer("active_branches", torch.tensor(0, dtype=torch.long))
@@ -256,8 +280,10 @@ class ESR(FERModel):
     def _sync_active(self) -> None:
         n = int(self.active_branches)
         if not 1 <= n <= len(self.branches):
-            raise ValueError(f"ESR checkpoint has {n} active branches; this model has {len(self.branches)} "
-                             "(build it with num_branches >= the checkpoint's)")
+            raise ValueError(
+                f"ESR checkpoint has {n} active branches; this model has {len(self.branches)} "
+                "(build it with num_branches >= the checkpoint's)"
+            )
         self._activate(n)
 
     def _activate(self, n: int) -> None:
@@ -296,8 +322,10 @@ class ESR(FERModel):
         """
         n = self.num_active_branches
         if n >= len(self.branches):
-            raise RuntimeError(f"ESR: all {len(self.branches)} branches are already active; build the model with a "
-                               "larger num_branches to add more")
+            raise RuntimeError(
+                f"ESR: all {len(self.branches)} branches are already active; build the model with a "
+                "larger num_branches to add more"
+            )
         self.set_active_branches(n + 1)
         return cast(ESRBranch, self.branches[n])
 
@@ -324,8 +352,10 @@ class ESR(FERModel):
         """
         n = self.num_active_branches
         slow = lr if n == 1 else lr * self.config.trained_lr_mult
-        groups = [{"params": list(self.base.parameters()), "lr": slow, "name": "base"},
-                  {"params": list(self.branches[n - 1].parameters()), "lr": lr, "name": f"branch{n - 1}"}]
+        groups = [
+            {"params": list(self.base.parameters()), "lr": slow, "name": "base"},
+            {"params": list(self.branches[n - 1].parameters()), "lr": lr, "name": f"branch{n - 1}"},
+        ]
         old = [p for br in self.branches[: n - 1] for p in br.parameters()]
         if old:
             groups.append({"params": old, "lr": slow, "name": "trained_branches"})
@@ -342,8 +372,13 @@ class ESR(FERModel):
         log_probs = F.log_softmax(branch_logits.float(), dim=-1)
         logits = torch.logsumexp(log_probs, dim=0) - torch.log(torch.tensor(float(len(outs))))
         vote, counts = plurality_vote(branch_logits)
-        res = ESROutput(logits=logits, embedding=torch.stack([o[1] for o in outs]).mean(dim=0),
-                        branch_logits=branch_logits, vote=vote, vote_counts=counts)
+        res = ESROutput(
+            logits=logits,
+            embedding=torch.stack([o[1] for o in outs]).mean(dim=0),
+            branch_logits=branch_logits,
+            vote=vote,
+            vote_counts=counts,
+        )
         if outs[0][2] is not None:
             res.affect = torch.stack([o[2] for o in outs])
         if outs[0][3] is not None:
@@ -441,13 +476,17 @@ def read_official_esr(directory: str | Path, max_branches: int | None = None) ->
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a folder: an official ESR release is a folder holding {BASE_FILE} "
-                                f"and {BRANCH_FILE.format(1)}, {BRANCH_FILE.format(2)}, ...")
+        raise FileNotFoundError(
+            f"{directory} is not a folder: an official ESR release is a folder holding {BASE_FILE} "
+            f"and {BRANCH_FILE.format(1)}, {BRANCH_FILE.format(2)}, ..."
+        )
     base_path = directory / BASE_FILE
     if not base_path.is_file():
-        raise FileNotFoundError(f"{directory} is not an official ESR release: expected {BASE_FILE} and "
-                                f"{BRANCH_FILE.format(1)}, {BRANCH_FILE.format(2)}, ... in it; "
-                                f"{_describe_folder(directory)}")
+        raise FileNotFoundError(
+            f"{directory} is not an official ESR release: expected {BASE_FILE} and "
+            f"{BRANCH_FILE.format(1)}, {BRANCH_FILE.format(2)}, ... in it; "
+            f"{_describe_folder(directory)}"
+        )
     sd = {f"base.{k}": v for k, v in read_state_dict(base_path).items()}
     i = 1
     while (directory / BRANCH_FILE.format(i)).is_file() and (max_branches is None or i <= max_branches):
@@ -455,27 +494,46 @@ def read_official_esr(directory: str | Path, max_branches: int | None = None) ->
         sd.update({f"convolutional_branches.{i - 1}.{k}": v for k, v in part.items()})
         i += 1
     if i == 1:
-        raise FileNotFoundError(f"{directory}: no {BRANCH_FILE.format(1)} next to {BASE_FILE} (an official ESR release "
-                                f"holds one file per branch); {_describe_folder(directory)}")
+        raise FileNotFoundError(
+            f"{directory}: no {BRANCH_FILE.format(1)} next to {BASE_FILE} (an official ESR release "
+            f"holds one file per branch); {_describe_folder(directory)}"
+        )
     return sd
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{
-        "mean": UNIT_MEAN, "std": UNIT_STD, "channel_order": "BGR", "first_conv": ("base.conv1",),
-        "source": "https://github.com/siqueira-hc/Efficient-Facial-Feature-Learning-with-Wide-Ensemble-based-"
-                  "Convolutional-Neural-Networks", "paper": "Siqueira, Magg, Wermter, AAAI 2020", **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": UNIT_MEAN,
+            "std": UNIT_STD,
+            "channel_order": "BGR",
+            "first_conv": ("base.conv1",),
+            "source": "https://github.com/siqueira-hc/Efficient-Facial-Feature-Learning-with-Wide-Ensemble-based-"
+            "Convolutional-Neural-Networks",
+            "paper": "Siqueira, Magg, Wermter, AAAI 2020",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "esr.official": _cfg(
-        input_size=(3, 96, 96), num_classes=8, classifier=("branches.*.fc", "branches.*.fc_affect"),
-        weight_files=("Net-Base-Shared_Representations.pt", *[BRANCH_FILE.format(i) for i in range(1, 10)]),
-        notes="ESR-9 trained on AffectNet, released in the repository as one file per part: pass their folder as the "
-              "checkpoint. Trained on OpenCV (BGR) images, pixels / 255"),
-    "esr.tiny": _cfg(input_size=(3, 64, 64), num_classes=8, classifier=("branches.*.fc",),
-                     notes="fernb's CPU-size preset (narrow base and branches, 4 branches): no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "esr.official": _cfg(
+            input_size=(3, 96, 96),
+            num_classes=8,
+            classifier=("branches.*.fc", "branches.*.fc_affect"),
+            weight_files=("Net-Base-Shared_Representations.pt", *[BRANCH_FILE.format(i) for i in range(1, 10)]),
+            notes="ESR-9 trained on AffectNet, released in the repository as one file per part: pass their folder as "
+            "the checkpoint. Trained on OpenCV (BGR) images, pixels / 255",
+        ),
+        "esr.tiny": _cfg(
+            input_size=(3, 64, 64),
+            num_classes=8,
+            classifier=("branches.*.fc",),
+            notes="fernb's CPU-size preset (narrow base and branches, 4 branches): no published weights",
+        ),
+    }
+)
 
 
 @register_model

@@ -225,9 +225,14 @@ class MANet(FERModel):
         self.local_stitch = nn.Identity()  # the stitched (B, D, 2h, 2w) local map passes here (a Grad-CAM target)
         self.num_features, self.head_hidden_size = c2, 2 * c4
         r0 = self.stem.reduction  # the stem's total stride
-        self.feature_info = [feature(w, self.stem.act_reduction, "stem.relu"), feature(c1, r0, "layer1"),
-                             feature(c2, 2 * r0, "layer2"), feature(c3, 4 * r0, "global_layer3"),
-                             feature(c4, 4 * r0, "local_stitch"), feature(c4, 8 * r0, "global_layer4")]
+        self.feature_info = [
+            feature(w, self.stem.act_reduction, "stem.relu"),
+            feature(c1, r0, "layer1"),
+            feature(c2, 2 * r0, "layer2"),
+            feature(c3, 4 * r0, "global_layer3"),
+            feature(c4, 4 * r0, "local_stitch"),
+            feature(c4, 8 * r0, "global_layer4"),
+        ]
         self.fc_local = nn.Linear(c4, cfg.num_classes)
         self.fc_global = nn.Linear(c4, cfg.num_classes)
         init_resnet_weights(self)
@@ -240,8 +245,10 @@ class MANet(FERModel):
     def _branches(self, x: Tensor) -> MANetOutput:
         h, w = x.shape[-2:]
         if h % 2 or w % 2:
-            raise ValueError(f"MA-Net splits the layer2 map into quadrants; got an odd {h}x{w} map. Use an input size "
-                             "that is a multiple of 16 (imagenet stem) or 4 * stem_stride (small stem).")
+            raise ValueError(
+                f"MA-Net splits the layer2 map into quadrants; got an odd {h}x{w} map. Use an input size "
+                "that is a multiple of 16 (imagenet stem) or 4 * stem_stride (small stem)."
+            )
         hh, hw = h // 2, w // 2
         patches = (x[:, :, :hh, :hw], x[:, :, :hh, hw:], x[:, :, hh:, :hw], x[:, :, hh:, hw:])
         outs = [l4(l3(p)) for p, l3, l4 in zip(patches, self.local_layer3, self.local_layer4)]
@@ -250,10 +257,14 @@ class MANet(FERModel):
         feat_global = self.global_layer4(self.global_layer3(x)).mean(dim=(2, 3))
         logits_local, logits_global = self.fc_local(feat_local), self.fc_global(feat_global)
         beta = self.config.beta
-        out = MANetOutput(logits=beta * logits_local + (1 - beta) * logits_global,
-                          embedding=torch.cat([feat_local, feat_global], dim=1),
-                          logits_local=logits_local, logits_global=logits_global,
-                          feat_local=feat_local, feat_global=feat_global)
+        out = MANetOutput(
+            logits=beta * logits_local + (1 - beta) * logits_global,
+            embedding=torch.cat([feat_local, feat_global], dim=1),
+            logits_local=logits_local,
+            logits_global=logits_global,
+            feat_local=feat_local,
+            feat_global=feat_global,
+        )
         if self.config.diversity:
             out.local_maps = torch.stack(outs)
             out.global_feats = torch.stack([feat_local, feat_global])
@@ -315,19 +326,35 @@ def _manet_key(k: str) -> str:
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{"mean": UNIT_MEAN, "std": UNIT_STD, "first_conv": ("stem.conv1",),
-                            "classifier": ("fc_local", "fc_global"), "source": "https://github.com/zengqunzhao/MA-Net",
-                            "paper": "Zhao, Liu, Wang, IEEE TIP 30:6544-6556, 2021", **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": UNIT_MEAN,
+            "std": UNIT_STD,
+            "first_conv": ("stem.conv1",),
+            "classifier": ("fc_local", "fc_global"),
+            "source": "https://github.com/zengqunzhao/MA-Net",
+            "paper": "Zhao, Liu, Wang, IEEE TIP 30:6544-6556, 2021",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "manet.official": _cfg(
-        input_size=(3, 224, 224), num_classes=7, weight_files=("Pretrained_on_MSCeleb.pth.tar",),
-        notes="the MS-Celeb-1M initialisation of main.py (Google Drive; 12,666-identity heads, dropped: load with "
-              "strict=False); the Diversified MA-Net released no weights"),
-    "manet.tiny": _cfg(input_size=(3, 64, 64), num_classes=8,
-                       notes="fernb's CPU-size preset (width 16, one block per stage): no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "manet.official": _cfg(
+            input_size=(3, 224, 224),
+            num_classes=7,
+            weight_files=("Pretrained_on_MSCeleb.pth.tar",),
+            notes="the MS-Celeb-1M initialisation of main.py (Google Drive; 12,666-identity heads, dropped: load with "
+            "strict=False); the Diversified MA-Net released no weights",
+        ),
+        "manet.tiny": _cfg(
+            input_size=(3, 64, 64),
+            num_classes=8,
+            notes="fernb's CPU-size preset (width 16, one block per stage): no published weights",
+        ),
+    }
+)
 
 
 @register_model

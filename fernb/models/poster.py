@@ -143,8 +143,16 @@ def _tiny_backbone() -> dict[str, Any]:
     # and one MobileFaceNet block per stage, widths 8/16/32 (the IR stem and first unit run at full resolution and
     # dominate the cost), one ViT block of 128.
     return dict(
-        img_size=48, backbone_size=None, dims=(8, 16, 32), ir_depths=(1, 1, 1), landmark_depths=(1, 1, 1),
-        num_heads=(1, 1, 1), embed_dim=128, depth=1, vit_heads=4, drop_path=(0.0, 0.05, 0.1),
+        img_size=48,
+        backbone_size=None,
+        dims=(8, 16, 32),
+        ir_depths=(1, 1, 1),
+        landmark_depths=(1, 1, 1),
+        num_heads=(1, 1, 1),
+        embed_dim=128,
+        depth=1,
+        vit_heads=4,
+        drop_path=(0.0, 0.05, 0.1),
     )
 
 
@@ -184,8 +192,12 @@ class IRStages(nn.Module):
         self.stem = ConvBNAct(3, dims[0], 3)
         widths = (dims[0], *dims)
         self.stages = nn.ModuleList(
-            nn.Sequential(*[IRBlock(widths[s] if j == 0 else widths[s + 1], widths[s + 1], 2 if j == 0 else 1)
-                            for j in range(depths[s])])
+            nn.Sequential(
+                *[
+                    IRBlock(widths[s] if j == 0 else widths[s + 1], widths[s + 1], 2 if j == 0 else 1)
+                    for j in range(depths[s])
+                ]
+            )
             for s in range(3)
         )
 
@@ -209,21 +221,25 @@ class LandmarkStages(nn.Module):
     def __init__(self, dims: tuple[int, int, int], depths: tuple[int, int, int]) -> None:
         super().__init__()
         c1, c2 = dims[0], dims[1]
-        self.stages = nn.ModuleList([
-            nn.Sequential(
-                ConvBNAct(3, c1, 3, 2), ConvBNAct(c1, c1, 3, 1, groups=c1), DepthWiseBlock(c1, c1, 2 * c1, 2),
-                *[DepthWiseBlock(c1, c1, 2 * c1, residual=True) for _ in range(depths[0])],
-            ),
-            nn.Sequential(
-                DepthWiseBlock(c1, c2, 2 * c2, 2), *[DepthWiseBlock(c2, c2, 2 * c2, residual=True)
-                                                     for _ in range(depths[1])],
-            ),
-            nn.Sequential(
-                DepthWiseBlock(c2, c2, 4 * c2, 2), *[DepthWiseBlock(c2, c2, 2 * c2, residual=True)
-                                                     for _ in range(depths[2])],
-                ConvBNAct(c2, 4 * c2, 1),
-            ),
-        ])
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(
+                    ConvBNAct(3, c1, 3, 2),
+                    ConvBNAct(c1, c1, 3, 1, groups=c1),
+                    DepthWiseBlock(c1, c1, 2 * c1, 2),
+                    *[DepthWiseBlock(c1, c1, 2 * c1, residual=True) for _ in range(depths[0])],
+                ),
+                nn.Sequential(
+                    DepthWiseBlock(c1, c2, 2 * c2, 2),
+                    *[DepthWiseBlock(c2, c2, 2 * c2, residual=True) for _ in range(depths[1])],
+                ),
+                nn.Sequential(
+                    DepthWiseBlock(c2, c2, 4 * c2, 2),
+                    *[DepthWiseBlock(c2, c2, 2 * c2, residual=True) for _ in range(depths[2])],
+                    ConvBNAct(c2, 4 * c2, 1),
+                ),
+            ]
+        )
 
     @property
     def out_channels(self) -> int:
@@ -288,8 +304,16 @@ class CrossScale(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, window: int, embed_dim: int, num_down: int, mlp_ratio: float = 4.0,
-        layer_scale_init: float = 1e-5, drop_path: float = 0.0, fused: bool = True,
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        embed_dim: int,
+        num_down: int,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-5,
+        drop_path: float = 0.0,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.downsample = nn.Conv2d(dim, dim, 3, 2, 1)
@@ -303,8 +327,9 @@ class CrossScale(nn.Module):
         if num_down == 0:
             self.embed = nn.Sequential(nn.Conv2d(dim, embed_dim, 1))
         else:
-            self.embed = nn.Sequential(*[nn.Conv2d(dim if i == 0 else embed_dim, embed_dim, 3, 2, 1)
-                                         for i in range(num_down)])
+            self.embed = nn.Sequential(
+                *[nn.Conv2d(dim if i == 0 else embed_dim, embed_dim, 3, 2, 1) for i in range(num_down)]
+            )
 
     def fuse(self, image: Tensor, landmark: Tensor) -> Tensor:
         """image (B, C, 2w, 2w), landmark (B, C, w, w) -> fused map, channels last (B, w, w, C)."""
@@ -351,23 +376,38 @@ class PosterV2Backbone(nn.Module):
     def __init__(self, cfg: PosterBackboneConfig) -> None:
         super().__init__()
         if cfg.resolution % 16 or cfg.resolution < 32:
-            raise ValueError(f"the backbone resolution must be a multiple of 16 and >= 32, got {cfg.resolution} "
-                             "(set backbone_size, or img_size when backbone_size is None)")
+            raise ValueError(
+                f"the backbone resolution must be a multiple of 16 and >= 32, got {cfg.resolution} "
+                "(set backbone_size, or img_size when backbone_size is None)"
+            )
         self.cfg = cfg
         res, g = cfg.resolution, cfg.grid
         self.image = IRStages(cfg.dims, cfg.ir_depths)
         self.landmark = LandmarkStages(cfg.dims, cfg.landmark_depths)
         self.landmark_proj = nn.Conv2d(self.landmark.out_channels, cfg.dims[2], 3, padding=1)
         self.scales = nn.ModuleList(
-            CrossScale(cfg.dims[i], cfg.num_heads[i], res // 2 ** (i + 2), cfg.embed_dim, 2 - i, cfg.mlp_ratio,
-                       cfg.layer_scale_init, cfg.drop_path[i], cfg.fused_attention)
+            CrossScale(
+                cfg.dims[i],
+                cfg.num_heads[i],
+                res // 2 ** (i + 2),
+                cfg.embed_dim,
+                2 - i,
+                cfg.mlp_ratio,
+                cfg.layer_scale_init,
+                cfg.drop_path[i],
+                cfg.fused_attention,
+            )
             for i in range(3)
         )
         self.num_prefix_tokens = 1
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + 3 * g * g, cfg.embed_dim))
-        self.blocks = nn.Sequential(*[TransformerBlock(cfg.embed_dim, cfg.vit_heads, cfg.vit_mlp_ratio,
-                                                       cfg.fused_attention) for _ in range(cfg.depth)])
+        self.blocks = nn.Sequential(
+            *[
+                TransformerBlock(cfg.embed_dim, cfg.vit_heads, cfg.vit_mlp_ratio, cfg.fused_attention)
+                for _ in range(cfg.depth)
+            ]
+        )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.se = SEGate(cfg.embed_dim)
         self._init_weights()
@@ -568,14 +608,16 @@ def _conv_block(stage: int, index: int, parts: Mapping[str, str]) -> Callable[[r
     return lambda m: f"stages.{stage}.{index}.{parts[m[1]]}.{m[2]}"
 
 
-def _dw_unit(stage: int, index: int, parts: Mapping[str, str], inner: Mapping[str, str]
-             ) -> Callable[[re.Match[str]], str]:
+def _dw_unit(
+    stage: int, index: int, parts: Mapping[str, str], inner: Mapping[str, str]
+) -> Callable[[re.Match[str]], str]:
     """A Depth_Wise unit at ``stages.{stage}.{index}``; groups: part, inner part, parameter."""
     return lambda m: f"stages.{stage}.{index}.{parts[m[1]]}.{inner[m[2]]}.{m[3]}"
 
 
-def _dw_repeated(stage: int, first: int, parts: Mapping[str, str], inner: Mapping[str, str]
-                 ) -> Callable[[re.Match[str]], str]:
+def _dw_repeated(
+    stage: int, first: int, parts: Mapping[str, str], inner: Mapping[str, str]
+) -> Callable[[re.Match[str]], str]:
     """The j-th residual Depth_Wise unit of a stage, at ``stages.{stage}.{first + j}``; groups: j, part, inner part,
     parameter."""
     return lambda m: f"stages.{stage}.{first + int(m[1])}.{parts[m[2]]}.{inner[m[3]]}.{m[4]}"
@@ -654,16 +696,20 @@ _VIT_RULES: tuple[Rule, ...] = (
 
 # POSTER_V2's own modules (pyramid_trans_expr2), scale i = 1, 2, 3 -> scales.{i - 1}
 _POSTER_TOP_RULES: tuple[Rule, ...] = (
-    *[rule for i in (1, 2, 3) for rule in (
-        (rf"^attn{i}\.relative_position_index(?:\.\w+)?$", DROP),  # recomputed (and checked) here
-        (rf"^attn{i}\.relative_position_bias_table((?:\.\w+)?)$", rf"scales.{i - 1}.attn.rel_pos_table\1"),
-        (rf"^attn{i}\.qkv((?:\.\w+)?)$", rf"scales.{i - 1}.attn.kv\1"),
-        (rf"^attn{i}\.proj((?:\.\w+)?)$", rf"scales.{i - 1}.attn.proj\1"),
-        (rf"^window{i}\.norm\.(weight|bias)$", rf"scales.{i - 1}.norm1.\1"),
-        (rf"^conv{i}\.(weight|bias)$", rf"scales.{i - 1}.downsample.\1"),
-        (rf"^ffn{i}\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+)$", rf"scales.{i - 1}.\1"),
-        (rf"^ffn{i}\.norm\.(\w+)$", rf"scales.{i - 1}.norm2.\1"),
-    )],
+    *[
+        rule
+        for i in (1, 2, 3)
+        for rule in (
+            (rf"^attn{i}\.relative_position_index(?:\.\w+)?$", DROP),  # recomputed (and checked) here
+            (rf"^attn{i}\.relative_position_bias_table((?:\.\w+)?)$", rf"scales.{i - 1}.attn.rel_pos_table\1"),
+            (rf"^attn{i}\.qkv((?:\.\w+)?)$", rf"scales.{i - 1}.attn.kv\1"),
+            (rf"^attn{i}\.proj((?:\.\w+)?)$", rf"scales.{i - 1}.attn.proj\1"),
+            (rf"^window{i}\.norm\.(weight|bias)$", rf"scales.{i - 1}.norm1.\1"),
+            (rf"^conv{i}\.(weight|bias)$", rf"scales.{i - 1}.downsample.\1"),
+            (rf"^ffn{i}\.(gamma1|gamma2|mlp\.fc1\.\w+|mlp\.fc2\.\w+)$", rf"scales.{i - 1}.\1"),
+            (rf"^ffn{i}\.norm\.(\w+)$", rf"scales.{i - 1}.norm2.\1"),
+        )
+    ],
     (r"^last_face_conv\.(weight|bias)$", r"landmark_proj.\1"),
     (r"^embed_q\.(\d+)\.(weight|bias)$", r"scales.0.embed.\1.\2"),
     (r"^embed_k\.(\d+)\.(weight|bias)$", r"scales.1.embed.\1.\2"),
@@ -695,10 +741,18 @@ def _backbone_rules(naming: str, ir_depths: tuple[int, int, int], n5: int) -> tu
     backbone keys."""
     ir, mfn = _ir_rules(ir_depths), _mfn_rules(n5)
     tables = {
-        "poster_v2": [*under(mfn, "face_landback.", "landmark."), *under(ir, "ir_back.", "image."),
-                      *under(_VIT_RULES, "VIT."), *_POSTER_TOP_RULES],
-        "arbex": [*under(mfn, "vit.landmark.", "landmark."), *under(ir, "vit.ir.", "image."),
-                  *under(_VIT_RULES, "vit.vit."), *under(_ARBEX_TOP_RULES, "vit.")],
+        "poster_v2": [
+            *under(mfn, "face_landback.", "landmark."),
+            *under(ir, "ir_back.", "image."),
+            *under(_VIT_RULES, "VIT."),
+            *_POSTER_TOP_RULES,
+        ],
+        "arbex": [
+            *under(mfn, "vit.landmark.", "landmark."),
+            *under(ir, "vit.ir.", "image."),
+            *under(_VIT_RULES, "vit.vit."),
+            *under(_ARBEX_TOP_RULES, "vit."),
+        ],
         "ir50": under(ir, "", "image."),
         "mobilefacenet": under(mfn, "", "landmark."),
     }
@@ -732,8 +786,10 @@ def _check_index(key: str, value: Tensor, backbone: PosterV2Backbone | None) -> 
     for s in cast("Iterable[CrossScale]", backbone.scales):
         if tuple(value.shape) == tuple(s.attn.rel_pos_index.shape):
             if not torch.equal(value.to(torch.int64), s.attn.rel_pos_index.cpu()):
-                raise CheckpointMismatchError(f"{key}: not the standard Swin relative-position index; this file was "
-                                              "not written by POSTER_V2/ARBEx code")
+                raise CheckpointMismatchError(
+                    f"{key}: not the standard Swin relative-position index; this file was "
+                    "not written by POSTER_V2/ARBEx code"
+                )
             return
 
 
@@ -788,6 +844,7 @@ def convert_backbone_state_dict(
 
 # ---------------------------------------------------------------------------------------------------- pretrained files
 
+
 def _weights_help() -> str:
     """Where the two pretrained files come from (the ``poster_v2.official`` pretrained cfg's notes)."""
     return f"POSTER_V2's README links both files ({pretrained_cfg_of('poster_v2.official').notes})"
@@ -796,8 +853,10 @@ def _weights_help() -> str:
 def _load_branch(backbone: PosterV2Backbone, path: str | Path, branch: str) -> KeyReport:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{branch} weights {path} do not exist. {_weights_help()}; or set "
-                                f"{'ir50_weights' if branch == 'image' else 'landmark_weights'}=None for random init.")
+        raise FileNotFoundError(
+            f"{branch} weights {path} do not exist. {_weights_help()}; or set "
+            f"{'ir50_weights' if branch == 'image' else 'landmark_weights'}=None for random init."
+        )
     sd = read_state_dict(path)
     module: nn.Module = getattr(backbone, branch)
     conv = _ir_key if branch == "image" else _mfn_key
@@ -826,7 +885,8 @@ def _load_branch(backbone: PosterV2Backbone, path: str | Path, branch: str) -> K
         raise CheckpointMismatchError(
             f"{path} does not fit the {what} branch of this POSTER_V2 backbone:\n{rep}\n"
             f"  what to do: pass the {what} file of the published models ({_weights_help()}) with the 'official' "
-            "preset; the 'tiny' preset has other widths and cannot use pretrained backbones.")
+            "preset; the 'tiny' preset has other widths and cannot use pretrained backbones."
+        )
     module.load_state_dict(mapped, strict=True)
     return rep
 
@@ -860,10 +920,12 @@ def load_pretrained_backbones(
     if landmark is not None:
         reports.append(_load_branch(backbone, landmark, "landmark"))
     if ir50 is None and landmark is None:
-        _warn_once("poster-random-init",
-                   "fernb POSTER_V2 backbone: no ir50_weights / landmark_weights given, so IR-50 and MobileFaceNet "
-                   "start from random init (the published POSTER_V2 and ARBEx start from pretrained face backbones; "
-                   f"{_weights_help()}). Said once per process.")
+        _warn_once(
+            "poster-random-init",
+            "fernb POSTER_V2 backbone: no ir50_weights / landmark_weights given, so IR-50 and MobileFaceNet "
+            "start from random init (the published POSTER_V2 and ARBEx start from pretrained face backbones; "
+            f"{_weights_help()}). Said once per process.",
+        )
     return reports
 
 
@@ -883,8 +945,10 @@ def load_pretrained_parts(model: nn.Module) -> list[KeyReport]:
     cfg = backbone.cfg
     backbone.load_reports = load_pretrained_backbones(backbone, ir50=cfg.ir50_weights, landmark=cfg.landmark_weights)
     loaded = {"image": cfg.ir50_weights is not None, "landmark": cfg.landmark_weights is not None}
-    backbone.freeze(image=loaded["image"] if cfg.freeze_ir50 is None else cfg.freeze_ir50,
-                    landmark=loaded["landmark"] if cfg.freeze_landmark is None else cfg.freeze_landmark)
+    backbone.freeze(
+        image=loaded["image"] if cfg.freeze_ir50 is None else cfg.freeze_ir50,
+        landmark=loaded["landmark"] if cfg.freeze_landmark is None else cfg.freeze_landmark,
+    )
     return backbone.load_reports
 
 
@@ -896,24 +960,40 @@ POSTER_FIRST_CONV = ("backbone.image.stem.conv", "backbone.landmark.stages.0.0.c
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": POSTER_FIRST_CONV,
-                            "classifier": ("head",), "source": "https://github.com/Talented-Q/POSTER_V2",
-                            "paper": "https://arxiv.org/abs/2301.12149", **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "first_conv": POSTER_FIRST_CONV,
+            "classifier": ("head",),
+            "source": "https://github.com/Talented-Q/POSTER_V2",
+            "paper": "https://arxiv.org/abs/2301.12149",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "poster_v2.official": _cfg(
-        input_size=(3, 224, 224), num_classes=7, weight_files=("ir50.pth", "mobilefacenet_model_best.pth.tar"),
-        notes="ir50.pth: Google Drive id 17QAIPlpZUwkQzOTNiu-gUFLTqAxS-qHt; mobilefacenet_model_best.pth.tar: "
-              "1SMYP5NDkmDE3eLlciN7Z4px-bvFEuHEX, also in py-feat's v0.1 release"),
-    "poster_v2.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
-                           notes="fernb's CPU-size preset (widths 8/16/32, 128-d): no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "poster_v2.official": _cfg(
+            input_size=(3, 224, 224),
+            num_classes=7,
+            weight_files=("ir50.pth", "mobilefacenet_model_best.pth.tar"),
+            notes="ir50.pth: Google Drive id 17QAIPlpZUwkQzOTNiu-gUFLTqAxS-qHt; mobilefacenet_model_best.pth.tar: "
+            "1SMYP5NDkmDE3eLlciN7Z4px-bvFEuHEX, also in py-feat's v0.1 release",
+        ),
+        "poster_v2.tiny": _cfg(
+            input_size=(3, 48, 48),
+            num_classes=8,
+            notes="fernb's CPU-size preset (widths 8/16/32, 128-d): no published weights",
+        ),
+    }
+)
 
 
 @register_model
 def poster_v2(preset: str = "tiny", **overrides: Any) -> PosterV2:
     """POSTER_V2 classifier. Presets: ``official`` (224 -> 112 px, 768-d, 7 classes), ``tiny`` (48 px, 128-d)."""
-    return build_model(PosterV2, build_config(PosterV2Config, preset, overrides), "poster_v2", preset,
-                       load_pretrained_parts)
-
+    return build_model(
+        PosterV2, build_config(PosterV2Config, preset, overrides), "poster_v2", preset, load_pretrained_parts
+    )

@@ -65,9 +65,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-def make_layer(
-    block: Callable[..., nn.Module], in_ch: int, out_ch: int, blocks: int, stride: int = 1
-) -> nn.Sequential:
+def make_layer(block: Callable[..., nn.Module], in_ch: int, out_ch: int, blocks: int, stride: int = 1) -> nn.Sequential:
     """A stage of ``blocks`` blocks; the first one changes width and stride (torchvision's ``_make_layer``)."""
     layers = [block(in_ch, out_ch, stride)]
     layers += [block(out_ch, out_ch, 1) for _ in range(1, blocks)]
@@ -151,8 +149,14 @@ class ResNetTrunk(nn.Module):
     (``small``).
     """
 
-    def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64, stem: str = "imagenet",
-                 in_chans: int = 3, stem_stride: int = 1) -> None:
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+        width: int = 64,
+        stem: str = "imagenet",
+        in_chans: int = 3,
+        stem_stride: int = 1,
+    ) -> None:
         super().__init__()
         self.stem_kind = stem
         s = ResNetStem(in_chans, width, stem, stem_stride)
@@ -165,8 +169,10 @@ class ResNetTrunk(nn.Module):
         self.layer4 = make_layer(BasicBlock, chans[2], chans[3], layers[3], stride=2)
         self.num_features = chans[3]
         self.reduction = 8 * s.reduction
-        self.feature_info = [feature(width, s.act_reduction, "relu"),
-                             *[feature(chans[i], s.reduction * 2**i, f"layer{i + 1}") for i in range(4)]]
+        self.feature_info = [
+            feature(width, s.act_reduction, "relu"),
+            *[feature(chans[i], s.reduction * 2**i, f"layer{i + 1}") for i in range(4)],
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -251,23 +257,38 @@ class ResNet(FERModel):
 
 
 def _cfg(**kwargs: Any) -> PretrainedCfg:
-    return PretrainedCfg(**{"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "first_conv": ("trunk.conv1",),
-                            "classifier": ("fc",), "paper": "https://arxiv.org/abs/1512.03385", **kwargs})
+    return PretrainedCfg(
+        **{
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "first_conv": ("trunk.conv1",),
+            "classifier": ("fc",),
+            "paper": "https://arxiv.org/abs/1512.03385",
+            **kwargs,
+        }
+    )
 
 
-default_cfgs = register_pretrained_cfgs({
-    "resnet18.official": _cfg(
-        input_size=(3, 224, 224), num_classes=7, weight_files=("resnet18-f37072fd.pth",),
-        source="https://download.pytorch.org/models/resnet18-f37072fd.pth",
-        notes="torchvision's ImageNet ResNet-18 (resnet18-5c106cde.pth before torchvision 0.13): the trunk loads, "
-              "its 1000-class fc is dropped (strict=False)"),
-    "resnet18.tiny": _cfg(input_size=(3, 48, 48), num_classes=8,
-                          notes="fernb's CPU-size preset (width 16, small stem): no published weights"),
-})
+default_cfgs = register_pretrained_cfgs(
+    {
+        "resnet18.official": _cfg(
+            input_size=(3, 224, 224),
+            num_classes=7,
+            weight_files=("resnet18-f37072fd.pth",),
+            source="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+            notes="torchvision's ImageNet ResNet-18 (resnet18-5c106cde.pth before torchvision 0.13): the trunk loads, "
+            "its 1000-class fc is dropped (strict=False)",
+        ),
+        "resnet18.tiny": _cfg(
+            input_size=(3, 48, 48),
+            num_classes=8,
+            notes="fernb's CPU-size preset (width 16, small stem): no published weights",
+        ),
+    }
+)
 
 
 @register_model
 def resnet18(preset: str = "tiny", **overrides: object) -> ResNet:
     """ResNet-18 cross-entropy baseline (``official``: torchvision at 224 px; ``tiny``: width 16, 48 px)."""
     return build_model(ResNet, build_config(ResNetConfig, preset, overrides), "resnet18", preset)
-

@@ -125,7 +125,10 @@ def plot_label_distributions(
 
 
 def plot_image_gallery(
-    images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 8, cell: float = 1.3,
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    cell: float = 1.3,
     suptitle: str | None = None,
 ) -> Figure:
     """A grid of images (H, W) gray or (H, W, 3) uint8 / float in [0, 1], with optional titles."""
@@ -140,8 +143,12 @@ def plot_image_gallery(
             continue
         img = np.asarray(images[k])
         gray = img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1)
-        ax.imshow(img.squeeze() if gray else img, cmap="gray" if gray else None,
-                  vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
+        ax.imshow(
+            img.squeeze() if gray else img,
+            cmap="gray" if gray else None,
+            vmin=0,
+            vmax=255 if img.dtype == np.uint8 else 1,
+        )
         if titles is not None:
             ax.set_title(titles[k], fontsize=7, pad=2)
     if suptitle:

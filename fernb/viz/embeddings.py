@@ -84,12 +84,28 @@ def _draw(
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c=cols[values], linewidths=0, alpha=0.85, zorder=2)
         if colour == "prediction":  # ring the mistakes so the errors stand out
             wrong = (es.preds != es.labels)[shown]
-            ax.scatter(xy[wrong, 0], xy[wrong, 1], s=size * 2.2, facecolors="none", edgecolors="black", linewidths=0.5,
-                       zorder=3)
+            ax.scatter(
+                xy[wrong, 0],
+                xy[wrong, 1],
+                s=size * 2.2,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=3,
+            )
     else:
         values = es.colour_values(colour)[shown]
-        mappable = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=values, cmap=CONFIDENCE_CMAP, norm=Normalize(0, 1),
-                              linewidths=0, alpha=0.9, zorder=2)
+        mappable = ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=size,
+            c=values,
+            cmap=CONFIDENCE_CMAP,
+            norm=Normalize(0, 1),
+            linewidths=0,
+            alpha=0.9,
+            zorder=2,
+        )
     if anchors and es.has_anchors and es.anchor_xy is not None:
         anchor_classes = es.anchor_classes
         assert anchor_classes is not None
@@ -98,33 +114,50 @@ def _draw(
         ax.scatter(axy[:, 0], axy[:, 1], c=cols[anchor_classes[a_keep]], **ANCHOR_STYLE)
         if anchor_labels:
             for (x, y), c in zip(axy, anchor_classes[a_keep], strict=True):
-                ax.annotate(es.class_names[c], (x, y), xytext=(6, 6), textcoords="offset points", fontsize=7,
-                            zorder=6, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": cols[c], "lw": 0.8,
-                                            "alpha": 0.85})
+                ax.annotate(
+                    es.class_names[c],
+                    (x, y),
+                    xytext=(6, 6),
+                    textcoords="offset points",
+                    fontsize=7,
+                    zorder=6,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": cols[c], "lw": 0.8, "alpha": 0.85},
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable=adjustable)
     return mappable
 
 
-def _legend(fig: Figure, es: EmbeddingSet, colour: str, classes: Sequence[str | int] | None, mappable: Any,
-            axes: Any) -> None:
+def _legend(
+    fig: Figure, es: EmbeddingSet, colour: str, classes: Sequence[str | int] | None, mappable: Any, axes: Any
+) -> None:
     cols = class_colours(es.num_classes)
     keep = _class_mask(es, classes)
     if colour in ("label", "prediction"):
-        handles = [Line2D([], [], ls="", marker="o", ms=6, color=cols[c], label=n)
-                   for c, n in enumerate(es.class_names) if keep[c]]
+        handles = [
+            Line2D([], [], ls="", marker="o", ms=6, color=cols[c], label=n)
+            for c, n in enumerate(es.class_names)
+            if keep[c]
+        ]
         if colour == "prediction":
             handles.append(Line2D([], [], ls="", marker="o", ms=8, mfc="none", mec="black", label="wrong"))
     else:
-        fig.colorbar(mappable, ax=axes, shrink=0.7, label=f"{colour} (1 - H(p)/log C)" if colour == "confidence"
-                     else colour)
+        fig.colorbar(
+            mappable, ax=axes, shrink=0.7, label=f"{colour} (1 - H(p)/log C)" if colour == "confidence" else colour
+        )
         handles = []
     if es.has_anchors:
         handles.append(Line2D([], [], ls="", marker="*", ms=12, mfc="white", mec="black", label="anchor"))
     if handles:
-        fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False,
-                   title=colour if colour != "confidence" else None, title_fontsize=8)
+        fig.legend(
+            handles=handles,
+            loc="outside right center",
+            fontsize=8,
+            frameon=False,
+            title=colour if colour != "confidence" else None,
+            title_fontsize=8,
+        )
 
 
 def plot_embedding_map(
@@ -163,8 +196,9 @@ def _draw_neighbours(ax: Axes, es: EmbeddingSet, nb: Neighbours) -> None:
         q = xy[j]
         ax.plot([p[0], q[0]], [p[1], q[1]], color="black", lw=0.7, alpha=0.6, zorder=3)
     if len(nb.samples):
-        ax.scatter(xy[nb.samples, 0], xy[nb.samples, 1], s=70, facecolors="none", edgecolors="black", linewidths=1.2,
-                   zorder=4)
+        ax.scatter(
+            xy[nb.samples, 0], xy[nb.samples, 1], s=70, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4
+        )
     if nb.anchor is not None and es.anchor_xy is not None:
         q = es.anchor_xy[nb.anchor]
         ax.plot([p[0], q[0]], [p[1], q[1]], color="crimson", lw=1.2, ls="--", zorder=4)
@@ -206,12 +240,16 @@ def plot_embedding_epochs(
     keep = _class_mask(sets[0], classes)
     mappable = None
     for i, (ax, es) in enumerate(zip(axes, sets, strict=False)):
-        m = _draw(ax, es, colour=colour, classes=classes, anchor_labels=False, point_size=8,
-                  adjustable="box")
+        m = _draw(ax, es, colour=colour, classes=classes, anchor_labels=False, point_size=8, adjustable="box")
         mappable = mappable or m
         if trajectories and es.anchor_xy is not None and i > 0:
-            path = np.stack([s.anchor_xy for s in sets[:i + 1] if s.anchor_xy is not None
-                             and s.anchor_xy.shape == es.anchor_xy.shape])  # (T, A, 2)
+            path = np.stack(
+                [
+                    s.anchor_xy
+                    for s in sets[: i + 1]
+                    if s.anchor_xy is not None and s.anchor_xy.shape == es.anchor_xy.shape
+                ]
+            )  # (T, A, 2)
             anchor_classes = es.anchor_classes
             assert anchor_classes is not None
             for a in range(path.shape[1]):
@@ -219,12 +257,15 @@ def plot_embedding_epochs(
                     continue
                 c = cols[anchor_classes[a]]
                 ax.plot(path[:, a, 0], path[:, a, 1], color=c, lw=1.4, alpha=0.9, zorder=4)
-                ax.scatter(path[:-1, a, 0], path[:-1, a, 1], s=12, color=c, edgecolors="black", linewidths=0.4,
-                           zorder=4)
+                ax.scatter(
+                    path[:-1, a, 0], path[:-1, a, 1], s=12, color=c, edgecolors="black", linewidths=0.4, zorder=4
+                )
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
         ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
-        ax.set_title(titles[i] if titles is not None else
-                     (f"epoch {es.epoch}" if es.epoch is not None else es.checkpoint), fontsize=9)
+        ax.set_title(
+            titles[i] if titles is not None else (f"epoch {es.epoch}" if es.epoch is not None else es.checkpoint),
+            fontsize=9,
+        )
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle(f"{sets[0].run}: samples and anchors over training (one shared map)", fontsize=10)
@@ -269,8 +310,10 @@ def plot_anchor_summary(frame: Any, title: str | None = None) -> Figure:
 
     fig = Figure(figsize=(11.0, 3.4), layout="constrained")
     left, right = fig.subplots(1, 2)
-    panels = {left: ("accuracy", "nearest_anchor_accuracy", "nearest_centroid_accuracy", "silhouette"),
-              right: ("anchor_drift", "anchor_separation")}
+    panels = {
+        left: ("accuracy", "nearest_anchor_accuracy", "nearest_centroid_accuracy", "silhouette"),
+        right: ("anchor_drift", "anchor_separation"),
+    }
     colours = {k: colormaps["tab10"](i) for i, k in enumerate((*panels[left], *panels[right]))}
     styles = ["-", "--", ":", "-."]
     runs = list(dict.fromkeys(frame["run"]))
@@ -284,8 +327,15 @@ def plot_anchor_summary(frame: Any, title: str | None = None) -> Figure:
                 if ax is right:
                     y = y / scale
                 if np.isfinite(y).any():
-                    ax.plot(x, y, ls=styles[r % len(styles)], marker="o", ms=3.5, color=colours[col],
-                            label=f"{col} · {run}" if len(runs) > 1 else col)
+                    ax.plot(
+                        x,
+                        y,
+                        ls=styles[r % len(styles)],
+                        marker="o",
+                        ms=3.5,
+                        color=colours[col],
+                        label=f"{col} · {run}" if len(runs) > 1 else col,
+                    )
     left.set_title("how well the embedding separates the classes", fontsize=9)
     right.set_title("anchors: movement since the last checkpoint, spacing (÷ embedding scale)", fontsize=9)
     for ax in (left, right):

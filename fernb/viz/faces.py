@@ -12,12 +12,18 @@ from ..data.faces import AlignmentResult
 
 __all__ = ["plot_alignment"]
 
-_SOURCE_STYLE = {"detected": ("o", "lime"), "mirrored": ("s", "gold"), "from_eyes": ("x", "orange"),
-                 "from_box": ("x", "red")}
+_SOURCE_STYLE = {
+    "detected": ("o", "lime"),
+    "mirrored": ("s", "gold"),
+    "from_eyes": ("x", "orange"),
+    "from_box": ("x", "red"),
+}
 
 
 def plot_alignment(
-    originals: Sequence[np.ndarray], results: Sequence[AlignmentResult], names: Sequence[str] | None = None,
+    originals: Sequence[np.ndarray],
+    results: Sequence[AlignmentResult],
+    names: Sequence[str] | None = None,
     cell: float = 2.4,
 ) -> Figure:
     """One row per image: the input with every detected face box (the used one thick), its landmarks marked by how
@@ -32,8 +38,16 @@ def plot_alignment(
         a0, a1 = axes[r]
         a0.imshow(img, cmap="gray" if img.ndim == 2 else None)
         for k, box in enumerate(res.faces):
-            a0.add_patch(Polygon(box.corners(), closed=True, fill=False, lw=2.5 if k == 0 else 1,
-                                 ec="deepskyblue" if k == 0 else "white", ls="-" if k == 0 else "--"))
+            a0.add_patch(
+                Polygon(
+                    box.corners(),
+                    closed=True,
+                    fill=False,
+                    lw=2.5 if k == 0 else 1,
+                    ec="deepskyblue" if k == 0 else "white",
+                    ls="-" if k == 0 else "--",
+                )
+            )
         if res.landmarks is not None:
             for name, (x, y) in zip(res.landmarks.names, res.landmarks.as_array(), strict=True):
                 marker, color = _SOURCE_STYLE.get(res.landmarks.sources.get(name, ""), ("+", "white"))
@@ -47,8 +61,10 @@ def plot_alignment(
         if res.template is not None and res.mode == "aligned":
             pts = res.template.points(aligned.shape[1::-1])
             a1.plot(pts[:, 0], pts[:, 1], "+", color="deepskyblue", ms=8, mew=1.5)
-        a1.set_title(f"aligned {aligned.shape[1]}x{aligned.shape[0]}" + (" (template +)" if res.mode == "aligned"
-                                                                           else ""), fontsize=8)
+        a1.set_title(
+            f"aligned {aligned.shape[1]}x{aligned.shape[0]}" + (" (template +)" if res.mode == "aligned" else ""),
+            fontsize=8,
+        )
         for ax in (a0, a1):
             ax.set_xticks([])
             ax.set_yticks([])

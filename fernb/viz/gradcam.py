@@ -20,8 +20,9 @@ def to_gray(face: np.ndarray) -> np.ndarray:
     return a / 255.0 if a.max() > 1.0 else a
 
 
-def plot_cam_overlay(ax, face: np.ndarray, cam: np.ndarray | None, alpha: float = 0.45, title: str | None = None,
-                     note: str | None = None) -> None:
+def plot_cam_overlay(
+    ax, face: np.ndarray, cam: np.ndarray | None, alpha: float = 0.45, title: str | None = None, note: str | None = None
+) -> None:
     """Draw a face in gray and a (H, W) map in [0, 1] over it with the jet colormap on a matplotlib Axes.
 
     ``note`` is written across the image (e.g. why a map is flat); ``cam=None`` or a constant map shows the face
@@ -36,8 +37,17 @@ def plot_cam_overlay(ax, face: np.ndarray, cam: np.ndarray | None, alpha: float 
         if np.ptp(cam) > 0:
             ax.imshow(cam, cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
     if note:
-        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="white",
-                bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "lw": 0})
+        ax.text(
+            0.5,
+            0.5,
+            note,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "lw": 0},
+        )
     if title:
         ax.set_title(title, fontsize=7.5)
     ax.set_xticks([])
@@ -69,8 +79,9 @@ def plot_gradcam_grid(
     n = len(next(iter(maps.values())))
     if any(len(maps[m]) != n or len(faces[m]) != n for m in methods):
         raise ValueError("every method needs the same number of faces and maps")
-    fig = Figure(figsize=(cell * len(methods) + (0.5 if row_labels else 0.2), (cell + 0.32) * n + 0.45),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(cell * len(methods) + (0.5 if row_labels else 0.2), (cell + 0.32) * n + 0.45), layout="constrained"
+    )
     axes = fig.subplots(n, len(methods), squeeze=False)
     for j, m in enumerate(methods):
         for i in range(n):
@@ -117,9 +128,17 @@ def plot_method_cams(
     """
     first_faces = next(iter(results.values()))[0]
     names = list(class_names or first_faces.class_names)
-    rows = [f"#{int(i)} {first_faces.class_names[int(y)]}"
-            for i, y in zip(first_faces.indices, first_faces.labels, strict=True)]
+    rows = [
+        f"#{int(i)} {first_faces.class_names[int(y)]}"
+        for i, y in zip(first_faces.indices, first_faces.labels, strict=True)
+    ]
     return plot_gradcam_grid(
-        {m: f.faces for m, (f, _) in results.items()}, {m: r.maps for m, (_, r) in results.items()},
+        {m: f.faces for m, (f, _) in results.items()},
+        {m: r.maps for m, (_, r) in results.items()},
         titles={m: cam_titles(r, names, m) for m, (_, r) in results.items()},
-        notes={m: _notes(r) for m, (_, r) in results.items()}, row_labels=rows, alpha=alpha, cell=cell, title=title)
+        notes={m: _notes(r) for m, (_, r) in results.items()},
+        row_labels=rows,
+        alpha=alpha,
+        cell=cell,
+        title=title,
+    )

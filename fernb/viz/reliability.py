@@ -14,11 +14,21 @@ from ..explore.reliability import ReliabilitySample
 
 __all__ = ["plot_reliability_sample", "plot_confidence_scatter", "plot_noise_report", "plot_divergence_by_class"]
 
-_COLORS = {"primary": "tab:blue", "anchor": "tab:green", "attention": "tab:purple", "correction": "tab:olive",
-           "corrected": "tab:red"}
+_COLORS = {
+    "primary": "tab:blue",
+    "anchor": "tab:green",
+    "attention": "tab:purple",
+    "correction": "tab:olive",
+    "corrected": "tab:red",
+}
 _SYMBOL = {"primary": "c_p", "anchor": "c_g", "attention": "c_a", "correction": "c", "corrected": "c"}
-_HUE_NAMES = {"is_noisy": ("noisy", "clean"), "flagged": ("flagged", "kept"), "changed": ("changed", "unchanged"),
-              "repaired": ("repaired", "other"), "broken": ("broken", "other")}
+_HUE_NAMES = {
+    "is_noisy": ("noisy", "clean"),
+    "flagged": ("flagged", "kept"),
+    "changed": ("changed", "unchanged"),
+    "repaired": ("repaired", "other"),
+    "broken": ("broken", "other"),
+}
 
 
 def _clean(ax) -> None:
@@ -26,8 +36,10 @@ def _clean(ax) -> None:
 
 
 def plot_reliability_sample(
-    sample: ReliabilitySample, names: Sequence[str] = ("primary", "anchor", "attention", "corrected"),
-    title: str | None = None, panel: float = 2.1,
+    sample: ReliabilitySample,
+    names: Sequence[str] = ("primary", "anchor", "attention", "corrected"),
+    title: str | None = None,
+    panel: float = 2.1,
 ) -> Figure:
     """One sample: its image, then a horizontal bar chart per distribution with its confidence in the title.
 
@@ -58,7 +70,7 @@ def plot_reliability_sample(
         axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None)
         axes[0].set_axis_off()
         axes[0].set_title(f"#{sample.index}", fontsize=9)
-    bars = axes[int(has_img):]
+    bars = axes[int(has_img) :]
     y = np.arange(c)
     for k, (ax, name) in enumerate(zip(bars, names, strict=True)):
         if k:
@@ -108,8 +120,11 @@ def _hue_groups(frame: pd.DataFrame, hue: str | None) -> list[tuple[str, np.ndar
 
 
 def plot_confidence_scatter(
-    frame: pd.DataFrame, x: str = "c_primary", ys: Sequence[str] = ("c_anchor", "c_attention"),
-    hue: str | None = "auto", title: str | None = None,
+    frame: pd.DataFrame,
+    x: str = "c_primary",
+    ys: Sequence[str] = ("c_anchor", "c_attention"),
+    hue: str | None = "auto",
+    title: str | None = None,
 ) -> Figure:
     """Confidence of the primary distribution against the anchor and attention confidences, one dot per sample.
 
@@ -126,9 +141,15 @@ def plot_confidence_scatter(
     for ax, y in zip(axes, ys, strict=True):
         for k, (name, m) in enumerate(groups):
             emphasis = k > 0 and len(groups) == 2
-            ax.scatter(frame[x].to_numpy()[m], frame[y].to_numpy()[m], s=14 if emphasis else 8,
-                       alpha=0.9 if emphasis else 0.45, color="tab:red" if emphasis else None,
-                       label=f"{name} ({int(m.sum())})", edgecolors="none")
+            ax.scatter(
+                frame[x].to_numpy()[m],
+                frame[y].to_numpy()[m],
+                s=14 if emphasis else 8,
+                alpha=0.9 if emphasis else 0.45,
+                color="tab:red" if emphasis else None,
+                label=f"{name} ({int(m.sum())})",
+                edgecolors="none",
+            )
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.legend(fontsize=7, frameon=False)
@@ -141,7 +162,9 @@ _RATES = ("precision", "recall", "f1", "repair_rate", "break_rate", "accuracy")
 
 
 def plot_noise_report(
-    report: pd.DataFrame, accuracy: pd.DataFrame | None = None, title: str | None = None,
+    report: pd.DataFrame,
+    accuracy: pd.DataFrame | None = None,
+    title: str | None = None,
 ) -> Figure:
     """The noise-detection rates of each prediction (primary vs corrected), and accuracy with / without correction.
 
@@ -158,8 +181,9 @@ def plot_noise_report(
     ax = axes[0]
     for j, col in enumerate(report.columns):
         vals = report.loc[rates, col].astype(float).to_numpy()
-        bars = ax.bar(x + (j - (report.shape[1] - 1) / 2) * width, np.nan_to_num(vals), width, label=col,
-                      color=_COLORS.get(col))
+        bars = ax.bar(
+            x + (j - (report.shape[1] - 1) / 2) * width, np.nan_to_num(vals), width, label=col, color=_COLORS.get(col)
+        )
         ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in vals], fontsize=6.5, padding=1)
     ax.set_xticks(x, [r.replace("_", " ") for r in rates])
     ax.set_ylim(0, 1.08)
@@ -202,8 +226,13 @@ def plot_divergence_by_class(frame: pd.DataFrame, title: str | None = None) -> F
         sub = frame[metric]
         width = 0.8 / max(1, sub.shape[1])
         for j, col in enumerate(sub.columns):
-            ax.bar(x + (j - (sub.shape[1] - 1) / 2) * width, np.nan_to_num(sub[col].to_numpy(dtype=float)), width,
-                   label=col, color=_COLORS.get(col))
+            ax.bar(
+                x + (j - (sub.shape[1] - 1) / 2) * width,
+                np.nan_to_num(sub[col].to_numpy(dtype=float)),
+                width,
+                label=col,
+                color=_COLORS.get(col),
+            )
         if "all" in list(frame.index):
             ax.axvline(len(frame) - 1.5, color="gray", lw=0.8, ls=":")
         ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=7.5)

@@ -44,8 +44,11 @@ def plot_history(
     if panels is None:
         panels = {
             "loss": sorted(k for k in keys if k.endswith("loss") and not k.startswith("test")),
-            "accuracy / F1": [k for k in ("train_accuracy", "valid_accuracy", "valid_mean_class_accuracy",
-                                          "valid_macro_f1") if k in keys],
+            "accuracy / F1": [
+                k
+                for k in ("train_accuracy", "valid_accuracy", "valid_mean_class_accuracy", "valid_macro_f1")
+                if k in keys
+            ],
             "learning rate": [k for k in ("lr",) if k in keys],
         }
         panels = {t: v for t, v in panels.items() if v}
@@ -83,8 +86,15 @@ def plot_confusion_matrix(
     for i in range(n):
         for j in range(n):
             text = f"{shown[i, j]:.2f}\n({int(cm[i, j])})" if normalize else f"{int(cm[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
-                    color="white" if shown[i, j] > (0.6 if normalize else 0.6 * shown.max()) else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white" if shown[i, j] > (0.6 if normalize else 0.6 * shown.max()) else "black",
+            )
     ax.set_xticks(range(n), class_names, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)
     ax.set_xlabel("predicted")
@@ -95,8 +105,11 @@ def plot_confusion_matrix(
 
 
 def plot_per_class(
-    values: Mapping[str, Sequence[float]], class_names: Sequence[str], ylabel: str = "recall",
-    errors: Mapping[str, Sequence[float]] | None = None, title: str | None = None,
+    values: Mapping[str, Sequence[float]],
+    class_names: Sequence[str],
+    ylabel: str = "recall",
+    errors: Mapping[str, Sequence[float]] | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Grouped bars of a per-class metric for several methods (``{"arbex": [...], "resnet18": [...]}``)."""
     fig = Figure(figsize=(max(6.0, 0.9 * len(class_names) + 2), 3.4), layout="constrained")
@@ -116,9 +129,13 @@ def plot_per_class(
 
 
 def plot_leaderboard(
-    names: Sequence[str], means: Sequence[float], stds: Sequence[float] | None = None,
-    ci: Sequence[tuple[float, float]] | None = None, reference: Mapping[str, float] | None = None,
-    metric: str = "accuracy", chance: float | None = None,
+    names: Sequence[str],
+    means: Sequence[float],
+    stds: Sequence[float] | None = None,
+    ci: Sequence[tuple[float, float]] | None = None,
+    reference: Mapping[str, float] | None = None,
+    metric: str = "accuracy",
+    chance: float | None = None,
 ) -> Figure:
     """Horizontal bars of a metric per method with std or CI whiskers; paper numbers as hollow diamonds."""
     n = len(names)
@@ -127,8 +144,12 @@ def plot_leaderboard(
     y = np.arange(n)
     xerr = None
     if ci is not None:
-        xerr = np.array([[m - lo for m, (lo, _) in zip(means, ci, strict=True)],
-                         [hi - m for m, (_, hi) in zip(means, ci, strict=True)]])
+        xerr = np.array(
+            [
+                [m - lo for m, (lo, _) in zip(means, ci, strict=True)],
+                [hi - m for m, (_, hi) in zip(means, ci, strict=True)],
+            ]
+        )
     elif stds is not None:
         xerr = np.asarray(stds)
     ax.barh(y, means, xerr=xerr, capsize=3, color="steelblue", alpha=0.85, label="fernb (this run)")
@@ -137,8 +158,7 @@ def plot_leaderboard(
     if reference:
         ref = [(yi, reference[nm]) for yi, nm in zip(y, names, strict=True) if nm in reference]
         if ref:
-            ax.plot([r for _, r in ref], [yi for yi, _ in ref], "D", mfc="none", mec="crimson", ms=7,
-                    label="paper")
+            ax.plot([r for _, r in ref], [yi for yi, _ in ref], "D", mfc="none", mec="crimson", ms=7, label="paper")
     if chance is not None:
         ax.axvline(chance, color="gray", ls=":", lw=1, label="chance")
     ax.set_yticks(y, names)

@@ -39,8 +39,11 @@ def find_runs(folder: str | os.PathLike) -> dict[str, Path]:
     root = Path(folder)
     if not root.is_dir():
         return {}
-    return {p.name: p for p in sorted(root.iterdir())
-            if p.is_dir() and (p / "config.json").is_file() and list_checkpoints(p)}
+    return {
+        p.name: p
+        for p in sorted(root.iterdir())
+        if p.is_dir() and (p / "config.json").is_file() and list_checkpoints(p)
+    }
 
 
 @dataclass
@@ -181,8 +184,9 @@ class EmbeddingExplorerState:
         es = self.current
         t0 = time.perf_counter()
         self.neighbours = neighbours(es, self.sample, self.k) if self.sample is not None else None
-        self.figure = plot_embedding_map(es, self.colour, classes=self.classes, neighbours=self.neighbours,
-                                         figsize=self.figsize)
+        self.figure = plot_embedding_map(
+            es, self.colour, classes=self.classes, neighbours=self.neighbours, figsize=self.figsize
+        )
         self.replot_seconds = time.perf_counter() - t0
         for fn in self.listeners:
             fn(self)
@@ -192,21 +196,25 @@ class EmbeddingExplorerState:
         """An HTML note on the selected sample and its neighbours (what the map cannot show: true distances)."""
         es, nb = self.current, self.neighbours
         if nb is None:
-            return (f"<i>{html.escape(es.title)}: {len(es)} samples. Pick a sample (0..{len(es) - 1}) to list its "
-                    "nearest neighbours in the embedding space.</i>")
+            return (
+                f"<i>{html.escape(es.title)}: {len(es)} samples. Pick a sample (0..{len(es) - 1}) to list its "
+                "nearest neighbours in the embedding space.</i>"
+            )
         names = es.class_names
 
         def who(i: int) -> str:
             ok = "" if es.preds[i] == es.labels[i] else f" &rarr; predicted <b>{html.escape(names[es.preds[i]])}</b>"
             return f"#{i} {html.escape(names[es.labels[i]])}{ok} (conf {es.confidence[i]:.2f})"
 
-        rows = "".join(f"<li>{who(int(j))}, distance {d:.3g}</li>" for j, d in zip(nb.samples, nb.distances,
-                                                                                      strict=True))
+        rows = "".join(
+            f"<li>{who(int(j))}, distance {d:.3g}</li>" for j, d in zip(nb.samples, nb.distances, strict=True)
+        )
         anchor = ""
         if nb.anchor is not None:
             assert nb.anchor_class is not None
-            anchor = (f"<br>nearest anchor: <b>{html.escape(names[nb.anchor_class])}</b> "
-                      f"(distance {nb.anchor_distance:.3g})")
+            anchor = (
+                f"<br>nearest anchor: <b>{html.escape(names[nb.anchor_class])}</b> (distance {nb.anchor_distance:.3g})"
+            )
         return f"<b>sample {who(nb.index)}</b>{anchor}<br>{len(nb.samples)} nearest samples:<ol>{rows}</ol>"
 
 
@@ -249,22 +257,45 @@ def embedding_explorer(
     if not found:
         raise FileNotFoundError(f"no run folders with checkpoints in {runs!r}; train a run first")
     state = EmbeddingExplorerState(
-        runs=found, run=run or next(iter(found)), colour=colour, k=k, max_checkpoints=max_checkpoints,
-        figsize=figsize, map_kwargs={"limit": limit, "seed": seed, "split": split, "method": method,
-                                     "n_neighbors": n_neighbors, "min_dist": min_dist, "device": device})
+        runs=found,
+        run=run or next(iter(found)),
+        colour=colour,
+        k=k,
+        max_checkpoints=max_checkpoints,
+        figsize=figsize,
+        map_kwargs={
+            "limit": limit,
+            "seed": seed,
+            "split": split,
+            "method": method,
+            "n_neighbors": n_neighbors,
+            "min_dist": min_dist,
+            "device": device,
+        },
+    )
     style = {"description_width": "initial"}
-    run_dd = w.Dropdown(options=list(found), value=state.run, description="Run", style=style,
-                        layout=w.Layout(width="340px"))
-    ckpt = w.SelectionSlider(options=[("-", "-")], description="Checkpoint", continuous_update=False, style=style,
-                             layout=w.Layout(width="420px"))
-    colour_dd = w.Dropdown(options=list(COLOURINGS), value=colour, description="Colour by", style=style,
-                           layout=w.Layout(width="220px"))
-    classes_sel = w.SelectMultiple(options=[], description="Classes", rows=7, style=style,
-                                   layout=w.Layout(width="240px"))
-    sample_box = w.BoundedIntText(value=-1, min=-1, max=0, description="Sample (-1: none)", style=style,
-                                  layout=w.Layout(width="220px"))
-    k_box = w.BoundedIntText(value=k, min=1, max=50, description="Neighbours", style=style,
-                             layout=w.Layout(width="160px"))
+    run_dd = w.Dropdown(
+        options=list(found), value=state.run, description="Run", style=style, layout=w.Layout(width="340px")
+    )
+    ckpt = w.SelectionSlider(
+        options=[("-", "-")],
+        description="Checkpoint",
+        continuous_update=False,
+        style=style,
+        layout=w.Layout(width="420px"),
+    )
+    colour_dd = w.Dropdown(
+        options=list(COLOURINGS), value=colour, description="Colour by", style=style, layout=w.Layout(width="220px")
+    )
+    classes_sel = w.SelectMultiple(
+        options=[], description="Classes", rows=7, style=style, layout=w.Layout(width="240px")
+    )
+    sample_box = w.BoundedIntText(
+        value=-1, min=-1, max=0, description="Sample (-1: none)", style=style, layout=w.Layout(width="220px")
+    )
+    k_box = w.BoundedIntText(
+        value=k, min=1, max=50, description="Neighbours", style=style, layout=w.Layout(width="160px")
+    )
     status = w.HTML()
     note = w.HTML()
     out = w.Output()
@@ -290,9 +321,11 @@ def embedding_explorer(
         show(out, s.figure)
         s.replot_seconds += time.perf_counter() - t0
         note.value = s.describe()
-        status.value = (f"<small>{html.escape(s.run)} · {html.escape(s.checkpoint)} · map of "
-                        f"{len(s.checkpoints())} checkpoint(s) computed in {s.map_seconds.get(s.run, 0):.1f} s · "
-                        f"re-drawn in {s.replot_seconds:.2f} s</small>")
+        status.value = (
+            f"<small>{html.escape(s.run)} · {html.escape(s.checkpoint)} · map of "
+            f"{len(s.checkpoints())} checkpoint(s) computed in {s.map_seconds.get(s.run, 0):.1f} s · "
+            f"re-drawn in {s.replot_seconds:.2f} s</small>"
+        )
 
     state.listeners.append(redraw)
 
@@ -303,8 +336,10 @@ def embedding_explorer(
             try:
                 action(change["new"])
             except Exception as exc:  # noqa: BLE001 - show the problem next to the controls, keep the widget alive
-                status.value = f"<span style='color:crimson'>{html.escape(type(exc).__name__)}: " \
-                               f"{html.escape(str(exc))}</span>"
+                status.value = (
+                    f"<span style='color:crimson'>{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</span>"
+                )
+
         return handler
 
     def on_run(name: str) -> None:
@@ -327,9 +362,13 @@ def embedding_explorer(
     status.value = f"<small>embedding and projecting {html.escape(state.run)} ...</small>"
     sync_controls()
     state.render()
-    widget = w.VBox([
-        w.HBox([run_dd, ckpt]),
-        w.HBox([w.VBox([colour_dd, sample_box, k_box]), classes_sel]),
-        status, out, note,
-    ])
+    widget = w.VBox(
+        [
+            w.HBox([run_dd, ckpt]),
+            w.HBox([w.VBox([colour_dd, sample_box, k_box]), classes_sel]),
+            status,
+            out,
+            note,
+        ]
+    )
     return widget, state

@@ -82,8 +82,9 @@ class GradCamExplorerState:
         if c is not None and (method, sample, c) in self.cache:
             return self.cache[method, sample, c]
         row = self._row(method, sample)
-        res = compute_cams(self.models[method].model, self.faces[method].images[row:row + 1], c,
-                           layers=self.layers.get(method))
+        res = compute_cams(
+            self.models[method].model, self.faces[method].images[row : row + 1], c, layers=self.layers.get(method)
+        )
         self.passes += 1
         self.add(method, self.faces[method].select([row]), res)
         return res
@@ -104,8 +105,16 @@ class GradCamExplorerState:
             fb = self.faces[methods[0]]
             label = fb.class_names[int(fb.labels[self._row(methods[0], self.sample)])]
             what = f"the {PREDICTED} class" if self.cls == PREDICTED else f"'{self.cls}'"
-            self.figure = plot_gradcam_grid(faces, maps, titles, notes, row_labels=[f"#{self.sample} {label}"],
-                                            alpha=self.alpha, cell=2.0, title=f"Grad-CAM for {what}")
+            self.figure = plot_gradcam_grid(
+                faces,
+                maps,
+                titles,
+                notes,
+                row_labels=[f"#{self.sample} {label}"],
+                alpha=self.alpha,
+                cell=2.0,
+                title=f"Grad-CAM for {what}",
+            )
         else:
             self.figure = None
         self.seconds = time.perf_counter() - t0
@@ -166,8 +175,14 @@ def gradcam_explorer(
         raise ValueError(f"the runs predict different classes: {sorted(spaces)}")
     idx = np.asarray(indices, dtype=np.int64)
     faces = {name: m.faces(idx) for name, m in models.items()}
-    state = GradCamExplorerState(models=dict(models), faces=faces, sample=int(idx[0]),
-                                 methods=list(methods or models), layers=dict(layers or {}), alpha=alpha)
+    state = GradCamExplorerState(
+        models=dict(models),
+        faces=faces,
+        sample=int(idx[0]),
+        methods=list(methods or models),
+        layers=dict(layers or {}),
+        alpha=alpha,
+    )
     for name, pairs in (precomputed or {}).items():
         for f, r in pairs:
             if name in state.models:
@@ -175,19 +190,33 @@ def gradcam_explorer(
     state.cls = PREDICTED if resolve_class(cls, state.class_names) is None else cls
 
     first = faces[next(iter(faces))]
-    sample = w.Dropdown(options=[(f"#{int(i)} ({first.class_names[int(y)]})", int(i))
-                                 for i, y in zip(first.indices, first.labels, strict=True)],
-                        value=state.sample, description="sample", layout=w.Layout(width="230px"))
-    klass = w.Dropdown(options=[PREDICTED, *state.class_names], value=state.cls, description="class",
-                       layout=w.Layout(width="230px"))
-    meth = w.SelectMultiple(options=list(models), value=tuple(state.methods), description="methods",
-                            rows=min(7, len(models)), layout=w.Layout(width="230px"))
+    sample = w.Dropdown(
+        options=[
+            (f"#{int(i)} ({first.class_names[int(y)]})", int(i))
+            for i, y in zip(first.indices, first.labels, strict=True)
+        ],
+        value=state.sample,
+        description="sample",
+        layout=w.Layout(width="230px"),
+    )
+    klass = w.Dropdown(
+        options=[PREDICTED, *state.class_names], value=state.cls, description="class", layout=w.Layout(width="230px")
+    )
+    meth = w.SelectMultiple(
+        options=list(models),
+        value=tuple(state.methods),
+        description="methods",
+        rows=min(7, len(models)),
+        layout=w.Layout(width="230px"),
+    )
     info = w.HTML()
     out = w.Output()
 
     def redraw(s: GradCamExplorerState) -> None:
-        info.value = (f"sample #{s.sample}, class {s.cls}: {len(s.methods)} method(s), {s.passes} new Grad-CAM "
-                      f"pass(es), {s.seconds:.2f} s")
+        info.value = (
+            f"sample #{s.sample}, class {s.cls}: {len(s.methods)} method(s), {s.passes} new Grad-CAM "
+            f"pass(es), {s.seconds:.2f} s"
+        )
         show(out, s.figure if s.figure is not None else "select at least one method")
 
     state.on_change = redraw

@@ -17,13 +17,23 @@ from ._common import show
 __all__ = ["FILTERS", "SORTS", "ReliabilityExplorerState", "reliability_explorer"]
 
 # filter name -> boolean column (None: every sample); filters whose column is missing are not offered
-FILTERS: dict[str, str | None] = {"all": None, "changed": "changed", "flagged": "flagged", "noisy": "is_noisy",
-                                  "repaired": "repaired", "broken": "broken"}
+FILTERS: dict[str, str | None] = {
+    "all": None,
+    "changed": "changed",
+    "flagged": "flagged",
+    "noisy": "is_noisy",
+    "repaired": "repaired",
+    "broken": "broken",
+}
 # sort name -> (column, ascending); "index" keeps split order
 SORTS: dict[str, tuple[str | None, bool]] = {
-    "index": (None, True), "confidence gain": ("gain", False), "primary confidence": ("c_primary", True),
-    "anchor confidence": ("c_anchor", True), "attention confidence": ("c_attention", True),
-    "corrected confidence": ("c_corrected", False), "given-label probability": ("p_given", True),
+    "index": (None, True),
+    "confidence gain": ("gain", False),
+    "primary confidence": ("c_primary", True),
+    "anchor confidence": ("c_anchor", True),
+    "attention confidence": ("c_attention", True),
+    "corrected confidence": ("c_corrected", False),
+    "given-label probability": ("p_given", True),
     "JS to reference (corrected)": ("js_corrected", False),
 }
 
@@ -87,8 +97,9 @@ class ReliabilityExplorerState:
             extra = f"{self.filter} {self.position + 1}/{len(self.order)}, by {self.sort}"
             if SORTS[self.sort][0] is not None:
                 extra += f" = {row[SORTS[self.sort][0]]:.3f}"
-            self.figure = plot_reliability_sample(self.table.sample(idx, image=self.image),
-                                                  title=f"{self.table.name}: sample {idx} ({extra})")
+            self.figure = plot_reliability_sample(
+                self.table.sample(idx, image=self.image), title=f"{self.table.name}: sample {idx} ({extra})"
+            )
         self.seconds = time.perf_counter() - t0
         if self.on_change is not None:
             self.on_change(self)
@@ -129,8 +140,9 @@ class ReliabilityExplorerState:
         return self.go(0)
 
 
-def reliability_explorer(table: ReliabilityTable, filter: str = "all", sort: str = "index", image: bool = True
-                         ) -> tuple[Any, ReliabilityExplorerState]:
+def reliability_explorer(
+    table: ReliabilityTable, filter: str = "all", sort: str = "index", image: bool = True
+) -> tuple[Any, ReliabilityExplorerState]:
     """An explorer of ``table``: filter and sort dropdowns, previous / next buttons, a position box, the figure.
 
     Returns:
@@ -150,8 +162,9 @@ def reliability_explorer(table: ReliabilityTable, filter: str = "all", sort: str
     srt = w.Dropdown(options=state.sorts, value=sort, description="sort", layout=w.Layout(width="290px"))
     prev_b = w.Button(description="previous", icon="arrow-left", layout=w.Layout(width="100px"))
     next_b = w.Button(description="next", icon="arrow-right", layout=w.Layout(width="100px"))
-    pos = w.BoundedIntText(value=1, min=1, max=max(1, len(state.order)), description="#",
-                           layout=w.Layout(width="130px"))
+    pos = w.BoundedIntText(
+        value=1, min=1, max=max(1, len(state.order)), description="#", layout=w.Layout(width="130px")
+    )
     info = w.HTML()
     out = w.Output()
     syncing = {"on": False}
@@ -163,9 +176,9 @@ def reliability_explorer(table: ReliabilityTable, filter: str = "all", sort: str
             pos.value = s.position + 1
         finally:
             syncing["on"] = False
-        info.value = (f"{len(s.order)} of {len(s.table)} samples pass '{s.filter}'"
-                      + (f"; showing split position {s.index} (re-plot {s.seconds:.2f} s)" if s.index is not None
-                         else ""))
+        info.value = f"{len(s.order)} of {len(s.table)} samples pass '{s.filter}'" + (
+            f"; showing split position {s.index} (re-plot {s.seconds:.2f} s)" if s.index is not None else ""
+        )
         show(out, s.figure if s.figure is not None else "no sample passes this filter")
 
     state.on_change = redraw

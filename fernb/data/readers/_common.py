@@ -57,7 +57,7 @@ def first_existing(base: Path, candidates: Iterable[str], kind: str = "file") ->
     """The first ``base / candidate`` that is a file (``kind="file"``) or a folder (``kind="dir"``)."""
     for rel in candidates:
         p = base / rel
-        if (p.is_file() if kind == "file" else p.is_dir()):
+        if p.is_file() if kind == "file" else p.is_dir():
             return p
     return None
 
@@ -123,9 +123,7 @@ def folder_class(folder: Path, class_order: str | None = None, index_base: int =
         ) from None
 
 
-def read_class_tree(
-    folder: Path, class_order: str | None = None, index_base: int = 0
-) -> tuple[list[Path], list[str]]:
+def read_class_tree(folder: Path, class_order: str | None = None, index_base: int = 0) -> tuple[list[Path], list[str]]:
     """Images of a ``<folder>/<class>/...`` tree and the canonical class of each.
 
     Raises:
@@ -246,5 +244,9 @@ def require_columns(columns: Sequence[str], needed: Sequence[str], path: Path, w
     """Raise :class:`DataFormatError` naming the missing columns of a CSV header."""
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise DataFormatError(path, f"missing column(s) {', '.join(missing)} in the header", 1,
-                              f"{what}; found columns: {', '.join(columns)}")
+        raise DataFormatError(
+            path,
+            f"missing column(s) {', '.join(missing)} in the header",
+            1,
+            f"{what}; found columns: {', '.join(columns)}",
+        )

@@ -34,10 +34,21 @@ splits: train = training.csv, test = validation.csv (there is no public test set
         valid = a seeded stratified share of train (valid_fraction=)"""
 
 _CSV_DIRS = ("", "Manually_Annotated_file_lists", "Manually_Annotated/Manually_Annotated_file_lists")
-_IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images",
-               "Manually_Annotated_compressed/Manually_Annotated_Images")
-_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression", "valence",
-            "arousal")
+_IMAGE_DIRS = (
+    "Manually_Annotated_Images",
+    "Manually_Annotated/Manually_Annotated_Images",
+    "Manually_Annotated_compressed/Manually_Annotated_Images",
+)
+_COLUMNS = (
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "expression",
+    "valence",
+    "arousal",
+)
 _EXPECTED_EXPR = "expression 0..10 (0..7 classes; 8 None, 9 Uncertain, 10 No-Face are dropped)"
 
 
@@ -57,8 +68,7 @@ def _read_csv(path: Path, image_dir: Path, split: str, space_name: str, crop_fac
         header = pd.read_csv(path, nrows=0)
         header.columns = [str(c).strip() for c in header.columns]
         require_columns(list(header.columns), _COLUMNS, path, "the official AffectNet columns " + ",".join(_COLUMNS))
-        df = pd.read_csv(path, dtype=str, keep_default_na=False,
-                         usecols=lambda c: str(c).strip() in _COLUMNS)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: str(c).strip() in _COLUMNS)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataFormatError(path, f"not a readable CSV ({exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
@@ -98,8 +108,9 @@ def _read_folders(root: Path, split: str, space_name: str) -> FERDataset | None:
     if split == "test":
         folder = first_existing(root, ("val", "valid", "validation", "Validation", "test"), kind="dir")
         if folder is None:
-            raise root_error("affectnet", root, f"found {train_dir.name}/ but no val/ (or Validation/) folder",
-                             AFFECTNET_LAYOUT)
+            raise root_error(
+                "affectnet", root, f"found {train_dir.name}/ but no val/ (or Validation/) folder", AFFECTNET_LAYOUT
+            )
     else:
         folder = train_dir
     paths, names = read_class_tree(folder, class_order="affectnet")
@@ -108,8 +119,15 @@ def _read_folders(root: Path, split: str, space_name: str) -> FERDataset | None:
     if not keep:
         raise EmptySplitError("affectnet", split, folder, "no images in the class folders")
     targets = np.array([space.names.index(names[i]) for i in keep], dtype=np.int64)
-    return FERDataset("affectnet", "test" if split == "test" else "train", space, targets,
-                      paths=[paths[i] for i in keep], root=root, source=folder)
+    return FERDataset(
+        "affectnet",
+        "test" if split == "test" else "train",
+        space,
+        targets,
+        paths=[paths[i] for i in keep],
+        root=root,
+        source=folder,
+    )
 
 
 @register_dataset(
@@ -119,7 +137,7 @@ def _read_folders(root: Path, split: str, space_name: str) -> FERDataset | None:
     default_label_space="affectnet8",
     dirname="affectnet",
     description="AffectNet manual part: ~287k train / 4,000 validation (used as test), 8 or 7 classes, valence and "
-                "arousal in meta.",
+    "arousal in meta.",
     aliases=("affectnet8", "affectnet7"),
 )
 def read_affectnet(
@@ -154,8 +172,9 @@ def read_affectnet(
     if csv_path is not None:
         image_dir = first_existing(root, _IMAGE_DIRS, kind="dir")
         if image_dir is None:
-            raise root_error("affectnet", root, f"found {csv_path.name} but no Manually_Annotated_Images/ folder",
-                             AFFECTNET_LAYOUT)
+            raise root_error(
+                "affectnet", root, f"found {csv_path.name} but no Manually_Annotated_Images/ folder", AFFECTNET_LAYOUT
+            )
         ds = _read_csv(csv_path, image_dir, "test" if split == "test" else "train", space_name, crop_face, root)
     else:
         other = first_existing(root, [str(Path(d) / n) for d in _CSV_DIRS for n in ("training.csv", "validation.csv")])
@@ -163,7 +182,11 @@ def read_affectnet(
             raise root_error("affectnet", root, f"found {other.name} but not {csv_name}", AFFECTNET_LAYOUT)
         folder_ds = _read_folders(root, split, space_name)
         if folder_ds is None:
-            raise root_error("affectnet", root, "neither training.csv / validation.csv nor train/ class folders found",
-                             AFFECTNET_LAYOUT)
+            raise root_error(
+                "affectnet",
+                root,
+                "neither training.csv / validation.csv nor train/ class folders found",
+                AFFECTNET_LAYOUT,
+            )
         ds = folder_ds
     return ds if split == "test" else carve_valid(ds, split, valid_fraction, seed)

@@ -24,8 +24,12 @@ AFFWILD2_LAYOUT = """\
 └── cropped_aligned/<video>/00001.jpg   (or crops_aligned/); line i after the header is frame %05d.jpg of i
 splits: train = Train_Set, valid = Validation_Set"""
 
-_ANN_DIRS = ("annotations/EXPR_Set", "annotations/EXPR_Classification_Challenge", "EXPR_Set",
-             "EXPR_Classification_Challenge")
+_ANN_DIRS = (
+    "annotations/EXPR_Set",
+    "annotations/EXPR_Classification_Challenge",
+    "EXPR_Set",
+    "EXPR_Classification_Challenge",
+)
 _FRAME_DIRS = ("cropped_aligned", "crops_aligned", "crops_aligned/crops_aligned", "cropped_aligned/cropped_aligned")
 _SPLIT_DIR = {"train": "Train_Set", "valid": "Validation_Set"}
 _EXPECTED = "one integer per line: 0..7 (Neutral, Anger, Disgust, Fear, Happiness, Sadness, Surprise, Other) or -1"
@@ -50,8 +54,12 @@ def _read_labels(path: Path) -> np.ndarray:
         except KeyError:
             names = ()
         if names != DATASET_ORDERS["affwild2"]:
-            raise DataFormatError(path, f"header {lines[0].strip()!r} is not the ABAW EXPR class list", 1,
-                                  "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other")
+            raise DataFormatError(
+                path,
+                f"header {lines[0].strip()!r} is not the ABAW EXPR class list",
+                1,
+                "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other",
+            )
         start = 1
     codes = np.empty(len(lines) - start, dtype=np.int64)
     for j, raw in enumerate(lines[start:]):
@@ -69,12 +77,10 @@ def _read_labels(path: Path) -> np.ndarray:
     default_label_space="affwild2",
     dirname="affwild2",
     description="Aff-Wild2 (ABAW EXPR): per-frame labels of in-the-wild videos, 8 classes incl. 'other'; "
-                "subject = video.",
+    "subject = video.",
     aliases=("aff-wild2", "abaw", "affwild"),
 )
-def read_affwild2(
-    root: Path, split: str = "train", *, frame_stride: int = 1, check_frames: bool = True
-) -> FERDataset:
+def read_affwild2(root: Path, split: str = "train", *, frame_stride: int = 1, check_frames: bool = True) -> FERDataset:
     """Read Aff-Wild2 EXPR frames.
 
     Args:
@@ -124,13 +130,23 @@ def read_affwild2(
         videos += [video] * len(frame_no)
         frames.append(frame_no)
     if missing_videos:
-        warnings.warn(f"affwild2/{split}: {len(missing_videos)} annotated videos have no frames in {frame_root} "
-                      f"(e.g. {missing_videos[0]}); their labels are skipped", stacklevel=2)
+        warnings.warn(
+            f"affwild2/{split}: {len(missing_videos)} annotated videos have no frames in {frame_root} "
+            f"(e.g. {missing_videos[0]}); their labels are skipped",
+            stacklevel=2,
+        )
     if not paths:
         raise EmptySplitError("affwild2", split, ann_dir, "no annotated frame has a jpg")
     space = LABEL_SPACES["affwild2"]
     targets = canonical_to_space(cast(np.ndarray, dataset_to_canonical("affwild2", np.concatenate(codes))), space)
     return FERDataset(
-        "affwild2", split, space, targets, paths=paths, subjects=[subject_of_video(v) for v in videos],
-        meta={"video": np.asarray(videos), "frame": np.concatenate(frames)}, root=root, source=ann_dir,
+        "affwild2",
+        split,
+        space,
+        targets,
+        paths=paths,
+        subjects=[subject_of_video(v) for v in videos],
+        meta={"video": np.asarray(videos), "frame": np.concatenate(frames)},
+        root=root,
+        source=ann_dir,
     )

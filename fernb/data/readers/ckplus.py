@@ -54,8 +54,15 @@ def _space_for(names: list[str]) -> LabelSpace:
     return LABEL_SPACES["ferplus8"] if "neutral" in names else LABEL_SPACES["ckplus7"]
 
 
-def _build(root: Path, split: str, paths: list[Path], names: list[str], source: Path,
-           extra_meta: dict[str, np.ndarray] | None = None, subjects: list[str] | None = None) -> FERDataset:
+def _build(
+    root: Path,
+    split: str,
+    paths: list[Path],
+    names: list[str],
+    source: Path,
+    extra_meta: dict[str, np.ndarray] | None = None,
+    subjects: list[str] | None = None,
+) -> FERDataset:
     if not paths:
         raise EmptySplitError("ckplus", split, source, "no images found")
     if subjects is None:
@@ -66,14 +73,27 @@ def _build(root: Path, split: str, paths: list[Path], names: list[str], source: 
         meta = {}
     meta.update(extra_meta or {})
     space = _space_for(names)
-    return FERDataset("ckplus", split, space, [space.names.index(n) for n in names], paths=paths, subjects=subjects,
-                      meta=meta, root=root, source=source)
+    return FERDataset(
+        "ckplus",
+        split,
+        space,
+        [space.names.index(n) for n in names],
+        paths=paths,
+        subjects=subjects,
+        meta=meta,
+        root=root,
+        source=source,
+    )
 
 
 def _read_manifest(root: Path, manifest: Path, split: str) -> FERDataset:
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    require_columns(list(df.columns), ["path", "label", "subject"], manifest,
-                    "columns path,label,subject[,sequence,frame,subject_fold10]")
+    require_columns(
+        list(df.columns),
+        ["path", "label", "subject"],
+        manifest,
+        "columns path,label,subject[,sequence,frame,subject_fold10]",
+    )
     if "split" in df.columns:
         rows = np.flatnonzero(df["split"].to_numpy() == split) if split != "all" else np.arange(len(df))
     else:
@@ -81,16 +101,19 @@ def _read_manifest(root: Path, manifest: Path, split: str) -> FERDataset:
         rows = np.arange(len(df)) if split == "all" else np.flatnonzero(first == split)
     if len(rows) == 0:
         if split in ("train", "test"):
-            raise ValueError(f"{manifest} lists no {split!r} images; use split='all', or split='train'/'test' with "
-                             "fold=0..9 (subject-independent folds)")
+            raise ValueError(
+                f"{manifest} lists no {split!r} images; use split='all', or split='train'/'test' with "
+                "fold=0..9 (subject-independent folds)"
+            )
         raise EmptySplitError("ckplus", split, manifest, "no manifest row belongs to this split")
     names = []
     for r in rows:
         try:
             names.append(canonical_name(df["label"].iat[r]))
         except UnknownClassError:
-            raise UnknownClassError(f"{manifest}, line {r + 2}: label {df['label'].iat[r]!r} is not an expression "
-                                    "class") from None
+            raise UnknownClassError(
+                f"{manifest}, line {r + 2}: label {df['label'].iat[r]!r} is not an expression class"
+            ) from None
     sub = df.iloc[rows]
     meta: dict[str, np.ndarray] = {}
     if "sequence" in df.columns:
@@ -104,8 +127,9 @@ def _read_manifest(root: Path, manifest: Path, split: str) -> FERDataset:
             raise DataFormatError(manifest, "subject_fold10 is not an integer", row + 2, "a fold index 0..9")
         meta["subject_fold10"] = folds.to_numpy().astype(np.int64)
     paths = [root / p for p in sub["path"].to_numpy()]
-    return _build(root, "all" if split == "all" else split, paths, names, manifest, meta,
-                  subjects=list(sub["subject"].to_numpy()))
+    return _build(
+        root, "all" if split == "all" else split, paths, names, manifest, meta, subjects=list(sub["subject"].to_numpy())
+    )
 
 
 def _read_folders(root: Path, split: str) -> FERDataset | None:
@@ -128,8 +152,9 @@ def _read_folders(root: Path, split: str) -> FERDataset | None:
 
 
 def _read_original(root: Path, emotion_dir: Path, n_peak: int, include_neutral: bool) -> FERDataset:
-    image_dir = first_existing(root, ("cohn-kanade-images", "extended-cohn-kanade-images/cohn-kanade-images"),
-                               kind="dir")
+    image_dir = first_existing(
+        root, ("cohn-kanade-images", "extended-cohn-kanade-images/cohn-kanade-images"), kind="dir"
+    )
     if image_dir is None:
         raise root_error("ckplus", root, "found Emotion/ but no cohn-kanade-images/ folder", CKPLUS_LAYOUT)
     expected = "one number 0..7 (neutral, anger, contempt, disgust, fear, happy, sadness, surprise), e.g. 3.0000000e+00"
@@ -146,8 +171,11 @@ def _read_original(root: Path, emotion_dir: Path, n_peak: int, include_neutral: 
         seq_dir = image_dir / subject / sequence
         frames = list_images(seq_dir, recursive=False) if seq_dir.is_dir() else []
         if not frames:
-            raise DataFormatError(label_file, f"the labelled sequence has no frames in {seq_dir}",
-                                  expected="cohn-kanade-images/<subject>/<sequence>/*.png")
+            raise DataFormatError(
+                label_file,
+                f"the labelled sequence has no frames in {seq_dir}",
+                expected="cohn-kanade-images/<subject>/<sequence>/*.png",
+            )
         frames.sort(key=lambda p: parse_ck_name(p)[2])
         cls = dataset_to_canonical("ckplus", code)
         peak = frames[-n_peak:]
@@ -166,7 +194,7 @@ def _read_original(root: Path, emotion_dir: Path, n_peak: int, include_neutral: 
     default_label_space="ckplus7",
     dirname="ckplus",
     description="CK+: 327 labelled posed sequences of 118 subjects (CK+48: 981 peak-frame crops), 7 classes; "
-                "subject-independent folds via fold=.",
+    "subject-independent folds via fold=.",
     aliases=("ck+", "ck", "ckplus48", "ck+48"),
 )
 def read_ckplus(
@@ -210,10 +238,13 @@ def read_ckplus(
         folder_ds = _read_folders(root, read_split)
         if folder_ds is None:
             if read_split != "all" and (has_class_folders(root / "all") or has_class_folders(root)):
-                raise ValueError(f"ckplus has no {split!r} folder here; use split='all', or split='train'/'test' "
-                                 f"with fold=0..{num_folds - 1} (subject-independent folds)")
-            raise root_error("ckplus", root, "neither Emotion/ (original release) nor class folders found",
-                             CKPLUS_LAYOUT)
+                raise ValueError(
+                    f"ckplus has no {split!r} folder here; use split='all', or split='train'/'test' "
+                    f"with fold=0..{num_folds - 1} (subject-independent folds)"
+                )
+            raise root_error(
+                "ckplus", root, "neither Emotion/ (original release) nor class folders found", CKPLUS_LAYOUT
+            )
         ds = folder_ds
     if not use_fold:
         return ds

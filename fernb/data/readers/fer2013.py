@@ -54,8 +54,12 @@ def _parse_rows_slowly(rows: Sequence[str], path: Path, lines: Sequence[int] | n
             bad = next(t for t in tokens if not t.lstrip("-").isdigit())
             raise DataFormatError(path, f"pixels holds {bad!r}", line, expected) from None
         if vals.min() < 0 or vals.max() > 255:
-            raise DataFormatError(path, f"pixel value {int(vals.max() if vals.max() > 255 else vals.min())} "
-                                  "is out of range", line, expected)
+            raise DataFormatError(
+                path,
+                f"pixel value {int(vals.max() if vals.max() > 255 else vals.min())} is out of range",
+                line,
+                expected,
+            )
         out[i] = vals.reshape(side, side).astype(np.uint8)
     return out
 
@@ -76,7 +80,7 @@ def parse_pixel_rows(
     n_px = side * side
     out = np.empty((len(rows), side, side), dtype=np.uint8)
     for start in range(0, len(rows), chunk):
-        part = [str(r) for r in rows[start:start + chunk]]
+        part = [str(r) for r in rows[start : start + chunk]]
         regular = all(r.count(" ") == n_px - 1 for r in part)
         vals = None
         if regular:
@@ -87,9 +91,9 @@ def parse_pixel_rows(
                 except ValueError:  # newer numpy: the text does not parse to its end
                     vals = None
         if vals is None or vals.size != len(part) * n_px or vals.min() < 0 or vals.max() > 255:
-            out[start:start + len(part)] = _parse_rows_slowly(part, path, lines[start:start + chunk], side)
+            out[start : start + len(part)] = _parse_rows_slowly(part, path, lines[start : start + chunk], side)
         else:
-            out[start:start + len(part)] = vals.reshape(len(part), side, side).astype(np.uint8)
+            out[start : start + len(part)] = vals.reshape(len(part), side, side).astype(np.uint8)
     return out
 
 
@@ -109,8 +113,7 @@ def usage_mask(df: pd.DataFrame, path: Path, split: str) -> np.ndarray:
     unknown = ~usage.isin(list(USAGE_TO_SPLIT))
     if unknown.any():
         i = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataFormatError(path, f"Usage {usage.iloc[i]!r} is unknown", i + 2,
-                              f"one of {', '.join(USAGE_TO_SPLIT)}")
+        raise DataFormatError(path, f"Usage {usage.iloc[i]!r} is unknown", i + 2, f"one of {', '.join(USAGE_TO_SPLIT)}")
     return usage.map(USAGE_TO_SPLIT).to_numpy() == split
 
 
@@ -128,14 +131,19 @@ def read_fer2013_csv(path: Path, split: str) -> FERDataset:
     for j, (text, line) in enumerate(zip(emotion, lines, strict=True)):
         text = str(text).strip()
         if not text.isdigit() or int(text) > 6:
-            raise DataFormatError(path, f"emotion {text!r} is not a label 0..6", int(line),
-                                  "0..6 = angry, disgust, fear, happy, sad, surprise, neutral")
+            raise DataFormatError(
+                path,
+                f"emotion {text!r} is not a label 0..6",
+                int(line),
+                "0..6 = angry, disgust, fear, happy, sad, surprise, neutral",
+            )
         codes[j] = int(text)
     pixels = parse_pixel_rows(df["pixels"].to_numpy()[rows], path, lines)
     space = LABEL_SPACES["basic7"]
     targets = canonical_to_space(cast(np.ndarray, dataset_to_canonical("fer2013", codes)), space)
-    return FERDataset("fer2013", split, space, targets, pixels=pixels, meta={"row": rows}, root=path.parent,
-                      source=path)
+    return FERDataset(
+        "fer2013", split, space, targets, pixels=pixels, meta={"row": rows}, root=path.parent, source=path
+    )
 
 
 @register_dataset(
@@ -147,9 +155,7 @@ def read_fer2013_csv(path: Path, split: str) -> FERDataset:
     description="FER2013: 28,709 / 3,589 / 3,589 48x48 gray faces, 7 classes (Kaggle labels).",
     aliases=("fer-2013", "fer"),
 )
-def read_fer2013(
-    root: Path, split: str = "train", *, valid_fraction: float | None = None, seed: int = 0
-) -> FERDataset:
+def read_fer2013(root: Path, split: str = "train", *, valid_fraction: float | None = None, seed: int = 0) -> FERDataset:
     """Read FER2013.
 
     Args:
@@ -169,15 +175,18 @@ def read_fer2013(
     if has_class_folders(root / "train"):
         folder = root / ("train" if split in ("train", "valid") else "test")
         if not folder.is_dir():
-            raise root_error("fer2013", root, f"found train/ class folders but no {folder.name}/ folder",
-                             FER2013_LAYOUT)
+            raise root_error(
+                "fer2013", root, f"found train/ class folders but no {folder.name}/ folder", FER2013_LAYOUT
+            )
         paths, names = read_class_tree(folder)
         if not paths:
             raise EmptySplitError("fer2013", split, folder, "no images in the class folders")
         space = LABEL_SPACES["basic7"]
         targets = np.array([space.index(n) for n in names], dtype=np.int64)
-        ds = FERDataset("fer2013", "train" if split == "valid" else split, space, targets, paths=paths, root=root,
-                        source=folder)
+        ds = FERDataset(
+            "fer2013", "train" if split == "valid" else split, space, targets, paths=paths, root=root, source=folder
+        )
         return ds if split == "test" else carve_valid(ds, split, valid_fraction, seed)
-    raise root_error("fer2013", root, "neither fer2013.csv (nor icml_face_data.csv) nor train/<class>/ folders found",
-                     FER2013_LAYOUT)
+    raise root_error(
+        "fer2013", root, "neither fer2013.csv (nor icml_face_data.csv) nor train/<class>/ folders found", FER2013_LAYOUT
+    )

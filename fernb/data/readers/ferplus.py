@@ -40,8 +40,18 @@ from .fer2013 import parse_pixel_rows, read_csv_stripped, usage_mask
 
 __all__ = ["read_ferplus", "ferplus_targets", "FERPLUS_LAYOUT", "VOTE_COLUMNS", "MODES"]
 
-VOTE_COLUMNS: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-                                 "unknown", "NF")
+VOTE_COLUMNS: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
 MODES: tuple[str, ...] = ("majority", "probability", "crossentropy", "multi_target", "soft")
 
 FERPLUS_LAYOUT = """\
@@ -138,9 +148,17 @@ def ferplus_targets(votes: np.ndarray, mode: str = "majority") -> tuple[np.ndarr
 
 
 def _to_canonical_dataset(
-    split: str, votes: np.ndarray, mode: str, source: Path, root: Path, *,
-    paths: list[str] | list[Path] | None = None, pixels: np.ndarray | None = None, names: np.ndarray | None = None,
-    folder_labels: list[str] | None = None, lines: np.ndarray | None = None,
+    split: str,
+    votes: np.ndarray,
+    mode: str,
+    source: Path,
+    root: Path,
+    *,
+    paths: list[str] | list[Path] | None = None,
+    pixels: np.ndarray | None = None,
+    names: np.ndarray | None = None,
+    folder_labels: list[str] | None = None,
+    lines: np.ndarray | None = None,
 ) -> FERDataset:
     """Apply ``mode`` to the votes and build the dataset in ``ferplus8`` (= canonical prefix of 8)."""
     keep, codes, dists_fer = ferplus_targets(votes, mode)
@@ -153,10 +171,13 @@ def _to_canonical_dataset(
         if len(bad):
             i = int(bad[0])
             what = space.names[expect[i]] if expect[i] >= 0 else "no majority label (dropped by the rule)"
-            raise DataFormatError(source, f"image {paths[i] if paths else i} is filed as {folder_labels[i]!r} but "
-                                  f"its votes {votes[i].astype(int).tolist()} give {what}",
-                                  int(lines[i]) if lines is not None else None,
-                                  "folder labels that follow the FER+ majority rule")
+            raise DataFormatError(
+                source,
+                f"image {paths[i] if paths else i} is filed as {folder_labels[i]!r} but "
+                f"its votes {votes[i].astype(int).tolist()} give {what}",
+                int(lines[i]) if lines is not None else None,
+                "folder labels that follow the FER+ majority rule",
+            )
     idx = np.flatnonzero(keep)
     if len(idx) == 0:
         raise EmptySplitError("ferplus", split, source, f"no image keeps a label in mode {mode!r}")
@@ -166,10 +187,16 @@ def _to_canonical_dataset(
     if names is not None:
         meta["ferplus_name"] = np.asarray(names)[idx]
     return FERDataset(
-        "ferplus", split, space, col_to_label[codes[idx]],
+        "ferplus",
+        split,
+        space,
+        col_to_label[codes[idx]],
         paths=[paths[i] for i in idx] if paths is not None else None,
         pixels=pixels[idx] if pixels is not None else None,
-        dists=dists, meta=meta, root=root, source=source,
+        dists=dists,
+        meta=meta,
+        root=root,
+        source=source,
     )
 
 
@@ -177,8 +204,11 @@ def _to_canonical_dataset(
 def _microsoft_dirs(root: Path, split: str) -> tuple[Path, Path] | None:
     """(label.csv, image folder) of a split in layout (a), or None."""
     folder = _FOLDER[split]
-    for label_dir, image_dir in ((root / "data" / folder, root / "data" / folder), (root / folder, root / folder),
-                                 (root / "Labels" / folder, root / "Images" / folder)):
+    for label_dir, image_dir in (
+        (root / "data" / folder, root / "data" / folder),
+        (root / folder, root / folder),
+        (root / "Labels" / folder, root / "Images" / folder),
+    ):
         if (label_dir / "label.csv").is_file():
             return label_dir / "label.csv", image_dir
     return None
@@ -209,14 +239,16 @@ def _read_label_csv(path: Path) -> tuple[list[str], np.ndarray]:
 def _read_microsoft(root: Path, split: str, mode: str) -> FERDataset:
     found = _microsoft_dirs(root, split)
     if found is None:
-        raise root_error("ferplus", root, f"no label.csv for split {split!r} ({_FOLDER[split]}/label.csv)",
-                         FERPLUS_LAYOUT)
+        raise root_error(
+            "ferplus", root, f"no label.csv for split {split!r} ({_FOLDER[split]}/label.csv)", FERPLUS_LAYOUT
+        )
     label_csv, image_dir = found
     names, votes = _read_label_csv(label_csv)
     if not names:
         raise EmptySplitError("ferplus", split, label_csv, "label.csv has no rows")
-    return _to_canonical_dataset(split, votes, mode, label_csv, root, paths=[image_dir / n for n in names],
-                                 names=np.asarray(names))
+    return _to_canonical_dataset(
+        split, votes, mode, label_csv, root, paths=[image_dir / n for n in names], names=np.asarray(names)
+    )
 
 
 # -- layout (b): fer2013new.csv + fer2013.csv -----------------------------------------------------------------------
@@ -224,16 +256,24 @@ def _read_new_csv(root: Path, split: str, mode: str) -> FERDataset:
     new_csv = root / "fer2013new.csv"
     pixel_csv = first_existing(root, ("fer2013.csv", "fer2013/fer2013.csv"))
     if pixel_csv is None:
-        raise root_error("ferplus", root, "fer2013new.csv found but not fer2013.csv (it holds the pixels)",
-                         FERPLUS_LAYOUT)
+        raise root_error(
+            "ferplus", root, "fer2013new.csv found but not fer2013.csv (it holds the pixels)", FERPLUS_LAYOUT
+        )
     new = read_csv_stripped(new_csv)
-    require_columns(list(new.columns), ["Usage", "Image name", *VOTE_COLUMNS], new_csv,
-                    "columns Usage,Image name," + ",".join(VOTE_COLUMNS))
+    require_columns(
+        list(new.columns),
+        ["Usage", "Image name", *VOTE_COLUMNS],
+        new_csv,
+        "columns Usage,Image name," + ",".join(VOTE_COLUMNS),
+    )
     fer = read_csv_stripped(pixel_csv)
     require_columns(list(fer.columns), ["pixels", "Usage"], pixel_csv, "columns emotion,pixels,Usage")
     if len(fer) != len(new):
-        raise DataFormatError(new_csv, f"has {len(new)} rows but {pixel_csv.name} has {len(fer)}",
-                              expected="the same rows in the same order as fer2013.csv")
+        raise DataFormatError(
+            new_csv,
+            f"has {len(new)} rows but {pixel_csv.name} has {len(fer)}",
+            expected="the same rows in the same order as fer2013.csv",
+        )
     names = new["Image name"].str.strip().to_numpy()
     rows = np.flatnonzero(usage_mask(new, new_csv, split) & (names != ""))
     if len(rows) == 0:
@@ -241,8 +281,9 @@ def _read_new_csv(root: Path, split: str, mode: str) -> FERDataset:
     try:
         votes = new.loc[rows, list(VOTE_COLUMNS)].astype(float).to_numpy().astype(np.int64)
     except ValueError as exc:
-        raise DataFormatError(new_csv, f"vote columns hold a non-number ({exc})",
-                              expected="integer vote counts") from None
+        raise DataFormatError(
+            new_csv, f"vote columns hold a non-number ({exc})", expected="integer vote counts"
+        ) from None
     if (votes < 0).any():
         r = int(rows[np.flatnonzero((votes < 0).any(1))[0]])
         raise DataFormatError(new_csv, "negative vote count", r + 2, "vote counts >= 0")
@@ -258,32 +299,49 @@ def _read_shared(root: Path, split: str, mode: str) -> FERDataset:
         if not folder.is_dir():
             raise root_error("ferplus", root, f"no {split}/ class folder (and no manifest.csv)", FERPLUS_LAYOUT)
         if mode != "majority":
-            raise root_error("ferplus", root, f"mode {mode!r} needs the votes in manifest.csv, which is missing",
-                             FERPLUS_LAYOUT)
+            raise root_error(
+                "ferplus", root, f"mode {mode!r} needs the votes in manifest.csv, which is missing", FERPLUS_LAYOUT
+            )
         class_paths, class_names = read_class_tree(folder)
         if not class_paths:
             raise EmptySplitError("ferplus", split, folder, "no images in the class folders")
         space = LABEL_SPACES["ferplus8"]
-        return FERDataset("ferplus", split, space, [space.index(n) for n in class_names], paths=class_paths, root=root,
-                          source=folder)
+        return FERDataset(
+            "ferplus", split, space, [space.index(n) for n in class_names], paths=class_paths, root=root, source=folder
+        )
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     vote_cols = [f"votes_{c}" for c in VOTE_COLUMNS]
-    require_columns(list(df.columns), ["path", "split", "label", *vote_cols], manifest,
-                    "columns path,split,label,ferplus_name," + ",".join(vote_cols))
+    require_columns(
+        list(df.columns),
+        ["path", "split", "label", *vote_cols],
+        manifest,
+        "columns path,split,label,ferplus_name," + ",".join(vote_cols),
+    )
     splits = sorted(set(df["split"]))
     rows = np.flatnonzero(df["split"].to_numpy() == split)
     if len(rows) == 0:
-        raise root_error("ferplus", root, f"manifest.csv has no {split!r} rows (it lists: {', '.join(splits)})",
-                         FERPLUS_LAYOUT)
+        raise root_error(
+            "ferplus", root, f"manifest.csv has no {split!r} rows (it lists: {', '.join(splits)})", FERPLUS_LAYOUT
+        )
     try:
         votes = df.loc[rows, vote_cols].astype(int).to_numpy()
     except ValueError as exc:
-        raise DataFormatError(manifest, f"vote columns hold a non-integer ({exc})", expected="integer vote counts") \
-            from None
+        raise DataFormatError(
+            manifest, f"vote columns hold a non-integer ({exc})", expected="integer vote counts"
+        ) from None
     paths = [os.path.join(root, p) for p in df["path"].to_numpy()[rows]]
     names = df["ferplus_name"].to_numpy()[rows] if "ferplus_name" in df.columns else None
-    return _to_canonical_dataset(split, votes, mode, manifest, root, paths=paths, names=names,
-                                 folder_labels=list(df["label"].to_numpy()[rows]), lines=rows + 2)
+    return _to_canonical_dataset(
+        split,
+        votes,
+        mode,
+        manifest,
+        root,
+        paths=paths,
+        names=names,
+        folder_labels=list(df["label"].to_numpy()[rows]),
+        lines=rows + 2,
+    )
 
 
 @register_dataset(
@@ -293,7 +351,7 @@ def _read_shared(root: Path, split: str, mode: str) -> FERDataset:
     default_label_space="ferplus8",
     dirname="ferplus",
     description="FER+: FER2013 images with 10 crowd votes each, 8 classes; modes majority / probability / "
-                "crossentropy / multi_target / soft.",
+    "crossentropy / multi_target / soft.",
     aliases=("fer+", "fer_plus", "fer2013plus"),
 )
 def read_ferplus(root: Path, split: str = "train", *, mode: str = "majority") -> FERDataset:
@@ -316,4 +374,3 @@ def read_ferplus(root: Path, split: str = "train", *, mode: str = "majority") ->
     if (root / "fer2013new.csv").is_file():
         return _read_new_csv(root, split, mode)
     raise root_error("ferplus", root, "none of the three FER+ layouts found", FERPLUS_LAYOUT)
-

@@ -40,9 +40,7 @@ _NON_CLASS_VOTES = {"unknown", "nf", "noface", "no_face"}
     description="Any <root>/<split>/<class>/ image tree (ImageFolder-style).",
     aliases=("imagefolder", "image_folder"),
 )
-def read_folder(
-    root: Path, split: str = "train", *, class_order: str | None = None, index_base: int = 0
-) -> FERDataset:
+def read_folder(root: Path, split: str = "train", *, class_order: str | None = None, index_base: int = 0) -> FERDataset:
     """Read a class-folder tree.
 
     Args:
@@ -66,8 +64,9 @@ def read_folder(
         folders = [root / split]
     if not folders or not folders[0].is_dir():
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise root_error("folder", root, f"no {split}/ folder (sub-folders here: {', '.join(present) or 'none'})",
-                         FOLDER_LAYOUT)
+        raise root_error(
+            "folder", root, f"no {split}/ folder (sub-folders here: {', '.join(present) or 'none'})", FOLDER_LAYOUT
+        )
     paths: list[Path] = []
     names: list[str] = []
     for folder in folders:
@@ -86,14 +85,20 @@ def _label_to_canonical(value: str, path: Path, line: int) -> int:
     if text.lstrip("-").isdigit():
         idx = int(text)
         if not 0 <= idx < len(CANONICAL):
-            raise DataFormatError(path, f"label {idx} is out of range", line,
-                                  f"a class name or a canonical index 0..{len(CANONICAL) - 1} ({', '.join(CANONICAL)})")
+            raise DataFormatError(
+                path,
+                f"label {idx} is out of range",
+                line,
+                f"a class name or a canonical index 0..{len(CANONICAL) - 1} ({', '.join(CANONICAL)})",
+            )
         return idx
     try:
         return CANONICAL.index(canonical_name(text))
     except UnknownClassError:
-        raise UnknownClassError(f"{path}, line {line}: label {text!r} is not an expression class; expected one of "
-                                f"{', '.join(CANONICAL)} or a canonical index 0..{len(CANONICAL) - 1}") from None
+        raise UnknownClassError(
+            f"{path}, line {line}: label {text!r} is not an expression class; expected one of "
+            f"{', '.join(CANONICAL)} or a canonical index 0..{len(CANONICAL) - 1}"
+        ) from None
 
 
 def _soft_columns(columns: list[str], path: Path) -> tuple[list[str], list[str]]:
@@ -104,14 +109,15 @@ def _soft_columns(columns: list[str], path: Path) -> tuple[list[str], list[str]]
             continue
         keep, names = [], []
         for c in cols:
-            cls = c[len(prefix):]
+            cls = c[len(prefix) :]
             if prefix == "votes_" and cls.lower() in _NON_CLASS_VOTES:
                 continue
             try:
                 names.append(canonical_name(cls))
             except UnknownClassError:
-                raise UnknownClassError(f"{path}: column {c!r} names no expression class ({', '.join(CANONICAL)})") \
-                    from None
+                raise UnknownClassError(
+                    f"{path}: column {c!r} names no expression class ({', '.join(CANONICAL)})"
+                ) from None
             keep.append(c)
         return keep, names
     return [], []
@@ -167,8 +173,9 @@ def read_manifest(root: Path, split: str = "all", *, csv: str = "manifest.csv") 
         bad = np.isnan(vals).any(1) | (vals < 0).any(1)
         if bad.any():
             r = int(rows[np.flatnonzero(bad)[0]])
-            raise DataFormatError(path, f"soft-label columns {soft_cols} hold a missing or negative value", r + 2,
-                                  "numbers >= 0")
+            raise DataFormatError(
+                path, f"soft-label columns {soft_cols} hold a missing or negative value", r + 2, "numbers >= 0"
+            )
         dists = np.zeros((len(rows), len(space)), dtype=np.float64)
         cols = canonical_to_space(np.array([CANONICAL.index(n) for n in soft_names]), space)
         np.add.at(dists, (slice(None), cols), vals)  # type: ignore[arg-type]  # numpy stubs: no tuple index in ufunc.at
@@ -191,5 +198,15 @@ def read_manifest(root: Path, split: str = "all", *, csv: str = "manifest.csv") 
     base = path.parent
     paths = [os.path.join(base, p) for p in df["path"].str.strip().to_numpy()[rows]]  # absolute p stays as is
     subjects = df["subject"].to_numpy()[rows] if "subject" in df.columns else None
-    return FERDataset("manifest", split, space, targets, paths=paths, dists=dists, subjects=subjects, meta=meta,
-                      root=root, source=path)
+    return FERDataset(
+        "manifest",
+        split,
+        space,
+        targets,
+        paths=paths,
+        dists=dists,
+        subjects=subjects,
+        meta=meta,
+        root=root,
+        source=path,
+    )

@@ -33,14 +33,19 @@ def parse_jaffe_name(path: Path) -> tuple[str, str, int, int]:
     """
     m = _NAME.match(path.name)
     if m is None:
-        raise DataFormatError(path, f"file name {path.name!r} does not follow the JAFFE pattern",
-                              expected="<subject>.<code><take>.<id>.tiff, e.g. KA.AN1.39.tiff")
+        raise DataFormatError(
+            path,
+            f"file name {path.name!r} does not follow the JAFFE pattern",
+            expected="<subject>.<code><take>.<id>.tiff, e.g. KA.AN1.39.tiff",
+        )
     subject, code, take, image_id = m.groups()
     try:
         cls = JAFFE_CODES[code.upper()]
     except KeyError:
-        raise UnknownClassError(f"{path}: expression code {code!r} is not a JAFFE code "
-                                f"({', '.join(f'{k} {v}' for k, v in JAFFE_CODES.items())})") from None
+        raise UnknownClassError(
+            f"{path}: expression code {code!r} is not a JAFFE code "
+            f"({', '.join(f'{k} {v}' for k, v in JAFFE_CODES.items())})"
+        ) from None
     return subject.upper(), cls, int(take or 0), int(image_id)
 
 
@@ -73,15 +78,21 @@ def read_jaffe(
             folder = cand
             break
     if folder is None:
-        raise root_error("jaffe", root, "no file named like KA.AN1.39.tiff in the root (or in jaffe/, jaffedbase/)",
-                         JAFFE_LAYOUT)
+        raise root_error(
+            "jaffe", root, "no file named like KA.AN1.39.tiff in the root (or in jaffe/, jaffedbase/)", JAFFE_LAYOUT
+        )
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_image(p.name))
     parsed = [parse_jaffe_name(p) for p in files]
     space = LABEL_SPACES["basic7"]
     ds = FERDataset(
-        "jaffe", "all", space, [space.names.index(c) for _, c, _, _ in parsed], paths=files,
+        "jaffe",
+        "all",
+        space,
+        [space.names.index(c) for _, c, _, _ in parsed],
+        paths=files,
         subjects=[s for s, _, _, _ in parsed],
         meta={"take": np.array([t for _, _, t, _ in parsed]), "image_id": np.array([i for _, _, _, i in parsed])},
-        root=root, source=folder,
+        root=root,
+        source=folder,
     )
     return select_fold(ds, split, fold, num_folds, fold_seed)

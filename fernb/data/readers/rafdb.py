@@ -45,12 +45,17 @@ def _read_label_file(path: Path, want: str) -> tuple[list[str], np.ndarray]:
         name, label = parts
         code = parse_int(label, path, lineno, _EXPECTED_LINE)
         if not 1 <= code <= 7:
-            raise DataFormatError(path, f"label {code} is out of range", lineno,
-                                  "labels 1..7 (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral)")
+            raise DataFormatError(
+                path,
+                f"label {code} is out of range",
+                lineno,
+                "labels 1..7 (Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral)",
+            )
         prefix = name.split("_", 1)[0].lower()
         if prefix not in ("train", "test"):
-            raise DataFormatError(path, f"image name {name!r} starts with neither 'train' nor 'test'", lineno,
-                                  _EXPECTED_LINE)
+            raise DataFormatError(
+                path, f"image name {name!r} starts with neither 'train' nor 'test'", lineno, _EXPECTED_LINE
+            )
         if prefix == want:
             names.append(name)
             codes.append(code - 1)
@@ -71,9 +76,11 @@ def _folder_split(root: Path, split: str, folder_order: str | None) -> FERDatase
         elif "7" in subs:
             folder_order = "rafdb"
         else:
-            raise DataFormatError(train_dir, f"class folders {subs} fit both the MA-Net (0..6) and the POSTER_V2 "
-                                  "(1..7) numbering", expected="folder_order='rafdb_manet' (0..6, AffectNet order) or "
-                                  "'rafdb' (1..7, RAF-DB file order)")
+            raise DataFormatError(
+                train_dir,
+                f"class folders {subs} fit both the MA-Net (0..6) and the POSTER_V2 (1..7) numbering",
+                expected="folder_order='rafdb_manet' (0..6, AffectNet order) or 'rafdb' (1..7, RAF-DB file order)",
+            )
     index_base = 1 if folder_order == "rafdb" else 0
     folder: Path | None
     if split == "train":
@@ -103,7 +110,7 @@ def _folder_split(root: Path, split: str, folder_order: str | None) -> FERDatase
     default_label_space="basic7",
     dirname="rafdb",
     description="RAF-DB basic: 12,271 train / 3,068 test in-the-wild faces, 7 classes; no validation split "
-                "(valid_fraction= carves one from train).",
+    "(valid_fraction= carves one from train).",
     aliases=("raf-db", "raf_db", "raf"),
 )
 def read_rafdb(
@@ -135,15 +142,23 @@ def read_rafdb(
     if not label_file.is_file():
         ds = _folder_split(root, "train" if split == "valid" else split, folder_order)
         if ds is None:
-            raise root_error("rafdb", root, f"no label file {_LABEL_FILE} (nor basic/{_LABEL_FILE}) and no "
-                             "train/<0..6> class folders", RAFDB_LAYOUT)
+            raise root_error(
+                "rafdb",
+                root,
+                f"no label file {_LABEL_FILE} (nor basic/{_LABEL_FILE}) and no train/<0..6> class folders",
+                RAFDB_LAYOUT,
+            )
         return carve_valid(ds, split, valid_fraction, seed) if split != "test" else ds
 
     want = "test" if split == "test" else "train"
     image_dir = base / "Image" / ("aligned" if aligned else "original")
     if not image_dir.is_dir():
-        raise root_error("rafdb", root, f"the image folder {image_dir} is missing "
-                         f"({'aligned' if aligned else 'original'} images requested)", RAFDB_LAYOUT)
+        raise root_error(
+            "rafdb",
+            root,
+            f"the image folder {image_dir} is missing ({'aligned' if aligned else 'original'} images requested)",
+            RAFDB_LAYOUT,
+        )
     names, codes = _read_label_file(label_file, want)
     if not names:
         raise EmptySplitError("rafdb", split, label_file, f"no line starts with {want!r}")

@@ -21,9 +21,14 @@ def cache_path(config: SyntheticConfig, cache_dir: str | os.PathLike | None = No
     return root / "synthetic" / f"{config.fingerprint()}.npz"
 
 
-def get_synthetic(config: SyntheticConfig | None = None, *, cache: bool = True,
-                  cache_dir: str | os.PathLike | None = None, workers: int | None = None,
-                  **overrides: Any) -> SyntheticFaces:
+def get_synthetic(
+    config: SyntheticConfig | None = None,
+    *,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    **overrides: Any,
+) -> SyntheticFaces:
     """The full generated set of a config, read from the cache when present, else generated (and cached).
 
     Args:

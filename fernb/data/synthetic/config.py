@@ -89,31 +89,55 @@ class SyntheticConfig:
 
         need(int(self.n) >= 1, f"n must be >= 1, got {self.n}")
         need(int(self.size) >= 32, f"size must be >= 32 pixels, got {self.size}")
-        need(self.label_space in ("basic7", "ferplus8"),
-             f"label_space must be 'basic7' or 'ferplus8', got {self.label_space!r}")
-        need(int(self.n_identities) >= 3,
-             f"n_identities must be >= 3 (one per split at least), got {self.n_identities}")
-        need(len(self.split_fractions) == 3 and all(f >= 0 for f in self.split_fractions)
-             and abs(sum(self.split_fractions) - 1) < 1e-6,
-             f"split_fractions must be three non-negative numbers summing to 1, got {self.split_fractions}")
-        need(0 <= self.intensity[0] <= self.intensity[1] <= 1,
-             f"intensity must be 0 <= low <= high <= 1, got {self.intensity}")
+        need(
+            self.label_space in ("basic7", "ferplus8"),
+            f"label_space must be 'basic7' or 'ferplus8', got {self.label_space!r}",
+        )
+        need(
+            int(self.n_identities) >= 3, f"n_identities must be >= 3 (one per split at least), got {self.n_identities}"
+        )
+        need(
+            len(self.split_fractions) == 3
+            and all(f >= 0 for f in self.split_fractions)
+            and abs(sum(self.split_fractions) - 1) < 1e-6,
+            f"split_fractions must be three non-negative numbers summing to 1, got {self.split_fractions}",
+        )
+        need(
+            0 <= self.intensity[0] <= self.intensity[1] <= 1,
+            f"intensity must be 0 <= low <= high <= 1, got {self.intensity}",
+        )
         need(0 <= self.blend_fraction <= 1, f"blend_fraction must be in [0, 1], got {self.blend_fraction}")
-        need(0 <= self.blend_weight[0] <= self.blend_weight[1] < 0.5,
-             f"blend_weight must be 0 <= low <= high < 0.5 (the first class stays the majority), "
-             f"got {self.blend_weight}")
+        need(
+            0 <= self.blend_weight[0] <= self.blend_weight[1] < 0.5,
+            f"blend_weight must be 0 <= low <= high < 0.5 (the first class stays the majority), "
+            f"got {self.blend_weight}",
+        )
         need(self.blend_temperature > 0, f"blend_temperature must be > 0, got {self.blend_temperature}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(0 <= self.noise_rate <= 1, f"noise_rate must be in [0, 1], got {self.noise_rate}")
-        need(self.noise_mode in ("symmetric", "asymmetric"),
-             f"noise_mode must be 'symmetric' or 'asymmetric', got {self.noise_mode!r}")
-        need(set(self.noisy_splits) <= {"train", "valid", "test"},
-             f"noisy_splits must name splits among train, valid, test, got {self.noisy_splits}")
-        need(set(self.occlusion_types) <= set(OCCLUSION_TYPES)
-             and (len(self.occlusion_types) > 0 or self.occlusion_p == 0),
-             f"occlusion_types must be a non-empty subset of {OCCLUSION_TYPES}, got {self.occlusion_types}")
-        for name in ("action_jitter", "identity_rest", "pose_deg", "yaw_deg", "scale_jitter", "shift_jitter",
-                     "blur_sigma", "noise_std"):
+        need(
+            self.noise_mode in ("symmetric", "asymmetric"),
+            f"noise_mode must be 'symmetric' or 'asymmetric', got {self.noise_mode!r}",
+        )
+        need(
+            set(self.noisy_splits) <= {"train", "valid", "test"},
+            f"noisy_splits must name splits among train, valid, test, got {self.noisy_splits}",
+        )
+        need(
+            set(self.occlusion_types) <= set(OCCLUSION_TYPES)
+            and (len(self.occlusion_types) > 0 or self.occlusion_p == 0),
+            f"occlusion_types must be a non-empty subset of {OCCLUSION_TYPES}, got {self.occlusion_types}",
+        )
+        for name in (
+            "action_jitter",
+            "identity_rest",
+            "pose_deg",
+            "yaw_deg",
+            "scale_jitter",
+            "shift_jitter",
+            "blur_sigma",
+            "noise_std",
+        ):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("blend_confusable_p", "lighting", "occlusion_p", "blur_p"):
             need(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -73,9 +73,17 @@ class SyntheticFaces:
         idx = self.split_indices(split)
         mode = "RGB" if self.pixels.ndim == 4 else "L"
         return FERDataset(
-            "synthetic", split, self.label_space, self.labels[idx], pixels=self.pixels[idx], dists=self.dists[idx],
-            subjects=self.subjects[idx], meta={k: v[idx] for k, v in self.meta.items()}, transform=transform,
-            mode=mode, source=f"synthetic config {self.config.fingerprint()}",
+            "synthetic",
+            split,
+            self.label_space,
+            self.labels[idx],
+            pixels=self.pixels[idx],
+            dists=self.dists[idx],
+            subjects=self.subjects[idx],
+            meta={k: v[idx] for k, v in self.meta.items()},
+            transform=transform,
+            mode=mode,
+            source=f"synthetic config {self.config.fingerprint()}",
         )
 
     # -- cache files -----------------------------------------------------------------------------------------------
@@ -83,9 +91,15 @@ class SyntheticFaces:
         """Write an ``.npz`` atomically (temp file in the same folder, then ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"pixels": self.pixels, "labels": self.labels, "dists": self.dists, "subjects": self.subjects,
-                  "config": np.array(json.dumps(self.config.to_dict(), sort_keys=True)),
-                  "version": np.array(GENERATOR_VERSION), "start": np.array(self.start)}
+        arrays = {
+            "pixels": self.pixels,
+            "labels": self.labels,
+            "dists": self.dists,
+            "subjects": self.subjects,
+            "config": np.array(json.dumps(self.config.to_dict(), sort_keys=True)),
+            "version": np.array(GENERATOR_VERSION),
+            "start": np.array(self.start),
+        }
         arrays.update({f"meta_{k}": v for k, v in self.meta.items()})
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
         try:
@@ -109,19 +123,24 @@ class SyntheticFaces:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable synthetic cache ({type(exc).__name__}: {exc}); delete the file "
-                             f"and it will be regenerated") from None
+            raise ValueError(
+                f"{path}: not a readable synthetic cache ({type(exc).__name__}: {exc}); delete the file "
+                f"and it will be regenerated"
+            ) from None
         missing = {"pixels", "labels", "dists", "subjects", "config", "version"} - set(data)
         if missing:
             raise ValueError(f"{path}: not a synthetic cache (missing {sorted(missing)}); delete it to regenerate")
         if int(data["version"]) != GENERATOR_VERSION:
-            raise ValueError(f"{path}: written by generator version {int(data['version'])}, this is "
-                             f"{GENERATOR_VERSION}; delete it to regenerate")
+            raise ValueError(
+                f"{path}: written by generator version {int(data['version'])}, this is "
+                f"{GENERATOR_VERSION}; delete it to regenerate"
+            )
         cfg_dict = json.loads(str(data["config"]))
         cfg = SyntheticConfig(**cfg_dict)
         meta = {k[5:]: v for k, v in data.items() if k.startswith("meta_")}
-        return cls(cfg, data["pixels"], data["labels"], data["dists"], data["subjects"], meta,
-                   int(data.get("start", 0)))
+        return cls(
+            cfg, data["pixels"], data["labels"], data["dists"], data["subjects"], meta, int(data.get("start", 0))
+        )
 
 
 _BATCH = 256
@@ -154,7 +173,7 @@ def _generate_range(cfg: SyntheticConfig, start: int, stop: int) -> SyntheticFac
         acts = plan["intensity"][:, None] * mix + table["rest"] + cfg.action_jitter * plan["jitter"]
         acts[plan["mirror"]] = acts[plan["mirror"]][:, _MIRROR]
         acts = np.clip(acts, 0.0, 1.0)
-        pixels[b0 - start:b1 - start] = _render_batch(table, acts, nz, cfg.size, cfg.color, rngs)
+        pixels[b0 - start : b1 - start] = _render_batch(table, acts, nz, cfg.size, cfg.color, rngs)
 
         dists = np.full((b1 - b0, c), cfg.label_smoothing / c, np.float64)
         dists[np.arange(b1 - b0), label] += 1 - cfg.label_smoothing
@@ -165,10 +184,19 @@ def _generate_range(cfg: SyntheticConfig, start: int, stop: int) -> SyntheticFac
             dists[rows] = 0.0
             dists[rows, label[blend]] = pw[:, 0]
             dists[rows, second[blend]] = pw[:, 1]
-        for key, val in (("labels", plan["given"]), ("dists", dists), ("true_label", label),
-                         ("is_noisy", plan["noisy"]), ("second_label", second), ("blend_weight", weight),
-                         ("intensity", plan["intensity"]), ("identity", ids), ("occlusion", nz["occlusion"]),
-                         ("yaw", nz["yaw"]), ("roll", nz["roll"])):
+        for key, val in (
+            ("labels", plan["given"]),
+            ("dists", dists),
+            ("true_label", label),
+            ("is_noisy", plan["noisy"]),
+            ("second_label", second),
+            ("blend_weight", weight),
+            ("intensity", plan["intensity"]),
+            ("identity", ids),
+            ("occlusion", nz["occlusion"]),
+            ("yaw", nz["yaw"]),
+            ("roll", nz["roll"]),
+        ):
             cols.setdefault(key, []).append(val)
     cat = {k: np.concatenate(v) for k, v in cols.items()}
     identity = cat["identity"].astype(np.int64)
@@ -185,21 +213,32 @@ def _generate_range(cfg: SyntheticConfig, start: int, stop: int) -> SyntheticFac
         "roll": cat["roll"].astype(np.float32),
     }
     subjects = np.char.add("s", np.char.zfill(identity.astype(str), 4)).astype("<U8")
-    return SyntheticFaces(cfg, pixels, cat["labels"].astype(np.int64), cat["dists"].astype(np.float32), subjects,
-                          meta, start)
+    return SyntheticFaces(
+        cfg, pixels, cat["labels"].astype(np.int64), cat["dists"].astype(np.float32), subjects, meta, start
+    )
 
 
 def _concat(parts: Sequence[SyntheticFaces]) -> SyntheticFaces:
     first = parts[0]
     return SyntheticFaces(
-        first.config, np.concatenate([p.pixels for p in parts]), np.concatenate([p.labels for p in parts]),
-        np.concatenate([p.dists for p in parts]), np.concatenate([p.subjects for p in parts]),
-        {k: np.concatenate([p.meta[k] for p in parts]) for k in first.meta}, first.start,
+        first.config,
+        np.concatenate([p.pixels for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.dists for p in parts]),
+        np.concatenate([p.subjects for p in parts]),
+        {k: np.concatenate([p.meta[k] for p in parts]) for k in first.meta},
+        first.start,
     )
 
 
-def generate(config: SyntheticConfig | None = None, *, start: int = 0, stop: int | None = None, workers: int = 1,
-             **overrides: Any) -> SyntheticFaces:
+def generate(
+    config: SyntheticConfig | None = None,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    workers: int = 1,
+    **overrides: Any,
+) -> SyntheticFaces:
     """Generate samples ``[start, stop)`` of a config (default: all ``config.n``), without touching the cache.
 
     Args:

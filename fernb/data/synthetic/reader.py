@@ -16,11 +16,24 @@ options: any SyntheticConfig field, e.g. n=2000 (all splits together), size=64, 
          noise_rate=0.1, noise_mode="symmetric" | "asymmetric", noisy_splits=("train",), blend_fraction=0.2"""
 
 
-@register_dataset("synthetic", layout=_LAYOUT, splits=("train", "valid", "test", "all"),
-                  default_label_space="basic7", description="procedural faces with the basic expressions, "
-                  "subject-disjoint splits, label distributions and controlled label noise", aliases=("synth",))
-def load_synthetic(root: str | os.PathLike | None = None, split: str = "train", *, classes: str | None = None,
-                   cache: bool = True, workers: int | None = None, **overrides: Any) -> FERDataset:
+@register_dataset(
+    "synthetic",
+    layout=_LAYOUT,
+    splits=("train", "valid", "test", "all"),
+    default_label_space="basic7",
+    description="procedural faces with the basic expressions, "
+    "subject-disjoint splits, label distributions and controlled label noise",
+    aliases=("synth",),
+)
+def load_synthetic(
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    *,
+    classes: str | None = None,
+    cache: bool = True,
+    workers: int | None = None,
+    **overrides: Any,
+) -> FERDataset:
     """The synthetic data as a :class:`FERDataset` (registered as ``"synthetic"``).
 
     Args:

@@ -17,8 +17,9 @@ from .identities import FaceIdentity
 
 # A batch of B faces is drawn in two steps: the geometry of every shape is computed for all faces at once (numpy,
 # face units -> fixed-point pixels), then one loop issues the anti-aliased OpenCV calls face by face.
-_ID_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FaceIdentity)
-                                    if f.name not in ("skin", "hair", "iris", "rest"))
+_ID_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(FaceIdentity) if f.name not in ("skin", "hair", "iris", "rest")
+)
 _COLOR_FIELDS = ("skin", "hair", "iris")
 _LUMA = np.array([0.299, 0.587, 0.114])
 _SHIFT = 4  # fixed-point bits of the coordinates handed to OpenCV
@@ -55,8 +56,10 @@ class _Ops:
         # the face counter-clockwise on screen)
         roll = np.radians(nz["roll"])
         self.scale, self.roll_deg = np.asarray(nz["scale"], np.float64), np.asarray(nz["roll"], np.float64)
-        self.rot = np.stack([np.stack([np.cos(roll), np.sin(roll)], -1), np.stack([-np.sin(roll), np.cos(roll)], -1)],
-                            -2) * self.scale[:, None, None]  # (B, 2, 2), rows map (x, y) -> x', y'
+        self.rot = (
+            np.stack([np.stack([np.cos(roll), np.sin(roll)], -1), np.stack([-np.sin(roll), np.cos(roll)], -1)], -2)
+            * self.scale[:, None, None]
+        )  # (B, 2, 2), rows map (x, y) -> x', y'
         self.offset = 2.0 * np.asarray(nz["shift"], np.float64)  # image fractions -> canvas units
         self.cosy, self.siny = np.cos(yaw), np.sin(yaw)
         self.fw, self.fh = ident["face_w"], ident["face_h"]
@@ -111,23 +114,48 @@ class _Ops:
         cols = [tuple(c) for c in col.tolist()]
         self.ops.append((kind, geom, cols, t, None if on is None else np.asarray(on, bool).tolist()))
 
-    def poly(self, q: np.ndarray, col: np.ndarray, dz: float | np.ndarray = 0.0, raw: bool = False,
-             on: np.ndarray | None = None) -> None:
+    def poly(
+        self,
+        q: np.ndarray,
+        col: np.ndarray,
+        dz: float | np.ndarray = 0.0,
+        raw: bool = False,
+        on: np.ndarray | None = None,
+    ) -> None:
         self._add("poly", self.fix(q if raw else self.proj(q, dz)), col, 0, on)
 
-    def line(self, q: np.ndarray, col: np.ndarray, width: float, dz: float | np.ndarray = 0.0, raw: bool = False,
-             on: np.ndarray | None = None) -> None:
+    def line(
+        self,
+        q: np.ndarray,
+        col: np.ndarray,
+        width: float,
+        dz: float | np.ndarray = 0.0,
+        raw: bool = False,
+        on: np.ndarray | None = None,
+    ) -> None:
         self._add("line", self.fix(q if raw else self.proj(q, dz)), col, self.px(width), on)
 
-    def ellipse(self, c: np.ndarray, ax: float | np.ndarray, ay: float | np.ndarray, col: np.ndarray,
-                thickness: float = -1, angle: float | np.ndarray = 0.0, dz: float = 0.0, raw: bool = False,
-                on: np.ndarray | None = None) -> None:
+    def ellipse(
+        self,
+        c: np.ndarray,
+        ax: float | np.ndarray,
+        ay: float | np.ndarray,
+        col: np.ndarray,
+        thickness: float = -1,
+        angle: float | np.ndarray = 0.0,
+        dz: float = 0.0,
+        raw: bool = False,
+        on: np.ndarray | None = None,
+    ) -> None:
         """Ellipses centred at (B, 2) points with half-axes in canvas units (``ax`` foreshortened by the yaw)."""
         centre = self.fix(c if raw else self.proj(c[:, None], dz)[:, 0])
         ax = np.broadcast_to(ax, (self.b,)) * (1.0 if raw else np.abs(self.cosy))
         axes = np.stack([ax, np.broadcast_to(ay, (self.b,))], -1) * (self.scale * self.half * (1 << _SHIFT))[:, None]
-        geom = ([tuple(x) for x in centre.tolist()], [tuple(x) for x in np.round(axes).astype(int).tolist()],
-                (np.broadcast_to(angle, (self.b,)) - self.roll_deg).tolist())
+        geom = (
+            [tuple(x) for x in centre.tolist()],
+            [tuple(x) for x in np.round(axes).astype(int).tolist()],
+            (np.broadcast_to(angle, (self.b,)) - self.roll_deg).tolist(),
+        )
         self._add("ellipse", geom, col, -1 if thickness < 0 else self.px(thickness), on)
 
     def replay(self, b: int, img: np.ndarray) -> None:
@@ -186,8 +214,11 @@ def _face_ops(I: dict[str, np.ndarray], a: np.ndarray, nz: dict[str, np.ndarray]
     for s in (-1.0, 1.0):
         pull = g["lip_corner_pull_left" if s < 0 else "lip_corner_pull_right"]
         ex = s * eye_x
-        hu = I["eye_open"] * (1 + 0.95 * g["upper_lid_raise"]) * (1 - 0.35 * g["lid_tighten"] - 0.25 * cheek
-                                                                  - 0.5 * g["lid_droop"])
+        hu = (
+            I["eye_open"]
+            * (1 + 0.95 * g["upper_lid_raise"])
+            * (1 - 0.35 * g["lid_tighten"] - 0.25 * cheek - 0.5 * g["lid_droop"])
+        )
         hl = I["eye_low"] * (1 - 0.55 * g["lid_tighten"] - 0.65 * cheek - 0.15 * pull)
         hu, hl = np.maximum(hu, 0.012), np.maximum(hl, 0.006)
         inner, outer = p.pt(ex - s * eye_w, eye_y + 0.008), p.pt(ex + s * eye_w, eye_y - 0.01)
@@ -205,8 +236,9 @@ def _face_ops(I: dict[str, np.ndarray], a: np.ndarray, nz: dict[str, np.ndarray]
         p.poly(np.concatenate([lower, np.stack([p.pt(inner[:, 0], bot), p.pt(outer[:, 0], bot)], 1)], 1), p.col(skin))
         p.line(upper, ink, 0.022)
         p.line(lower, p.col(skin, 0.7), 0.01)
-        crease = _curve(inner + [0, -0.03], p.pt(ex, eye_y - hu - 0.05 - 0.03 * g["upper_lid_raise"]),
-                        outer + [0, -0.04])
+        crease = _curve(
+            inner + [0, -0.03], p.pt(ex, eye_y - hu - 0.05 - 0.03 * g["upper_lid_raise"]), outer + [0, -0.04]
+        )
         p.line(crease, p.col(skin, 0.82), 0.01)
         on = cheek > 0.05  # crow's feet and the lower-lid bulge
         c = p.col(skin, 1 - 0.3 * cheek)
@@ -219,11 +251,18 @@ def _face_ops(I: dict[str, np.ndarray], a: np.ndarray, nz: dict[str, np.ndarray]
         bx_out = s * I["brow_out_x"]
         base = eye_y - I["brow_gap"]
         by_in = base - 0.14 * g["inner_brow_raise"] + 0.09 * g["brow_lower"] + 0.05 * g["nose_wrinkle"] + 0.03
-        by_out = (base - 0.12 * g["outer_brow_raise"] - 0.03 * g["inner_brow_raise"] + 0.05 * g["brow_lower"]
-                  - 0.03 * g["upper_lid_raise"] + 0.01)
+        by_out = (
+            base
+            - 0.12 * g["outer_brow_raise"]
+            - 0.03 * g["inner_brow_raise"]
+            + 0.05 * g["brow_lower"]
+            - 0.03 * g["upper_lid_raise"]
+            + 0.01
+        )
         arch = I["brow_arch"] + 0.05 * g["outer_brow_raise"] - 0.02 * g["brow_lower"]
-        centre = _curve(p.pt(bx_in, by_in), p.pt(0.5 * (bx_in + bx_out), 0.5 * (by_in + by_out) - arch),
-                        p.pt(bx_out, by_out), 9)
+        centre = _curve(
+            p.pt(bx_in, by_in), p.pt(0.5 * (bx_in + bx_out), 0.5 * (by_in + by_out) - arch), p.pt(bx_out, by_out), 9
+        )
         th = I["brow_thick"][:, None, None] * np.linspace(1.25, 0.55, 9)[None, :, None] * np.array([0.0, 0.5])
         p.poly(np.concatenate([centre - th, (centre + th)[:, ::-1]], 1), brow_col)
 
@@ -250,13 +289,22 @@ def _face_ops(I: dict[str, np.ndarray], a: np.ndarray, nz: dict[str, np.ndarray]
         wing = _curve(p.pt(s * nw * 0.75, ny - 0.08), p.pt(s * nw, ny - 0.01), p.pt(s * 0.05, ny + 0.045), 7)
         p.line(wing, p.col(skin, 0.72), 0.014, dz=0.12)
         p.ellipse(p.pt(s * 0.065, ny + 0.025), 0.032 * fw, 0.016 * fh, p.col(skin, 0.35), dz=0.2)
-    p.line(_curve(p.pt(-0.05, ny + 0.045), p.pt(0.0, ny + 0.06), p.pt(0.05, ny + 0.045), 5), p.col(skin, 0.82),
-           0.01, dz=0.22)
+    p.line(
+        _curve(p.pt(-0.05, ny + 0.045), p.pt(0.0, ny + 0.06), p.pt(0.05, ny + 0.045), 5),
+        p.col(skin, 0.82),
+        0.01,
+        dz=0.22,
+    )
     c = p.col(skin, 1 - 0.4 * g["nose_wrinkle"])
     for k in range(3):
         y = eye_y + 0.07 + 0.055 * k
-        p.line(_curve(p.pt(-0.1, y + 0.012), p.pt(0.0, y - 0.008), p.pt(0.1, y + 0.012), 5), c, 0.011, dz=0.15,
-               on=g["nose_wrinkle"] > 0.1)
+        p.line(
+            _curve(p.pt(-0.1, y + 0.012), p.pt(0.0, y - 0.008), p.pt(0.1, y + 0.012), 5),
+            c,
+            0.011,
+            dz=0.15,
+            on=g["nose_wrinkle"] > 0.1,
+        )
 
     # mouth: corners, then the inner and outer lip curves through the centre line
     my = I["mouth_y"] - 0.025 * g["chin_raise"]
@@ -264,9 +312,17 @@ def _face_ops(I: dict[str, np.ndarray], a: np.ndarray, nz: dict[str, np.ndarray]
     corners = []
     for s, side in ((-1.0, "left"), (1.0, "right")):
         pull, dimp = g[f"lip_corner_pull_{side}"], g[f"dimpler_{side}"]
-        corners.append(p.pt(s * (half + 0.08 * pull - 0.03 * dimp),
-                            my - 0.13 * pull + 0.11 * g["lip_corner_depress"] + 0.03 * g["lip_stretch"] - 0.04 * dimp
-                            + 0.02 * g["chin_raise"]))
+        corners.append(
+            p.pt(
+                s * (half + 0.08 * pull - 0.03 * dimp),
+                my
+                - 0.13 * pull
+                + 0.11 * g["lip_corner_depress"]
+                + 0.03 * g["lip_stretch"]
+                - 0.04 * dimp
+                + 0.02 * g["chin_raise"],
+            )
+        )
     left, right = corners
     gap = 0.27 * g["jaw_drop"]
     ju = my - 0.3 * gap - 0.05 * g["upper_lip_raise"]
@@ -294,15 +350,23 @@ def _face_ops(I: dict[str, np.ndarray], a: np.ndarray, nz: dict[str, np.ndarray]
     # nasolabial folds and the chin crease
     shared = np.maximum.reduce([cheek, g["upper_lip_raise"], g["nose_wrinkle"], 0.6 * g["lip_stretch"]])
     for s, corner, side in ((-1.0, left, "left"), (1.0, right, "right")):
-        fold = I["fold_base"] + 0.75 * np.maximum.reduce([shared, 0.8 * g[f"lip_corner_pull_{side}"],
-                                                          0.8 * g[f"dimpler_{side}"]])
+        fold = I["fold_base"] + 0.75 * np.maximum.reduce(
+            [shared, 0.8 * g[f"lip_corner_pull_{side}"], 0.8 * g[f"dimpler_{side}"]]
+        )
         top = p.pt(s * (nw + 0.03), ny - 0.03)
         end = corner + [s * 0.07, 0.05]
-        p.line(_curve(top, p.pt(s * (np.abs(end[:, 0]) + 0.04), 0.5 * (top[:, 1] + end[:, 1])), end, 7),
-               p.col(skin, 1 - 0.3 * np.minimum(fold, 1.0)), 0.012)
+        p.line(
+            _curve(top, p.pt(s * (np.abs(end[:, 0]) + 0.04), 0.5 * (top[:, 1] + end[:, 1])), end, 7),
+            p.col(skin, 1 - 0.3 * np.minimum(fold, 1.0)),
+            0.012,
+        )
     y = jl + tl + 0.09
-    p.line(_curve(p.pt(-0.13, y + 0.02), p.pt(0.0, y - 0.012), p.pt(0.13, y + 0.02), 5),
-           p.col(skin, 1 - 0.3 * g["chin_raise"]), 0.012, on=g["chin_raise"] > 0.15)
+    p.line(
+        _curve(p.pt(-0.13, y + 0.02), p.pt(0.0, y - 0.012), p.pt(0.13, y + 0.02), 5),
+        p.col(skin, 1 - 0.3 * g["chin_raise"]),
+        0.012,
+        on=g["chin_raise"] > 0.15,
+    )
 
     # glasses (an identity trait), then occluders that move with the head
     frame = p.col((0.12, 0.1, 0.1))
@@ -332,8 +396,9 @@ def _occluder_ops(p: _Ops, I: dict[str, np.ndarray], nz: dict[str, np.ndarray], 
     base = np.where(u[:, :1] < 0.5, [0.78, 0.85, 0.92], [0.92, 0.92, 0.9]) * (0.85 + 0.15 * u[:, 1:2])
     top = ny - 0.12 - 0.1 * u[:, 2]
     xs = np.array([-0.97, -0.3, 0.0, 0.3, 0.97, 0.9, 0.45, 0.0, -0.45, -0.9])
-    ys = np.stack([top + 0.12, top, top - 0.03, top, top + 0.12] + [np.full(p.b, v) for v in
-                                                                    (0.62, 0.92, 1.02, 0.92, 0.62)], 1)
+    ys = np.stack(
+        [top + 0.12, top, top - 0.03, top, top + 0.12] + [np.full(p.b, v) for v in (0.62, 0.92, 1.02, 0.92, 0.62)], 1
+    )
     p.poly(np.stack([np.broadcast_to(xs, ys.shape), ys], -1), p.col(base), on=on)
     for dy in (0.2, 0.45):
         p.line(np.stack([p.pt(-0.9, top + dy), p.pt(0.9, top + dy)], 1), p.col(base, 0.85), 0.01, on=on)
@@ -376,8 +441,14 @@ def _log_levels() -> np.ndarray:
         return np.log(np.linspace(0.0, 1.0, 1024, dtype=np.float32))
 
 
-def _render_batch(I: dict[str, np.ndarray], actions: np.ndarray, nz: dict[str, np.ndarray], size: int, color: bool,
-                  rngs: Sequence[np.random.Generator] | None) -> np.ndarray:
+def _render_batch(
+    I: dict[str, np.ndarray],
+    actions: np.ndarray,
+    nz: dict[str, np.ndarray],
+    size: int,
+    color: bool,
+    rngs: Sequence[np.random.Generator] | None,
+) -> np.ndarray:
     """Render B faces.
 
     Args:
@@ -415,8 +486,9 @@ def _render_batch(I: dict[str, np.ndarray], actions: np.ndarray, nz: dict[str, n
         w, h = (0.25 + 0.25 * u[0]) * size, (0.2 + 0.25 * u[1]) * size
         x0, y0 = (0.1 + 0.8 * u[2]) * size - w / 2, (0.15 + 0.75 * u[3]) * size - h / 2
         rgb = np.array([u[4], u[5], 1 - u[4]]) * 0.9 + 0.05
-        out[j, max(0, int(y0)):max(0, int(y0 + h)), max(0, int(x0)):max(0, int(x0 + w))] = \
+        out[j, max(0, int(y0)) : max(0, int(y0 + h)), max(0, int(x0)) : max(0, int(x0 + w))] = (
             rgb if color else rgb @ _LUMA
+        )
 
     # lighting: directional gradient and a soft side shadow, then contrast about mid-grey, brightness and gamma
     def col32(key: str) -> np.ndarray:
@@ -495,10 +567,22 @@ def render_face(
     if occlusion is not None and occlusion not in OCCLUSION_TYPES:
         raise ValueError(f"occlusion must be None or one of {OCCLUSION_TYPES}, got {occlusion!r}")
     values = {
-        "yaw": [yaw], "roll": [roll], "scale": [scale], "shift": [shift], "gaze": [gaze], "background": [background],
-        "clothing": [clothing], "occlusion": [-1 if occlusion is None else OCCLUSION_TYPES.index(occlusion)],
-        "occlusion_u": [occlusion_u], "light_dir": [light_dir], "light_strength": [0.7 * lighting],
-        "shadow": [0.5 * lighting], "contrast": [1.0], "brightness": [0.0], "gamma": [1.0], "blur": [blur],
+        "yaw": [yaw],
+        "roll": [roll],
+        "scale": [scale],
+        "shift": [shift],
+        "gaze": [gaze],
+        "background": [background],
+        "clothing": [clothing],
+        "occlusion": [-1 if occlusion is None else OCCLUSION_TYPES.index(occlusion)],
+        "occlusion_u": [occlusion_u],
+        "light_dir": [light_dir],
+        "light_strength": [0.7 * lighting],
+        "shadow": [0.5 * lighting],
+        "contrast": [1.0],
+        "brightness": [0.0],
+        "gamma": [1.0],
+        "blur": [blur],
         "noise_std": [noise_std],
     }
     nz = {k: np.asarray(v, np.float64) if k != "occlusion" else np.asarray(v, np.int64) for k, v in values.items()}

@@ -33,7 +33,7 @@ def _identity_splits(cfg: SyntheticConfig) -> np.ndarray:
         n_tr = max(0, n_id - n_va - 1)
     codes = np.full(n_id, 2, np.int64)
     codes[perm[:n_tr]] = 0
-    codes[perm[n_tr:n_tr + n_va]] = 1
+    codes[perm[n_tr : n_tr + n_va]] = 1
     return codes
 
 
@@ -48,7 +48,7 @@ def _primary_labels(cfg: SyntheticConfig, start: int, stop: int) -> np.ndarray:
         return np.zeros(0, np.int64)
     blocks = range(start // c, (stop - 1) // c + 1)
     lab = np.concatenate([np.random.default_rng([cfg.seed, _STREAM_LABELS, k]).permutation(c) for k in blocks])
-    return lab[start - blocks[0] * c: stop - blocks[0] * c].astype(np.int64)
+    return lab[start - blocks[0] * c : stop - blocks[0] * c].astype(np.int64)
 
 
 def _other_class(label: np.ndarray, u: np.ndarray, c: int) -> np.ndarray:
@@ -57,9 +57,9 @@ def _other_class(label: np.ndarray, u: np.ndarray, c: int) -> np.ndarray:
     return k + (k >= label)
 
 
-def _plan_batch(cfg: SyntheticConfig, start: int, stop: int, split_codes: np.ndarray, protos: np.ndarray,
-                confusable: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                                 list[np.random.Generator]]:
+def _plan_batch(
+    cfg: SyntheticConfig, start: int, stop: int, split_codes: np.ndarray, protos: np.ndarray, confusable: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[np.random.Generator]]:
     """Per-sample draws of [start, stop) from generators seeded by (seed, index), then the plan, vectorised.
 
     Returns:
@@ -91,12 +91,22 @@ def _plan_batch(cfg: SyntheticConfig, start: int, stop: int, split_codes: np.nda
     noisy = noisy_split & (u[:, 7] < cfg.noise_rate) & (c > 1)
     wrong = confusable[label] if cfg.noise_mode == "asymmetric" else _other_class(label, u[:, 8], c)
     given = np.where(noisy, wrong, label)
-    plan = {"label": label, "identity": identity, "second": second, "weight": weight, "intensity": intensity,
-            "noisy": noisy, "given": given, "mirror": u[:, 6] < 0.5, "jitter": jitter}
+    plan = {
+        "label": label,
+        "identity": identity,
+        "second": second,
+        "weight": weight,
+        "intensity": intensity,
+        "noisy": noisy,
+        "given": given,
+        "mirror": u[:, 6] < 0.5,
+        "jitter": jitter,
+    }
 
     types = np.array([OCCLUSION_TYPES.index(t) for t in cfg.occlusion_types] or [-1])
-    occ = np.where(u[:, 9] < cfg.occlusion_p, types[np.minimum((u[:, 10] * len(types)).astype(int), len(types) - 1)],
-                   -1)
+    occ = np.where(
+        u[:, 9] < cfg.occlusion_p, types[np.minimum((u[:, 10] * len(types)).astype(int), len(types) - 1)], -1
+    )
     light = cfg.lighting
     bg_level = 0.15 + 0.75 * u[:, 18:19]
     bg = np.clip(bg_level * (1 + 0.35 * (u[:, 19:22] - 0.5)), 0, 1) if cfg.color else np.repeat(bg_level, 3, 1)

@@ -44,4 +44,3 @@ __all__ = [
     "class_silhouette",
     "warm_numba_cache",
 ]
-

@@ -14,6 +14,7 @@ from ...engine.rundir import atomic_write_bytes
 
 _VERSION = 1  # bump when what is cached changes meaning
 
+
 def _digest(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:

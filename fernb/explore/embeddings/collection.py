@@ -60,8 +60,9 @@ def collect_embeddings(
         raise FileNotFoundError(f"{rd.path}: no checkpoint {tag!r}; it has {', '.join(rd.checkpoints()) or 'none'}")
     state = json.loads(state_file.read_text())
     data = rd.read_record().get("data")  # the data fingerprints the run recorded
-    key = _digest("embeddings", _VERSION, rd.config_path.read_bytes(), data, state.get("files"), tag, split, limit,
-                  seed)
+    key = _digest(
+        "embeddings", _VERSION, rd.config_path.read_bytes(), data, state.get("files"), tag, split, limit, seed
+    )
     path = cache_root() / "embeddings" / f"emb-{rd.path.name}-{tag}-{key}.npz"
     if cache and (blob := _read_cache(path)) is not None:
         try:
@@ -77,8 +78,9 @@ def collect_embeddings(
 _ARBEX_SCALARS = ("confidence_primary", "confidence_anchor", "confidence_attention")
 
 
-def _embed(run_dir: Path, tag: str, *, split: str, limit: int | None, seed: int, device: str,
-           batch_size: int | None) -> EmbeddingSet:
+def _embed(
+    run_dir: Path, tag: str, *, split: str, limit: int | None, seed: int, device: str, batch_size: int | None
+) -> EmbeddingSet:
     cfg, model, meta = load_run(run_dir, tag, device=device)
     ds = run_split(cfg, split)
     rows = np.arange(len(ds))
@@ -89,11 +91,13 @@ def _embed(run_dir: Path, tag: str, *, split: str, limit: int | None, seed: int,
     names = ["embedding", *(_ARBEX_SCALARS if isinstance(anchors, torch.Tensor) else ())]
     bs = batch_size or cfg.data.eval_batch_size or cfg.data.batch_size
     try:
-        pred = predict(model, ds, batch_size=bs, device=resolve_device(device), order="shuffled", seed=seed,
-                       extras=names)
+        pred = predict(
+            model, ds, batch_size=bs, device=resolve_device(device), order="shuffled", seed=seed, extras=names
+        )
     except KeyError:  # a model with anchors but without ARBEx's confidences
-        pred = predict(model, ds, batch_size=bs, device=resolve_device(device), order="shuffled", seed=seed,
-                       extras=["embedding"])
+        pred = predict(
+            model, ds, batch_size=bs, device=resolve_device(device), order="shuffled", seed=seed, extras=["embedding"]
+        )
     probs = softmax(pred.logits, axis=1)
     c = probs.shape[1]
     if "confidence_primary" in pred.extras:
@@ -110,16 +114,27 @@ def _embed(run_dir: Path, tag: str, *, split: str, limit: int | None, seed: int,
         a = a3.reshape(-1, a3.shape[-1]).astype(np.float32)
         a_cls = np.repeat(np.arange(a3.shape[0]), a3.shape[1]).astype(np.int64)
     return EmbeddingSet(
-        run=run_dir.name, checkpoint=tag, epoch=meta.get("epoch"), method=cfg.model.name, split=split,
+        run=run_dir.name,
+        checkpoint=tag,
+        epoch=meta.get("epoch"),
+        method=cfg.model.name,
+        split=split,
         embeddings=pred.extras["embedding"].reshape(len(pred), -1).astype(np.float32),
-        labels=pred.targets.astype(np.int64), preds=pred.preds.astype(np.int64),
-        confidence=np.clip(conf, 0.0, 1.0).astype(np.float32), max_prob=probs.max(1).astype(np.float32),
-        indices=rows[pred.indices].astype(np.int64), class_names=list(meta["class_names"]),
-        anchors=a, anchor_classes=a_cls, extra=extra)
+        labels=pred.targets.astype(np.int64),
+        preds=pred.preds.astype(np.int64),
+        confidence=np.clip(conf, 0.0, 1.0).astype(np.float32),
+        max_prob=probs.max(1).astype(np.float32),
+        indices=rows[pred.indices].astype(np.int64),
+        class_names=list(meta["class_names"]),
+        anchors=a,
+        anchor_classes=a_cls,
+        extra=extra,
+    )
 
 
-def collect_checkpoints(run_dir: str | os.PathLike, checkpoints: Sequence[str | int] | None = None,
-                        **kwargs: Any) -> list[EmbeddingSet]:
+def collect_checkpoints(
+    run_dir: str | os.PathLike, checkpoints: Sequence[str | int] | None = None, **kwargs: Any
+) -> list[EmbeddingSet]:
     """:func:`collect_embeddings` for several checkpoints of one run (default: :func:`pick_checkpoints`); the same
     samples in each."""
     tags = list(checkpoints) if checkpoints is not None else pick_checkpoints(run_dir)

@@ -37,6 +37,7 @@ def configure_numba_cache() -> Path:
 
 configure_numba_cache()
 
+
 def _enable_umap_disk_cache() -> None:
     """Turn numba's on-disk cache on for umap-learn's module-level kernels (umap-learn compiles them without
     ``cache=True``, so each new process would recompile them: about 25 s on 2 cores)."""
@@ -81,19 +82,39 @@ def _fit_2d(x: np.ndarray, method: str, n_neighbors: int, min_dist: float, seed:
         out = PCA(k, svd_solver="full", random_state=seed).fit_transform(x.astype(np.float64))
         return np.pad(out, ((0, 0), (0, 2 - k))).astype(np.float32)
     umap = _import_umap()
-    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, m - 1)), min_dist=min_dist,
-                        metric="euclidean", random_state=seed, n_jobs=1)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=int(min(n_neighbors, m - 1)),
+        min_dist=min_dist,
+        metric="euclidean",
+        random_state=seed,
+        n_jobs=1,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the seed forces one thread; tiny graphs warn about disconnection
         return reducer.fit_transform(x.astype(np.float32)).astype(np.float32)
 
 
 @overload
-def project(sets: EmbeddingSet, *, method: str = ..., n_neighbors: int = ..., min_dist: float = ..., seed: int = ...,
-            cache: bool = ...) -> EmbeddingSet: ...
+def project(
+    sets: EmbeddingSet,
+    *,
+    method: str = ...,
+    n_neighbors: int = ...,
+    min_dist: float = ...,
+    seed: int = ...,
+    cache: bool = ...,
+) -> EmbeddingSet: ...
 @overload
-def project(sets: Sequence[EmbeddingSet], *, method: str = ..., n_neighbors: int = ..., min_dist: float = ...,
-            seed: int = ..., cache: bool = ...) -> list[EmbeddingSet]: ...
+def project(
+    sets: Sequence[EmbeddingSet],
+    *,
+    method: str = ...,
+    n_neighbors: int = ...,
+    min_dist: float = ...,
+    seed: int = ...,
+    cache: bool = ...,
+) -> list[EmbeddingSet]: ...
 
 
 def project(
@@ -169,10 +190,10 @@ def project(
     at = 0
     for s in items:
         n = len(s)
-        s_xy, at = xy[at:at + n], at + n
+        s_xy, at = xy[at : at + n], at + n
         a_xy = None
         if s.has_anchors and s.anchors is not None:
-            a_xy, at = xy[at:at + len(s.anchors)], at + len(s.anchors)
+            a_xy, at = xy[at : at + len(s.anchors)], at + len(s.anchors)
         out.append(dataclasses.replace(s, xy=s_xy, anchor_xy=a_xy))
     return out[0] if single else out
 

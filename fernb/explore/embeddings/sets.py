@@ -10,6 +10,7 @@ import numpy as np
 
 COLOURINGS = ("label", "prediction", "confidence")
 
+
 @dataclass
 class EmbeddingSet:
     """One checkpoint's embeddings of a split, with what the model said about each sample.
@@ -52,8 +53,10 @@ class EmbeddingSet:
 
     def __repr__(self) -> str:
         a = f", anchors={self.anchors.shape}" if self.anchors is not None else ""
-        return (f"EmbeddingSet({self.run!r}, {self.checkpoint!r}, n={len(self)}, "
-                f"dim={self.embeddings.shape[1]}{a}, projected={self.xy is not None})")
+        return (
+            f"EmbeddingSet({self.run!r}, {self.checkpoint!r}, n={len(self)}, "
+            f"dim={self.embeddings.shape[1]}{a}, projected={self.xy is not None})"
+        )
 
     @property
     def num_classes(self) -> int:
@@ -99,7 +102,7 @@ class EmbeddingSet:
         with np.load(io.BytesIO(data)) as z:
             meta = json.loads(z["__meta__"].tobytes().decode())
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        extra = {k[len("extra__"):]: arrays.pop(k) for k in list(arrays) if k.startswith("extra__")}
+        extra = {k[len("extra__") :]: arrays.pop(k) for k in list(arrays) if k.startswith("extra__")}
         return cls(**meta, **arrays, extra=extra)
 
 

@@ -48,12 +48,12 @@ def neighbours(
     n = len(embeddings)
     if not 0 <= index < n:
         raise IndexError(f"sample {index} is outside 0..{n - 1}")
-    d = _pairwise(embeddings[index:index + 1], embeddings)[0]
+    d = _pairwise(embeddings[index : index + 1], embeddings)[0]
     d[index] = np.inf
-    order = np.argsort(d, kind="stable")[:max(0, min(k, n - 1))]
+    order = np.argsort(d, kind="stable")[: max(0, min(k, n - 1))]
     out = Neighbours(index=int(index), samples=order.astype(np.int64), distances=d[order])
     if anchors is not None and len(anchors):
-        j, dist = nearest_anchor(embeddings[index:index + 1], anchors)
+        j, dist = nearest_anchor(embeddings[index : index + 1], anchors)
         out.anchor, out.anchor_distance = int(j[0]), float(dist[0])
         out.anchor_class = int(anchor_classes[j[0]]) if anchor_classes is not None else None
     return out
@@ -107,8 +107,13 @@ def anchor_summary(sets: Sequence[EmbeddingSet]):
     prev: dict[str, np.ndarray] = {}
     for es in sets:
         x, y, c = es.embeddings, es.labels, es.num_classes
-        row: dict[str, Any] = {"run": es.run, "checkpoint": es.checkpoint, "epoch": es.epoch, "n": len(es),
-                               "accuracy": float((es.preds == y).mean()) if len(es) else float("nan")}
+        row: dict[str, Any] = {
+            "run": es.run,
+            "checkpoint": es.checkpoint,
+            "epoch": es.epoch,
+            "n": len(es),
+            "accuracy": float((es.preds == y).mean()) if len(es) else float("nan"),
+        }
         row["nearest_anchor_accuracy"] = float("nan")
         row["nearest_centroid_accuracy"] = _loo_centroid_accuracy(x, y, c) if len(es) else float("nan")
         ok = 2 <= len(np.unique(y)) < len(es)
