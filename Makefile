@@ -15,7 +15,7 @@ help:
 	@echo "make smoke  - the same in smoke mode (seconds per notebook, as CI runs them)"
 	@echo "make test   - set up .venv if needed, run the test suite (what .ci/run calls)"
 	@echo "make lint   - ruff over the package, tests, benchmarks and notebooks"
-	@echo "make format - ruff's import sorting and fixes, and nbstripout on the notebooks"
+	@echo "make format - ruff format, ruff's import sorting and fixes, nbstripout on the notebooks"
 	@echo "make typecheck - mypy over fernb/, against the baseline in .ci/mypy-baseline"
 	@echo "make browser - install Debian's chromium for the JupyterLab browser test (apt-get; root or sudo)"
 	@echo "make bench  - print the benchmark tables"
@@ -42,10 +42,12 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check fernb tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check fernb tests benchmarks
 
 format: venv
 	$(VENV)/bin/ruff check --fix fernb tests benchmarks notebooks
-	$(VENV)/bin/nbstripout notebooks/*.ipynb
+	$(VENV)/bin/ruff format fernb tests benchmarks
+	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
 
 typecheck: venv
 	PY=$(PY) bash .ci/typecheck
