@@ -289,3 +289,12 @@ def test_every_method_trains_a_few_steps_with_its_budget_recipe(tmp_path, method
     assert res.steps == steps and np.isfinite(res.history[-1]["train_loss"])
     rec = json.loads((res.run_dir / "run.json").read_text())
     assert rec["preset"] == f"{method}/synthetic@budget"
+
+
+def test_budget_models_by_face_size():
+    assert budget_overrides("manet", "ferplus")["model.kwargs"] == {"stem": "small", "stem_stride": 2}
+    assert budget_overrides("manet", "synthetic")["model.kwargs"] == {}  # 64 px: the tiny preset's ImageNet stem
+    assert budget_overrides("resnet18", "ferplus")["model.kwargs"] == {"stem_stride": 1}
+    assert budget_overrides("resnet18", "synthetic")["model.kwargs"] == {"stem_stride": 2}
+    arbex = budget_overrides("arbex", "synthetic")["model.kwargs"]
+    assert arbex["backbone_kwargs"]["stem_stride"] == 2 and arbex["backbone"] == "resnet18"
