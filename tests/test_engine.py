@@ -396,6 +396,15 @@ def test_time_budget_and_max_steps_stop_early(tmp_path):
     assert len(rows) == 2 and ",1" in rows[1]  # the partial epoch is reported, flagged partial=1
 
 
+def test_a_run_the_time_budget_stops_at_an_epoch_end_is_still_validated(tmp_path):
+    from fernb.engine import fit
+
+    cfg = toy_config(tmp_path, **{"run.time_budget_s": 1e-9, "schedule.epochs": 4, "schedule.eval_every": 2})
+    res = fit(cfg, train_data=toy_data(8), valid_data=toy_data(14, 1))  # one batch an epoch: the cut is at its end
+    assert res.steps == 1 and res.stop_reason == "time_budget"
+    assert res.best_metrics.get("valid_accuracy") is not None
+
+
 def test_predict_returns_dataset_order_and_shuffled_batches_differ_for_batch_dependent_models():
     from fernb.engine.data import build_transform
     from fernb.engine.predict import predict

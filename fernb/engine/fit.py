@@ -886,6 +886,7 @@ class Trainer:
             row = self._epoch_row(epoch, stage, lr, sums, seconds, partial)
             validate = (
                 partial
+                or (stop and self.stop_reason == "time_budget")  # a run cut at an epoch's end still gets scored
                 or (epoch + 1) % max(1, cfg.schedule.eval_every) == 0
                 or epoch + 1 == self.total_epochs
                 or (self.stage_bounds[stage][1] == epoch + 1)
