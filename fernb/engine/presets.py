@@ -24,6 +24,10 @@ Where each recipe comes from (tags as in ``shared/specs``):
   learning rates come from the model's ``param_groups``.
 - ``manet``: SGD 0.01, momentum 0.9, wd 1e-4, StepLR(15, 0.1), batch 128, 100 epochs, 224 px; AffectNet: 20 epochs,
   StepLR(5, 0.1), batch 256, oversampling. baselines.md §5.2 [code, log].
+- ``scn``: ``train.py`` of the official code: Adam with its default lr 1e-3 (``--lr`` only reaches SGD), wd 1e-4,
+  ExponentialLR 0.9, batch 64, 70 epochs, 224 px; beta 0.7, rank margin 0.07 (the README's training command for
+  batch 64; 0.15 is the paper's at batch 1024), relabel margin 0.2 from the 10th epoch. ARM's transform preset, which
+  descends from SCN's script (SCN erases 2-25 % of the image, ARM 2-10 %). ``docs/specs/scn.md`` §3.
 
 Model selection is always on a validation split (the official codes select on the test set; fernb does not).
 
@@ -64,7 +68,7 @@ __all__ = [
     "split_recipe",
 ]
 
-METHODS: tuple[str, ...] = ("arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet")
+METHODS: tuple[str, ...] = ("arbex", "poster_v2", "resnet18", "arm", "adcorre", "esr", "manet", "scn")
 DATASETS: tuple[str, ...] = (
     "ferplus",
     "rafdb",
@@ -117,6 +121,10 @@ def _esr_stages(first: int, later: int, branches: int = 9) -> list[StageConfig]:
     return [StageConfig(epochs=first)] + [
         StageConfig(epochs=later, call="add_branch", reload_best=True) for _ in range(branches - 1)
     ]
+
+
+# SCN's train.py: beta 0.7, relabel margin 0.2 from the 10th (1-based) epoch; rank margin 0.07, the README's command
+_SCN_LOSS: dict[str, Any] = {"beta": 0.7, "margin_rank": 0.07, "margin_relabel": 0.2, "relabel_epoch": 10}
 
 
 def _recipe(method: str, dataset: str) -> dict[str, Any]:
@@ -217,6 +225,20 @@ def _recipe(method: str, dataset: str) -> dict[str, Any]:
             "schedule.step_size": 15,
             "schedule.gamma": 0.1,
         }
+    if method == "scn":
+        return {
+            "data.img_size": 224,
+            "data.batch_size": 64,
+            "data.eval_batch_size": 64,
+            "data.transform": "arm",
+            "optim.name": "adam",
+            "optim.lr": 1e-3,
+            "optim.weight_decay": 1e-4,
+            "schedule.epochs": 70,
+            "schedule.name": "exponential",
+            "schedule.gamma": 0.9,
+            "loss.kwargs": dict(_SCN_LOSS),
+        }
     raise KeyError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -257,6 +279,8 @@ _BUDGET_COMMON: dict[str, Any] = {
 BUDGET_MODELS: dict[str, dict[str, Any]] = {
     # the CIFAR-style stem of stride 1: a 48 px face reaches layer4 at 6x6 (stride 2: 3x3, 8 points lower)
     "resnet18": {"stem_stride": "auto"},
+    # SCN is a ResNet-18 with two linear heads: the budget ResNet-18's trunk
+    "scn": {"stem_stride": "auto"},
     # reliability balancing on the CNN that learns best in the budget (see README: ARBEx's backbones)
     "arbex": {"backbone": "resnet18", "backbone_kwargs": {"width": 16, "stem": "small", "stem_stride": "auto"}},
     # a 3x3 stem of stride 2 without max-pool: at 48 px the branches split a 12x12 layer2 map (the ImageNet stem: 6x6).
@@ -273,6 +297,11 @@ _BUDGET_MODEL_MAX_SIZE = {"manet": 48}
 BUDGET_OVERRIDES: dict[str, dict[str, Any]] = {
     # every branch also learns from the labels (fernb.losses.arbex: lambda_branch), else the attention stays uniform
     "arbex": {"loss.kwargs": {"label_smoothing": 0.1, "lambda_branch": 1.0}},
+    # a budget run's epoch count is known only after calibration: relabelling starts where the official run's 10th of
+    # 70 epochs starts, after 9/70 of training
+    "scn": {
+        "loss.kwargs": {**_SCN_LOSS, "label_smoothing": 0.1, "relabel_epoch": None, "relabel_progress": 9 / 70},
+    },
 }
 
 
