@@ -6,6 +6,7 @@ The entry point is :func:`load_dataset`; every reader maps its labels into :mod:
 from .base import FERDataset, read_image, register_dataset, restrict_label_space
 from .errors import CorruptImageError, DataFormatError, DataRootError, EmptySplitError, FernbDataError
 from .factory import dataset_info, list_datasets, load_dataset
+from .noise import FER_CONFUSION, LabelNoiseError, apply_label_noise, plan_label_noise
 from .readers import verify_images
 from .splits import folds_from_column, group_holdout, stratified_split, subject_kfold, train_valid_split
 
@@ -28,4 +29,8 @@ __all__ = [
     "group_holdout",
     "train_valid_split",
     "verify_images",
+    "apply_label_noise",
+    "plan_label_noise",
+    "LabelNoiseError",
+    "FER_CONFUSION",
 ]

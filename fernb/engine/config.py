@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import yaml
 
+from ..data.noise import LabelNoiseError, check_label_noise_fields
 from .rundir import atomic_write_text
 
 __all__ = [
@@ -83,6 +84,11 @@ class DataConfig:
             fast input on a CPU.
         batch_augment: fields of :class:`fernb.data.arrays.BatchTransform` for the ``tensor`` pipeline's training
             batches (``hflip``, ``degrees``, ``scale``, ``translate``, ``erase_p``, ``erase_scale``, ...).
+        label_noise: flip training labels (:mod:`fernb.data.noise`): ``{"rate": 0.3, "kind": "symmetric",
+            "seed": 0}``; kinds ``symmetric``, ``asymmetric`` (the FER confusion table) and ``file`` (``{"kind":
+            "file", "file": ".../noise03.txt"}``, a noisy label file in RAF-DB's format); ``seed`` left out takes
+            ``run.seed``. Only the samples that train get it (never validation, test or a held-out share); empty or
+            None: no noise. Recorded in ``run.json`` (``data.label_noise``).
     """
 
     dataset: str = "synthetic"
@@ -110,6 +116,14 @@ class DataConfig:
     fallback: str | None = None
     pipeline: str = "pil"
     batch_augment: dict[str, Any] = field(default_factory=dict)
+    label_noise: dict[str, Any] | None = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # each field on its own (dotted overrides set them one at a time); fit checks the whole spec and the file
+        try:
+            check_label_noise_fields(self.label_noise, "data.label_noise")
+        except LabelNoiseError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ..data.arrays import ArrayBatches, BatchTransform, materialize
 from ..data.base import FERDataset, restrict_label_space
 from ..data.errors import DataRootError
 from ..data.factory import dataset_info, load_dataset
+from ..data.noise import LabelNoiseError, LabelNoiseSpec, plan_label_noise
 from ..data.samplers import build_sampler
 from ..data.splits import subject_kfold
 from ..data.synthetic import load_synthetic
@@ -38,6 +39,7 @@ __all__ = [
     "transform_method",
     "load_split",
     "build_datasets",
+    "label_noise_spec",
     "build_test_dataset",
     "run_split",
     "class_weights",
@@ -201,12 +203,14 @@ def _holdout(ds: FERDataset, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 @dataclass
 class DataBundle:
-    """The datasets of a run and where they came from."""
+    """The datasets of a run and where they came from (``label_noise``: the record of the training labels' noise,
+    :func:`fernb.data.noise.plan_label_noise`, or None)."""
 
     train: FERDataset
     valid: FERDataset
     source: str
     notes: list[str] = field(default_factory=list)
+    label_noise: dict[str, Any] | None = None
 
     @property
     def label_space(self):
@@ -223,13 +227,16 @@ class DataBundle:
                 "has_dists": ds.dists is not None,
             }
 
-        return {
+        out = {
             "source": self.source,
             "label_space": {"name": self.train.label_space.name, "names": list(self.train.label_space.names)},
             "train": one(self.train),
             "valid": one(self.valid),
             "notes": list(self.notes),
         }
+        if self.label_noise is not None:
+            out["label_noise"] = dict(self.label_noise)
+        return out
 
 
 def _fold_parts(cfg: DataConfig, seed: int) -> tuple[FERDataset, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -248,10 +255,25 @@ def _fold_parts(cfg: DataConfig, seed: int) -> tuple[FERDataset, np.ndarray, np.
     return full, train_idx, valid_idx, test_idx, source
 
 
+def label_noise_spec(d: DataConfig) -> LabelNoiseSpec | None:
+    """``data.label_noise`` checked as a whole (kind, rate, seed, the file's existence), before any data is read.
+
+    Raises:
+        ConfigError: naming the field and what to give.
+    """
+    try:
+        return LabelNoiseSpec.parse(d.label_noise, "data.label_noise")
+    except LabelNoiseError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def build_datasets(
     cfg: TrainConfig, train_data: FERDataset | None = None, valid_data: FERDataset | None = None
 ) -> DataBundle:
     """The training and validation datasets of a run, with transforms attached. Never loads the test split.
+
+    ``data.label_noise`` flips labels of the training samples only, after the validation share is held out and
+    ``train_limit`` applied (:mod:`fernb.data.noise`).
 
     Args:
         cfg: the run's config.
@@ -259,6 +281,7 @@ def build_datasets(
         valid_data: the same for validation; None with ``train_data`` given holds out ``valid_fraction``.
     """
     d, seed = cfg.data, cfg.run.seed
+    noise_spec = label_noise_spec(d)
     notes: list[str] = []
     if train_data is not None:
         train, source = train_data, train_data.name
@@ -297,11 +320,20 @@ def build_datasets(
                 valid = restrict_label_space(valid, train.label_space)
     train = _limit(train, d.train_limit, seed)
     valid = _limit(valid, d.valid_limit, seed + 1)
+    # planned on the split as read (a noise file matches file names), applied after decoding (the decoded-array
+    # cache stays the clean split's)
+    noise = plan_label_noise(train, noise_spec, seed, where="data.label_noise") if noise_spec is not None else None
     train = _attach_transforms(cfg, train, True)
     valid = _attach_transforms(cfg, valid, False)
+    if noise is not None:
+        train = noise.apply(train)
+        notes.append(
+            f"label noise ({noise.record['kind']}): {noise.record['flipped']} of {len(train)} training labels "
+            "flipped; validation labels untouched"
+        )
     if source != d.dataset and train_data is None:
         notes.append(f"data root of {d.dataset!r} missing: trained on {source!r} (fallback)")
-    return DataBundle(train, valid, source, notes)
+    return DataBundle(train, valid, source, notes, noise.record if noise is not None else None)
 
 
 def build_test_dataset(
