@@ -1,4 +1,5 @@
-"""Label noise on any dataset (``data.label_noise``, :mod:`fernb.data.noise`).
+"""Label noise on any dataset (``data.label_noise``, :mod:`fernb.data.noise`) and the detection of the flipped labels
+during training (:mod:`fernb.engine.noise_detection`, read back by :mod:`fernb.explore.noise_detection`).
 
 The toy model, loss and data come from ``toys.py``; the fake RAF-DB tree from ``fakes.py``.
 """
@@ -6,6 +7,8 @@ The toy model, loss and data come from ``toys.py``; the fake RAF-DB tree from ``
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +21,11 @@ from fernb.data.errors import DataFormatError
 from fernb.data.noise import FER_CONFUSION, confusion_partners
 from fernb.engine import ConfigError, TrainConfig, apply_overrides, fit
 from fernb.engine.data import build_datasets
+from fernb.engine.noise_detection import auroc, detection_metrics
+from fernb.explore.noise_detection import load_noise_detection, load_noise_scores
 from fernb.labels import LABEL_SPACES, LabelSpace
 
+TESTS = Path(__file__).resolve().parent
 SYM = {"rate": 0.3, "kind": "symmetric", "seed": 5}
 
 
@@ -243,7 +249,7 @@ def test_only_the_training_part_of_a_held_out_split_gets_noise(tmp_path):
     assert bundle.train.meta["is_noisy"].sum() == int(np.floor(0.3 * len(clean.train) + 0.5))
 
 
-# -- the run record ----------------------------------------------------------------------------------------------------
+# -- the run record and the detection ----------------------------------------------------------------------------------
 def _noisy_fit(tmp_path: Path, name: str = "toy", **over):
     cfg = te.toy_config(tmp_path, **{"schedule.epochs": 3, "data.label_noise": SYM, "run.name": name, **over})
     return fit(cfg, train_data=te.toy_data(60), valid_data=_valid())
@@ -256,3 +262,139 @@ def test_run_json_records_the_noise_with_its_realised_rate_per_class(tmp_path):
     assert rec["flipped"] == 18 and rec["realised_rate"] == 0.3
     assert set(rec["realised_rate_per_class"]) == set(LABEL_SPACES["basic7"].names)
     assert sum(rec["flipped_per_class"].values()) == 18
+
+
+def test_detection_metrics_of_a_hand_computed_case():
+    m = detection_metrics(np.array([0.9, 0.8, 0.7, 0.1]), np.array([1, 0, 1, 0], bool), np.array([1, 1, 0, 0], bool))
+    # positive/negative pairs: (0.9>0.8) (0.9>0.1) (0.7<0.8) (0.7>0.1) -> 3/4; top-2 = samples 0, 1 -> 1 hit of 2
+    assert m == {
+        "n": 4,
+        "n_noisy": 2,
+        "precision_at_k": 0.5,
+        "recall_at_k": 0.5,
+        "auroc": 0.75,
+        "flagged": 2,
+        "flag_precision": 0.5,
+        "flag_recall": 0.5,
+    }
+
+
+def test_auroc_is_one_when_scores_separate_half_for_ties_and_random_near_half():
+    noisy = np.array([0, 0, 1, 1, 0, 1], bool)
+    assert auroc(np.where(noisy, 2.0, 1.0), noisy) == 1.0
+    assert auroc(np.where(noisy, 1.0, 2.0), noisy) == 0.0
+    assert auroc(np.ones(6), noisy) == 0.5
+    rng = np.random.default_rng(0)
+    flips = rng.random(20000) < 0.3
+    assert abs(auroc(rng.random(20000), flips) - 0.5) < 0.02
+    m = detection_metrics(np.where(noisy, 2.0, 1.0), noisy)
+    assert m["precision_at_k"] == m["recall_at_k"] == 1.0
+
+
+def test_auroc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    scores, labels = rng.integers(0, 5, 300).astype(float), rng.random(300) < 0.4
+    assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_fit_writes_detection_per_epoch_that_the_saved_scores_reproduce(tmp_path):
+    res = _noisy_fit(tmp_path)
+    frame = load_noise_detection(res.run_dir)
+    assert frame["epoch"].tolist() == [1, 2, 3] and set(frame["score"]) == {"loss"}
+    assert (frame["n"] == 60).all() and (frame["n_noisy"] == 18).all()
+    scores = load_noise_scores(res.run_dir)
+    assert scores.attrs["epoch"] == 3 and (scores["epoch_seen"] == 3).all()
+    assert scores["is_noisy"].sum() == 18 and (scores["given"] != scores["true"]).sum() == 18
+    last = frame[frame["epoch"] == 3].iloc[0]
+    again = detection_metrics(scores["loss"].to_numpy(), scores["is_noisy"].to_numpy(), scores["flag_loss"].to_numpy())
+    assert {k: last[k] for k in again} == pytest.approx(again)
+    assert last["auroc"] > 0.7  # the toy learns the clean labels first: flipped ones keep a high loss
+    best = load_noise_scores(res.run_dir, "best")
+    assert best.attrs["epoch"] == res.best_epoch
+
+
+def test_same_seed_same_detection(tmp_path):
+    a, b = _noisy_fit(tmp_path, "a"), _noisy_fit(tmp_path, "b")
+    assert (a.run_dir / "noise_detection.csv").read_text() == (b.run_dir / "noise_detection.csv").read_text()
+
+
+def test_a_run_without_known_flips_records_no_detection(tmp_path):
+    res = fit(te.toy_config(tmp_path), train_data=te.toy_data(32), valid_data=_valid())
+    assert not (res.run_dir / "noise_detection.csv").exists() and not (res.run_dir / "noise_scores.npz").exists()
+    with pytest.raises(FileNotFoundError, match="no flipped-label detection"):
+        load_noise_detection(res.run_dir)
+
+
+def test_arbex_records_its_corrected_disagreement_and_confidences(tmp_path):
+    cfg = te.spec_config(
+        "arbex",
+        [],
+        **{
+            "run.out_dir": str(tmp_path),
+            "run.name": "arbex",
+            "schedule.epochs": 1,
+            "data.train_limit": 64,
+            "data.label_noise": {"rate": 0.2, "seed": 0},
+        },
+    )
+    res = fit(cfg)
+    frame = load_noise_detection(res.run_dir)
+    assert set(frame["score"]) == {
+        "loss",
+        "disagreement",
+        "uncertainty_primary",
+        "uncertainty_anchor",
+        "uncertainty_attention",
+    }
+    scores = load_noise_scores(res.run_dir)
+    assert scores["disagreement"].between(0, 1).all() and scores["uncertainty_primary"].between(0, 1).all()
+    assert frame.loc[frame["score"] == "disagreement", "flagged"].notna().all()
+
+
+# -- resume ------------------------------------------------------------------------------------------------------------
+OVER = {
+    "schedule.epochs": 3,
+    "run.checkpoint_every_steps": 3,
+    "data.label_noise": {"rate": 0.3, "kind": "asymmetric", "seed": 2},
+}
+# 40 samples / batch 8 = 5 steps per epoch; checkpoints at each epoch's end and at steps 3, 6, 9, 12
+SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import toys as te
+import toys_plugin  # noqa: F401
+from fernb.engine import Callback, fit
+
+class Kill(Callback):
+    def on_step_end(self, trainer, logs):
+        if logs["step"] == 8:
+            os._exit(3)
+
+cfg = te.toy_config(Path({out!r}), **{over!r}, **{{"run.name": "cut"}})
+fit(cfg, train_data=te.toy_data(40), valid_data=te.toy_data(14, 1), callbacks=[Kill()])
+"""
+
+
+def test_detection_of_a_run_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    ref = fit(te.toy_config(tmp_path, **OVER, **{"run.name": "ref"}), train_data=te.toy_data(40), valid_data=_valid())
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS), out=str(tmp_path), over=OVER))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    cut = tmp_path / "cut"
+    assert load_noise_detection(cut)["epoch"].max() == 1  # killed in epoch 2
+    fit(
+        te.toy_config(tmp_path, **OVER, **{"run.name": "cut", "run.resume": True}),
+        train_data=te.toy_data(40),
+        valid_data=_valid(),
+    )
+    assert (cut / "noise_detection.csv").read_text() == (ref.run_dir / "noise_detection.csv").read_text()
+    for name in ("noise_scores.npz", "noise_scores_best.npz"):
+        a, b = np.load(cut / name), np.load(ref.run_dir / name)
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    rec_a = json.loads((cut / "run.json").read_text())["data"]
+    rec_b = json.loads((ref.run_dir / "run.json").read_text())["data"]
+    assert rec_a["label_noise"] == rec_b["label_noise"] and rec_a["train"] == rec_b["train"]  # the same labels

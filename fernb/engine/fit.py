@@ -39,6 +39,7 @@ from .data import DataBundle, build_datasets, class_weights, epoch_indices, make
 from .distributed import DistEnv, init_distributed
 from .factory import build_model, load_run
 from .metrics import classification_metrics
+from .noise_detection import NoiseDetector
 from .optim import SAM, LRSchedule, build_optimizer
 from .predict import autocast_context, float_output, predict
 from .rundir import RunDir, environment_record, epoch_tag, now_iso
@@ -217,6 +218,7 @@ class Trainer:
         self.bad_validations = 0
         self.train_seconds = 0.0
         self.stop_reason = "completed"
+        self.noise_detector: NoiseDetector | None = None  # set when the training split knows its flipped labels
 
     # -- building blocks ----------------------------------------------------------------------------------------------
     def _is_better(self, value: float | None, best: float | None) -> bool:
@@ -379,6 +381,8 @@ class Trainer:
             "stage_best_value": self.stage_best["value"],
             "plan": {"steps": self.planned_steps, "budget": self.budget},
         }
+        if self.noise_detector is not None:
+            state["noise_detection"] = self.noise_detector.state_dict(self.env)
         if self.stage_best["state"] is not None:
             state["stage_best_state"] = self.stage_best["state"]
         return state
@@ -474,6 +478,8 @@ class Trainer:
         self.history = list(ts["history"])
         self.best = dict(ts["best"])
         self.stage_best = {"value": ts.get("stage_best_value"), "state": ts.get("stage_best_state")}
+        if self.noise_detector is not None and ts.get("noise_detection") is not None:
+            self.noise_detector.load_state_dict(ts["noise_detection"])
         self._rng_to_restore = ts["rng"][self.env.rank]
         return int(prog["batch"]), dict(ts["sums"])
 
@@ -718,6 +724,8 @@ class Trainer:
         env.barrier()
         seed_everything(cfg.run.seed)
         self.bundle = build_datasets(cfg, self._train_data, self._valid_data)
+        if NoiseDetector.applies(self.bundle.train):
+            self.noise_detector = NoiseDetector(self.bundle.train, self.run_dir)
         num_classes = self.bundle.train.num_classes
         self.model = self._place(self._build_model(num_classes))
         self.loss_fn = self._build_loss(self.bundle).to(self.device)
@@ -840,6 +848,8 @@ class Trainer:
             try:
                 for batch in loader:
                     out, lo, lr = self._step(batch, batch_in_epoch, n_batches)
+                    if self.noise_detector is not None:
+                        self.noise_detector.observe(out, batch, epoch)
                     bs = int(batch["label"].shape[0])
                     sums["n"] += bs
                     sums["loss"] += float(lo.total.detach()) * bs
@@ -900,6 +910,7 @@ class Trainer:
                 self.train_seconds += seconds
             row["elapsed_seconds"] = self.train_seconds
             value = row.get(cfg.schedule.monitor)
+            improved = False
             if validate:
                 if value is None:
                     raise ConfigError(
@@ -910,6 +921,7 @@ class Trainer:
                     self.best = {"epoch": row["epoch"], "value": value, "metrics": dict(row)}
                     self._save_best(row)
                     self.bad_validations = 0
+                    improved = True
                 else:
                     self.bad_validations += 1
                 stages = self.stages
@@ -920,6 +932,8 @@ class Trainer:
                 ):
                     weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                     self.stage_best = {"value": value, "state": weights}
+            if self.noise_detector is not None:
+                self.noise_detector.end_epoch(int(row["epoch"]), env, partial=partial, best=improved)
             if not partial:
                 self.epoch += 1
                 self.history.append(row)
