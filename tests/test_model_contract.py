@@ -36,6 +36,7 @@ from fernb.models.esr import ESRConfig
 from fernb.models.manet import MANetConfig
 from fernb.models.poster import PosterV2Config
 from fernb.models.resnet import ResNetConfig
+from fernb.models.scn import SCNConfig
 
 # fernb's own families and their variants (the session also registers a toy model for the engine's tests)
 SPECS = [n for n in list_models() if model_entrypoint(n).__module__.startswith("fernb.models.")] + list(VARIANTS)
@@ -122,6 +123,7 @@ CONFIGS = {
     "manet": MANetConfig,
     "poster_v2": PosterV2Config,
     "arbex": ARBExConfig,
+    "scn": SCNConfig,
 }
 # ESR's convolutions are unpadded: its maps are a few pixels smaller than size / reduction (the nominal stride)
 UNPADDED = ("esr",)

@@ -295,6 +295,7 @@ def test_presets_carry_the_official_recipe_and_the_budget_relabels_by_share():
 
 def test_budget_recipe_trains_saves_and_loads_through_the_engine(tmp_path):
     from fernb.engine import config_from_preset, fit, load_run
+    from fernb.engine.checkpoint import load_checkpoint
 
     cfg = config_from_preset(
         "scn/synthetic@budget",
@@ -306,11 +307,16 @@ def test_budget_recipe_trains_saves_and_loads_through_the_engine(tmp_path):
         run__precision="fp32",
         data__batch_size=16,
         data__img_size=48,
+        loss__kwargs={"relabel_progress": 0.0, "margin_relabel": 0.0},  # relabel every misclassified sample
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # relabelling is due after 9/70 of the steps; the engine passes no indices
+        warnings.simplefilter("error", UserWarning)  # the engine passes the batch's indices: no "no index" warning
         res = fit(cfg)
     assert res.steps == 3 and np.isfinite(res.history[-1]["train_loss"]) and "train_rank" in res.history[-1]
+    assert res.history[-1]["train_relabelled"] > 0
+    _, _, state = load_checkpoint(res.run_dir / "checkpoints" / "last")
+    relabels = state["loss"]["relabels"]  # the table is training state: a resumed run continues from it
+    assert (relabels >= 0).any()
     rec = json.loads((res.run_dir / "run.json").read_text())
     assert rec["preset"] == "scn/synthetic@budget" and rec["status"] == "completed"
     _, model, _ = load_run(res.run_dir)

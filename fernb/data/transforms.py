@@ -459,6 +459,19 @@ def _preset_arm(s: int) -> Steps:
     return [aug, {"name": "resize", "size": [s, s]}, _TENSOR, _NORM, _erase(0.5, (0.02, 0.1))]
 
 
+def _preset_scn(s: int) -> Steps:
+    """SCN ``train.py``: ARM's pipeline, which descends from it, with RandomErasing(p 0.5, 2-25 %): with p 0.5 one of
+    {horizontal flip, Gaussian noise (variance 30 on 0..255)} before resizing -> Resize(s, s) -> ToTensor ->
+    Normalize(ImageNet) -> RandomErasing(p 0.5, 2-25 %, after normalisation). Source: ``docs/specs/scn.md`` §3.
+    """
+    aug = {
+        "name": "one_of",
+        "p": 0.5,
+        "steps": [{"name": "hflip", "p": 1.0}, {"name": "gaussian_noise", "var": 30.0, "mean": 0.0}],
+    }
+    return [aug, {"name": "resize", "size": [s, s]}, _TENSOR, _NORM, _erase(0.5, (0.02, 0.25))]
+
+
 def _preset_adcorre(s: int) -> Steps:
     """Ad-Corre: Resize(s, s) -> pixels / 255 in [0, 1], no mean/std and no online augmentation.
 
@@ -575,6 +588,7 @@ _PRESETS.add("poster_v2_affectnet", _Preset(_preset_poster_v2_affectnet, True), 
 _PRESETS.add("arbex", _Preset(_preset_arbex, True))
 _PRESETS.add("arbex_heavy", _Preset(_preset_arbex_heavy, True))
 _PRESETS.add("arm", _Preset(_preset_arm, True))
+_PRESETS.add("scn", _Preset(_preset_scn, True))
 _PRESETS.add("adcorre", _Preset(_preset_adcorre, False), aliases=("ad_corre", "ad-corre"))
 _PRESETS.add("esr", _Preset(_preset_esr, False, bgr=True), aliases=("diversified_affectnet", "diversified_ferplus"))
 _PRESETS.add(

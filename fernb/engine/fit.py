@@ -631,11 +631,19 @@ class Trainer:
         return int(plan["steps"]), plan
 
     # -- one step -----------------------------------------------------------------------------------------------------
-    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor, dist: torch.Tensor | None, info: StepInfo):
+    def _forward_loss(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        dist: torch.Tensor | None,
+        info: StepInfo,
+        index: torch.Tensor | None = None,
+    ):
         with autocast_context(self.device, self.precision):
             out = self.net(x)
         out = float_output(out)
-        return out, self.loss_fn(out, y, dist=dist, info=info)
+        extra = {} if index is None else {"index": index}  # losses with per-sample state (SCN's relabel table)
+        return out, self.loss_fn(out, y, dist=dist, info=info, **extra)
 
     def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> None:
         value = float(lo.total.detach())
@@ -662,6 +670,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         y = batch["label"].to(self.device, non_blocking=True)
         dist = batch["dist"].to(self.device, non_blocking=True) if "dist" in batch else None
+        index = batch["index"] if getattr(self.loss_fn, "needs_index", False) else None
         total_steps = max(1, self.total_steps)
         info = StepInfo(
             epoch=self.epoch,
@@ -673,11 +682,11 @@ class Trainer:
         for cb in self._all_callbacks:
             cb.on_train_step_start(self, info)
         self.optimizer.zero_grad(set_to_none=True)
-        out, lo = self._forward_loss(x, y, dist, info)
+        out, lo = self._forward_loss(x, y, dist, info, index)
         self._check_finite(lo, batch_in_epoch, n_batches)
 
         def second_pass() -> torch.Tensor:
-            _, lo2 = self._forward_loss(x, y, dist, info)
+            _, lo2 = self._forward_loss(x, y, dist, info, index)
             self._check_finite(lo2, batch_in_epoch, n_batches, " (SAM's second pass)")
             return lo2.total
 

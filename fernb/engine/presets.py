@@ -26,8 +26,8 @@ Where each recipe comes from (tags as in ``shared/specs``):
   StepLR(5, 0.1), batch 256, oversampling. baselines.md §5.2 [code, log].
 - ``scn``: ``train.py`` of the official code: Adam with its default lr 1e-3 (``--lr`` only reaches SGD), wd 1e-4,
   ExponentialLR 0.9, batch 64, 70 epochs, 224 px; beta 0.7, rank margin 0.07 (the README's training command for
-  batch 64; 0.15 is the paper's at batch 1024), relabel margin 0.2 from the 10th epoch. ARM's transform preset, which
-  descends from SCN's script (SCN erases 2-25 % of the image, ARM 2-10 %). ``docs/specs/scn.md`` §3.
+  batch 64; 0.15 is the paper's at batch 1024), relabel margin 0.2 from the 10th epoch; the ``scn`` transform
+  preset. ``docs/specs/scn.md`` §3.
 
 Model selection is always on a validation split (the official codes select on the test set; fernb does not).
 
@@ -230,7 +230,6 @@ def _recipe(method: str, dataset: str) -> dict[str, Any]:
             "data.img_size": 224,
             "data.batch_size": 64,
             "data.eval_batch_size": 64,
-            "data.transform": "arm",
             "optim.name": "adam",
             "optim.lr": 1e-3,
             "optim.weight_decay": 1e-4,

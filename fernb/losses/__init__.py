@@ -1,6 +1,5 @@
 """Loss terms of every method (one module per method) behind one interface: :class:`FERLoss`."""
 
-from . import scn  # noqa: F401  (registers "scn"; factory.py imports the other losses)
 from ._base import FERLoss, LossOutput, StepInfo, register_loss
 from .factory import create_loss, list_losses
 

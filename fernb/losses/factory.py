@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import adcorre, arbex, arm, ce, diversity, esr, manet  # noqa: F401  (each registers its losses)
+from . import adcorre, arbex, arm, ce, diversity, esr, manet, scn  # noqa: F401  (each registers its losses)
 from ._base import LOSSES, FERLoss
 
 __all__ = ["create_loss", "list_losses"]

@@ -1,6 +1,5 @@
 """Model families (one file each), the registry and the official-weight converters."""
 
-from . import scn  # noqa: F401  (registers "scn"; factory.py imports the other families)
 from ._base import FERModel, LogitsOnly, ModelOutput
 from ._pretrained import PretrainedCfg, register_pretrained_cfgs
 from ._registry import VARIANTS, parse_variant, register_model

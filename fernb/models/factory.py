@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import adcorre, arbex, arm, esr, manet, poster, resnet  # noqa: F401  (each registers its entry points)
+from . import adcorre, arbex, arm, esr, manet, poster, resnet, scn  # noqa: F401  (each registers its entry points)
 from ._base import FERModel
 from ._pretrained import PRETRAINED_CFGS, PretrainedCfg, pretrained_cfg_of
 from ._registry import MODELS
