@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .data.errors import DataRootError
 from .engine import TrainConfig, apply_overrides, config_from_preset, config_to_dict, evaluate, fit
+from .engine.data import build_test_dataset
 from .engine.distributed import resolve_device
 from .engine.metrics import mean_std
 from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
@@ -31,6 +33,9 @@ __all__ = [
     "method_config",
     "train_and_test",
     "pick_recipe",
+    "noise_tag",
+    "injected_noise",
+    "noise_grid",
 ]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -141,12 +146,14 @@ def notebook_config(preset: str, smoke: bool, **params: Any):
 
 
 def train_and_test(
-    cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=None, test: bool = True
+    cfg, *, bootstrap: int = 1000, reuse: bool = True, callbacks=None, test: bool | str = True
 ) -> dict[str, Any]:
     """Train ``cfg`` and evaluate it once on its test split; reuse a finished run with the same config.
 
     ``test=False`` only trains (or reuses) the run, for notebooks that look at its train or validation split, also
     on dataset copies without a test split (such as the shared FER+ subset); ``"test"`` is then None.
+    ``test="auto"`` evaluates when the dataset has a test split and leaves ``"test"`` None when its folder lacks
+    one.
 
     Returns:
         ``{"run_dir", "config", "history", "best_epoch", "best_value", "train_seconds", "test": metrics,
@@ -159,6 +166,8 @@ def train_and_test(
             json.loads(json.dumps(config_to_dict(cfg), default=str))
         )
         tests = [e for e in record.get("evaluations", []) if e.get("test")]
+        if test == "auto" and not tests:
+            test = _has_test_split(cfg)
         if same and record.get("status") == "completed" and (tests or not test):
             with open(rd.path / "metrics.csv", newline="") as f:
                 history = list(csv.DictReader(f))
@@ -173,6 +182,8 @@ def train_and_test(
                 "test": json.loads((rd.path / tests[-1]["file"]).read_text()) if test and tests else None,
                 "reused": True,
             }
+    if test == "auto":
+        test = _has_test_split(cfg)
     cfg = _with_overwrite(cfg)
     result = fit(cfg, callbacks=list(callbacks or []))
     metrics = evaluate(result.run_dir, "test", bootstrap=bootstrap) if test else None
@@ -186,6 +197,16 @@ def train_and_test(
         "test": metrics,
         "reused": False,
     }
+
+
+def _has_test_split(cfg: TrainConfig) -> bool:
+    """False when the dataset's folder exists but has no test split (the shared FER+ subset: train and valid only);
+    True otherwise (a missing folder is left to the run, which falls back or explains)."""
+    try:
+        build_test_dataset(cfg, "test")
+    except DataRootError as exc:
+        return not (exc.root is not None and Path(exc.root).is_dir())
+    return True
 
 
 def _with_overwrite(cfg: TrainConfig) -> TrainConfig:
@@ -253,6 +274,7 @@ def method_config(
     runs: str = "runs",
     model_kwargs: Mapping[str, Any] | None = None,
     quiet: bool = False,
+    label_noise: Mapping[str, Any] | None = None,
 ):
     """The config the training and comparison notebooks share, so that notebook 04 reuses the runs of 02 and 03.
 
@@ -262,8 +284,13 @@ def method_config(
     ``img_size``, ``batch_size``, ``lr`` and ``preset`` override either recipe when given; ``model_kwargs`` are added
     to the recipe's model options (the budget ARBEx keeps its backbone unless they name another).
 
-    The run is named ``<method>-<dataset>-s<seed>`` (``-smoke`` appended in smoke mode) under ``runs``.
+    ``label_noise`` flips training labels (``data.label_noise``, :mod:`fernb.data.noise`); None or a rate of 0: the
+    labels as given, the same config as a run without it.
+
+    The run is named ``<method>-<dataset>-s<seed>`` (then ``-<noise_tag>`` with label noise, and ``-smoke`` in smoke
+    mode) under ``runs``, so that a noisy run never overwrites the clean one.
     """
+    noise = _effective_noise(label_noise)
     recipe = pick_recipe(recipe, device)
     loss_kwargs, optim = None, {}
     if recipe == "published" and preset == "tiny":
@@ -288,13 +315,46 @@ def method_config(
         loss__kwargs=loss_kwargs,
         model__preset=preset if recipe == "published" or preset != "tiny" else None,
         model__kwargs=kwargs,
+        data__label_noise=noise,
         run__seed=seed,
         run__device=device,
         run__out_dir=runs,
         run__quiet=quiet,
         run__keep_epochs=True,
-        run__name=f"{method}-{dataset}-s{seed}" + ("-smoke" if smoke else ""),
+        run__name=f"{method}-{dataset}-s{seed}"
+        + (f"-{noise_tag(noise)}" if noise else "")
+        + ("-smoke" if smoke else ""),
     )
+
+
+def _effective_noise(label_noise: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """None for no noise (None, an empty spec, or a rate of 0), else the spec as a plain dict."""
+    if not label_noise:
+        return None
+    if label_noise.get("kind", "symmetric") != "file" and not label_noise.get("rate"):
+        return None
+    return dict(label_noise)
+
+
+def noise_tag(label_noise: Mapping[str, Any] | None) -> str:
+    """A short name for a label-noise spec, for run names: ``{"rate": 0.3, "kind": "symmetric", "seed": 0}`` ->
+    ``"sym30-n0"``, asymmetric -> ``"asym30"``, a file -> ``"file-noise03"``; ``""`` for no noise."""
+    noise = _effective_noise(label_noise)
+    if noise is None:
+        return ""
+    kind = str(noise.get("kind") or "symmetric")
+    if kind == "file":
+        tag = "file-" + Path(str(noise.get("file", "labels"))).stem
+    else:
+        tag = {"symmetric": "sym", "asymmetric": "asym"}.get(kind, kind) + f"{100 * float(noise['rate']):g}"
+    return tag + (f"-n{noise['seed']}" if noise.get("seed") is not None else "")
+
+
+def injected_noise(dataset: str, noise: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The label noise a notebook injects into ``dataset``'s training labels: ``noise`` on real data, None on the
+    synthetic data, which knows its own wrong labels already (10 % of its training labels, ``noise_rate``), so its
+    runs stay the ones notebooks 02-03 train."""
+    return None if dataset == "synthetic" else _effective_noise(noise)
 
 
 # Parameters-cell names -> RunSpec fields
@@ -322,7 +382,8 @@ class RunSpec:
     """The run parameters notebooks 02-07 share, so that equal parameters give equal configs and a run trained by one
     notebook is reused by the next (:func:`train_and_test` compares the configs).
 
-    Build it from a notebook's parameters cell with :meth:`from_parameters`; ``behaviour`` applies to ARBEx only.
+    Build it from a notebook's parameters cell with :meth:`from_parameters`; ``behaviour`` applies to ARBEx only;
+    ``label_noise`` (``data.label_noise``) flips training labels, e.g. ``spec.with_(label_noise={"rate": 0.3})``.
     """
 
     dataset: str = "synthetic"
@@ -340,6 +401,7 @@ class RunSpec:
     device: str = "auto"
     runs: str = "runs"
     behaviour: str = "fixed"
+    label_noise: Mapping[str, Any] | None = None
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> RunSpec:
@@ -381,6 +443,7 @@ class RunSpec:
             runs=self.runs,
             model_kwargs=kwargs or None,
             quiet=quiet,
+            label_noise=self.label_noise,
         )
 
     def train(
@@ -390,11 +453,12 @@ class RunSpec:
         seed: int | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         callbacks=None,
-        test: bool = True,
+        test: bool | str = True,
         quiet: bool = False,
     ) -> dict[str, Any]:
-        """Train ``method`` (or reuse its finished run) and evaluate it once on the test split; see
-        :func:`train_and_test`. The bootstrap interval draws 200 resamples in smoke mode, else 1000."""
+        """Train ``method`` (or reuse its finished run) and evaluate it once on the test split (``test="auto"``:
+        where the dataset has one); see :func:`train_and_test`. The bootstrap interval draws 200 resamples in
+        smoke mode, else 1000."""
         cfg = self.config(method, seed=seed, model_kwargs=model_kwargs, quiet=quiet)
         return train_and_test(cfg, bootstrap=200 if self.smoke else 1000, callbacks=callbacks, test=test)
 
@@ -423,3 +487,45 @@ def leaderboard(runs: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd.DataFra
             }
         )
     return pd.DataFrame(rows).set_index("method").sort_values("accuracy", ascending=False)
+
+
+def noise_grid(
+    spec: RunSpec,
+    methods: Sequence[str],
+    rates: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    kind: str = "symmetric",
+    noise_seed: int | None = None,
+    budget_s: float | None = None,
+    test: bool | str = "auto",
+) -> dict[tuple[str, float, int], dict[str, Any]]:
+    """Train (or reuse) every method at every injected label-noise rate and seed, printing one line per run.
+
+    Args:
+        spec: the runs' parameters; its own ``label_noise`` is replaced by each rate's.
+        methods: registry names; rates: shares of training labels to flip (0: the labels as given, the same config
+            as ``spec``'s clean run, which is reused when it exists); seeds: run seeds.
+        kind: ``"symmetric"`` or ``"asymmetric"`` (:mod:`fernb.data.noise`).
+        noise_seed: the flips' seed; None: each run's seed, so every seed draws other flips.
+        budget_s: the training budget of these runs (None: the spec's).
+        test: evaluate on the test split (``"auto"``: where the dataset has one).
+
+    Returns:
+        ``{(method, rate, seed): train_and_test result}`` for :func:`fernb.explore.robustness.robustness_table`.
+    """
+    base = spec if budget_s is None else spec.with_(budget_s=budget_s)
+    out: dict[tuple[str, float, int], dict[str, Any]] = {}
+    for method in methods:
+        for rate in rates:
+            noise = {"rate": float(rate), "kind": kind} | ({} if noise_seed is None else {"seed": int(noise_seed)})
+            run_spec = base.with_(label_noise=noise if rate else None)
+            for seed in seeds:
+                r = run_spec.train(method, seed=seed, test=test, quiet=True)
+                out[method, float(rate), int(seed)] = r
+                acc = f"valid acc {float(r['best_value']):.3f}" + (
+                    f", test acc {r['test']['accuracy']:.3f}" if r.get("test") else ""
+                )
+                how = "reused" if r["reused"] else f"trained in {r['train_seconds']:.0f} s"
+                print(f"{method:10s} noise {100 * float(rate):4.0f} % seed {seed}: {acc} ({how})", flush=True)
+    return out
