@@ -102,3 +102,49 @@ def test_training_benchmark_runs_a_variant_on_ferplus(bench_train, ferplus_root:
         assert r["steps"] > 0 and r["train_img_per_s"] > 0 and 0 <= r["valid_accuracy"] <= 1
     assert rows["esr+diversity"]["params"] > 0 and "esr+diversity" in capsys.readouterr().out
     assert bench_train.main(["--methods", "nosuchnet", "--root", str(ferplus_root)]) == 2
+
+
+@pytest.fixture(scope="module")
+def bench_noise(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("bench_noise", repo_root / "benchmarks" / "bench_noise.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_noise_benchmark_names_its_noise_settings(bench_noise):
+    assert bench_noise.parse_noise("clean") is None
+    assert bench_noise.parse_noise("sym30") == {"kind": "symmetric", "rate": 0.3}
+    assert bench_noise.parse_noise("asym12.5") == {"kind": "asymmetric", "rate": 0.125}
+    for bad in ("sym0", "sym100", "noisy30", "30"):
+        with pytest.raises(ValueError):
+            bench_noise.parse_noise(bad)
+
+
+def test_noise_benchmark_prints_a_row_per_method_and_noise(bench_noise, tmp_path: Path, capsys):
+    out = tmp_path / "rows.json"
+    argv = ["--dataset", "synthetic", "--steps", "3", "--methods", "resnet18,arbex", "--noise", "clean,sym30"]
+    argv += ["--train-limit", "128", "--valid-limit", "64", "--threads", "1", "--json", str(out)]
+    rows = bench_noise.main(argv)
+    assert [(r["method"], r["noise"]) for r in rows] == [
+        ("resnet18", "clean"),
+        ("resnet18", "sym30"),
+        ("arbex", "clean"),
+        ("arbex", "sym30"),
+    ]
+    assert json.loads(out.read_text()) == json.loads(json.dumps(rows, default=str))
+    for r in rows:
+        assert r["steps"] == 3 and 0 <= r["acc"] <= 1 and 0 <= r["mca"] <= 1
+        # the synthetic training labels are 10 % wrong already, so every run detects, the clean ones included
+        assert 0 <= r["auroc_loss"] <= 1
+        assert (r["auroc_disagreement"] is not None) == (r["method"] == "arbex")
+        assert r["drop"] == pytest.approx(
+            0.0 if r["noise"] == "clean" else 100 * (rows[0 if r["method"] == "resnet18" else 2]["acc"] - r["acc"])
+        )
+    assert rows[1]["realised_rate"] == pytest.approx(round(0.3 * 128) / 128)
+    printed = capsys.readouterr().out
+    table = printed[printed.index(bench_noise.HEAD) :].splitlines()
+    body = [line.split() for line in table[2:] if line.strip() and not line.startswith(("targets", " "))]
+    assert [(b[0], b[1]) for b in body[:4]] == [(r["method"], r["noise"]) for r in rows]
+    assert all(float(b[3]) == pytest.approx(100 * r["acc"], abs=0.05) for b, r in zip(body, rows, strict=False))
+    assert "targets (issue 13" in printed and "ARBEx drop" in printed
