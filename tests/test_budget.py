@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import toys as te
+import yaml
 from PIL import Image
 
 from fernb.data import FERDataset
@@ -20,7 +21,7 @@ from fernb.data.arrays import ArrayBatches, BatchTransform, array_cache_path, ba
 from fernb.engine import ConfigError, config_from_preset, fit
 from fernb.engine.checkpoint import load_checkpoint
 from fernb.engine.data import build_batch_transform, build_transform
-from fernb.engine.presets import budget_overrides
+from fernb.engine.presets import BUDGET_STEPS, budget_overrides
 from fernb.labels import LABEL_SPACES
 
 TESTS = Path(__file__).resolve().parent
@@ -298,3 +299,34 @@ def test_budget_models_by_face_size():
     assert budget_overrides("resnet18", "synthetic")["model.kwargs"] == {"stem_stride": 2}
     arbex = budget_overrides("arbex", "synthetic")["model.kwargs"]
     assert arbex["backbone_kwargs"]["stem_stride"] == 2 and arbex["backbone"] == "resnet18"
+
+
+@pytest.mark.parametrize("method", sorted(BUDGET_STEPS["synthetic"]))
+def test_the_synthetic_budget_recipe_trains_a_fixed_step_plan(method: str):
+    cfg = config_from_preset(f"{method}/synthetic@budget")
+    assert (cfg.schedule.steps, cfg.schedule.budget_s) == (BUDGET_STEPS["synthetic"][method], None)
+
+
+def test_a_given_budget_or_epochs_replaces_the_step_plan_and_given_steps_replace_the_budget():
+    assert config_from_preset("arbex/synthetic@budget", schedule__budget_s=60).schedule.steps is None
+    assert config_from_preset("arbex/synthetic@budget", schedule__budget_s=60).schedule.budget_s == 60
+    by_epochs = config_from_preset("arbex/synthetic@budget", schedule__epochs=3).schedule
+    assert (by_epochs.steps, by_epochs.budget_s, by_epochs.epochs) == (None, None, 3)
+    assert config_from_preset("arbex/synthetic@budget", schedule__steps=7).schedule.steps == 7
+    assert config_from_preset("arbex/ferplus@budget", schedule__steps=7).schedule.budget_s is None
+
+
+@pytest.mark.parametrize(
+    ("preset", "item", "expected"),
+    [
+        ("resnet18/synthetic@budget", "schedule.budget_s=60", {"steps": None, "budget_s": 60.0}),
+        ("resnet18/synthetic@budget", "schedule.epochs=2", {"steps": None, "budget_s": None}),
+        ("resnet18/ferplus@budget", "schedule.steps=50", {"steps": 50, "budget_s": None}),
+    ],
+)
+def test_the_cli_keeps_the_length_the_user_asked_for(capsys, preset: str, item: str, expected: dict):
+    from fernb.engine.cli import train_main
+
+    assert train_main([preset, item, "--print-config"]) == 0
+    schedule = yaml.safe_load(capsys.readouterr().out)["schedule"]
+    assert {k: schedule[k] for k in expected} == expected

@@ -17,7 +17,7 @@ from .config import ConfigError, config_to_dict, load_config
 from .evaluate import evaluate
 from .fit import fit
 from .overrides import apply_overrides
-from .presets import config_from_preset, list_presets
+from .presets import config_from_preset, list_presets, resolve_length
 
 __all__ = ["train_main", "evaluate_main", "format_metrics"]
 
@@ -97,6 +97,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             "run.quiet": args.quiet or None,
         }
         cfg = apply_overrides(cfg, items)
+        if not args.config:  # a preset's time budget or step plan gives way to the length the user asked for
+            cfg = resolve_length(cfg, {str(item).partition("=")[0].strip() for item in items})
         cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
     except (ConfigError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
