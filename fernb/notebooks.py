@@ -497,6 +497,7 @@ def noise_grid(
     *,
     kind: str = "symmetric",
     noise_seed: int | None = None,
+    steps: int | None = None,
     budget_s: float | None = None,
     test: bool | str = "auto",
 ) -> dict[tuple[str, float, int], dict[str, Any]]:
@@ -508,13 +509,23 @@ def noise_grid(
             as ``spec``'s clean run, which is reused when it exists); seeds: run seeds.
         kind: ``"symmetric"`` or ``"asymmetric"`` (:mod:`fernb.data.noise`).
         noise_seed: the flips' seed; None: each run's seed, so every seed draws other flips.
-        budget_s: the training budget of these runs (None: the spec's).
+        steps: optimiser steps per run (the same on every machine); budget_s: seconds per run instead; both None:
+            the spec's length (its ``steps`` / ``budget_s``, else the recipe's).
         test: evaluate on the test split (``"auto"``: where the dataset has one).
 
     Returns:
         ``{(method, rate, seed): train_and_test result}`` for :func:`fernb.explore.robustness.robustness_table`.
+
+    Raises:
+        ValueError: both ``steps`` and ``budget_s`` are given.
     """
-    base = spec if budget_s is None else spec.with_(budget_s=budget_s)
+    if steps is not None and budget_s is not None:
+        raise ValueError(f"steps={steps} and budget_s={budget_s}: give one measure of training length")
+    base = spec
+    if steps is not None:
+        base = spec.with_(steps=steps, budget_s=None)
+    elif budget_s is not None:
+        base = spec.with_(budget_s=budget_s, steps=None)
     out: dict[tuple[str, float, int], dict[str, Any]] = {}
     for method in methods:
         for rate in rates:

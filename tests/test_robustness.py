@@ -121,7 +121,7 @@ def _fake_run(root: Path, name: str, valid: float, test: float, detect: bool) ->
     run = root / name
     run.mkdir()
     best = {"epoch": 2, "value": valid, "metrics": {"valid_mean_class_accuracy": valid - 0.1}}
-    (run / "run.json").write_text(json.dumps({"best": best}))
+    (run / "run.json").write_text(json.dumps({"best": best, "steps": 150}))
     if detect:
         _detection_csv(run)
     return {"run_dir": run, "best_value": valid, "test": {"accuracy": test, "mean_class_accuracy": test - 0.1}}
@@ -141,7 +141,7 @@ def test_robustness_table_means_over_seeds_and_reads_detection(tmp_path: Path):
     )
     assert noisy["test acc"] == pytest.approx(0.54) and noisy["valid mca"] == pytest.approx(0.45)
     assert noisy["AUROC loss"] == pytest.approx(0.80) and noisy["noisy share"] == pytest.approx(0.3)
-    assert noisy["seeds"] == 2
+    assert noisy["seeds"] == 2 and noisy["steps"] == 150
     clean = t.loc[("resnet18", 0.0)]
     assert np.isnan(clean["AUROC loss"]) and clean["noisy share"] == 0 and np.isnan(clean["valid acc std"])
 

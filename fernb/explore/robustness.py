@@ -214,17 +214,20 @@ def robustness_table(
         Indexed by ``(method, noise)`` (the injected rate), columns ``noisy share`` (the measured share of wrong
         training labels, the data's own noise included), ``valid acc`` / ``valid acc std`` / ``valid mca`` (mean
         class accuracy) on the clean validation split at the selected epoch, ``test acc`` / ``test acc std`` /
-        ``test mca`` (NaN without a test split), ``AUROC <score>`` (mean over seeds) and ``seeds``.
+        ``test mca`` (NaN without a test split), ``AUROC <score>`` (mean over seeds), ``steps`` (optimiser steps
+        trained, mean over seeds) and ``seeds``.
     """
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
     for (method, rate, _seed), result in results.items():
         groups.setdefault((method, float(rate)), []).append(result)
     rows = []
     for (method, rate), rs in groups.items():
-        valid, valid_mca, test, test_mca, shares = [], [], [], [], []
+        valid, valid_mca, test, test_mca, shares, steps = [], [], [], [], [], []
         aurocs: dict[str, list[float]] = {s: [] for s in scores}
         for r in rs:
-            best = (_record(r["run_dir"]).get("best") or {}).get("metrics") or {}
+            record = _record(r["run_dir"])
+            best = (record.get("best") or {}).get("metrics") or {}
+            steps.append(float(record["steps"]) if record.get("steps") is not None else float("nan"))
             value = r.get("best_value")
             valid.append(float(value) if value is not None else float("nan"))
             valid_mca.append(float(best.get("valid_mean_class_accuracy", np.nan)))
@@ -257,6 +260,7 @@ def robustness_table(
                 "test acc std": std(test),
                 "test mca": mean(test_mca),
                 **{f"AUROC {s}": mean(v) for s, v in aurocs.items()},
+                "steps": mean(steps),
                 "seeds": len(rs),
             }
         )
