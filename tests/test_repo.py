@@ -119,3 +119,29 @@ def test_device_option_names_a_device_this_machine_has():
     else:
         with pytest.raises(pytest.UsageError, match="CUDA is not available"):
             torch_device("cuda")
+
+
+def _parameters(nb: Path) -> dict:
+    cell = next(c for c in json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    values: dict = {}
+    for line in "".join(cell["source"]).splitlines():
+        m = re.match(r"^([A-Z_]+)\s*=\s*(.+?)\s*(#.*)?$", line)
+        if m:
+            values[m.group(1)] = m.group(2)
+    return values
+
+
+def test_notebooks_share_the_training_length_so_later_ones_reuse_the_runs():
+    """A notebook whose BUDGET_S / RECIPE / PRESET differ from 02-03's gives another config for the same run name, so it
+    retrains (and replaces) their runs instead of reading them."""
+    shared = ("BUDGET_S", "RECIPE", "PRESET", "EPOCHS", "IMG_SIZE", "BATCH_SIZE", "DATASET")
+    seen: dict[str, dict[str, str]] = {}
+    for nb in list_notebooks():
+        if nb.name.startswith("01"):  # data only: it trains nothing
+            continue
+        params = _parameters(nb)
+        for name in shared:
+            if name in params:
+                seen.setdefault(name, {})[nb.name] = params[name]
+    for name, values in seen.items():
+        assert len(set(values.values())) == 1, f"{name} differs between notebooks: {values}"
