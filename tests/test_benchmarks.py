@@ -14,13 +14,17 @@ import torch
 import fernb
 
 
-@pytest.fixture(scope="module")
-def bench(repo_root: Path):
-    spec = importlib.util.spec_from_file_location("bench_models", repo_root / "benchmarks" / "bench_models.py")
+def _load_benchmark(repo_root: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, repo_root / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_models"] = mod  # dataclasses look their module up
+    sys.modules[name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def bench(repo_root: Path):
+    return _load_benchmark(repo_root, "bench_models")
 
 
 def test_benchmark_counts_every_registered_model(bench):
@@ -68,10 +72,7 @@ def test_unknown_model_is_refused(bench):
 
 @pytest.fixture(scope="module")
 def bench_train(repo_root: Path):
-    spec = importlib.util.spec_from_file_location("bench_train", repo_root / "benchmarks" / "bench_train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load_benchmark(repo_root, "bench_train")
 
 
 @pytest.mark.shared
@@ -106,10 +107,7 @@ def test_training_benchmark_runs_a_variant_on_ferplus(bench_train, ferplus_root:
 
 @pytest.fixture(scope="module")
 def bench_noise(repo_root: Path):
-    spec = importlib.util.spec_from_file_location("bench_noise", repo_root / "benchmarks" / "bench_noise.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load_benchmark(repo_root, "bench_noise")
 
 
 def test_noise_benchmark_names_its_noise_settings(bench_noise):

@@ -38,7 +38,6 @@ same files as one that was never interrupted.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 
 from ..data.base import FERDataset
 from .distributed import DistEnv
-from .rundir import RunDir, atomic_write_bytes, atomic_write_text
+from .rundir import RunDir, atomic_write_bytes, write_csv
 
 __all__ = [
     "DETECTION_CSV",
@@ -254,12 +253,7 @@ class NoiseDetector:
                 atomic_write_bytes(self.run_dir.path / BEST_SCORES_NPZ, blob)
 
     def _write_csv(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(_COLUMNS), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _csv_value(r.get(k)) for k in _COLUMNS})
-        atomic_write_text(self.run_dir.path / DETECTION_CSV, buf.getvalue())
+        write_csv(self.run_dir.path / DETECTION_CSV, rows, _COLUMNS)
 
     def _npz(self, epoch: int) -> bytes:
         buf = io.BytesIO()
@@ -288,11 +282,3 @@ class NoiseDetector:
         self.epoch_seen = np.asarray(state["epoch_seen"], dtype=np.int64).copy()
         self.rows = [dict(r) for r in state["rows"]]
         self._pending = []
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)
-    return v

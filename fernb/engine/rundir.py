@@ -37,6 +37,7 @@ __all__ = [
     "RunDir",
     "atomic_write_text",
     "atomic_write_bytes",
+    "write_csv",
     "read_json",
     "environment_record",
     "git_commit",
@@ -230,17 +231,7 @@ class RunDir:
     # -- metrics CSV --------------------------------------------------------------------------------------------------
     def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rewrite ``metrics.csv`` from all epoch rows (atomic; columns are the union, in first-seen order)."""
-        cols: list[str] = []
-        for r in rows:
-            for k in r:
-                if k not in cols:
-                    cols.append(k)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _csv_value(r.get(k)) for k in cols})
-        atomic_write_text(self.metrics_path, buf.getvalue())
+        write_csv(self.metrics_path, rows)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of ``metrics.csv`` with numbers parsed."""
@@ -261,6 +252,26 @@ class RunDir:
         rec.update(fields)
         self.write_record(rec)
         return rec
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """Write ``rows`` as a CSV file atomically: floats in full precision (``repr``), None as an empty cell.
+
+    Args:
+        columns: the columns in order; None: the union of the rows' keys, in first-seen order.
+    """
+    cols: list[str] = list(columns) if columns is not None else []
+    if columns is None:
+        for r in rows:
+            for k in r:
+                if k not in cols:
+                    cols.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _csv_value(r.get(k)) for k in cols})
+    atomic_write_text(path, buf.getvalue())
 
 
 def _csv_value(v: Any) -> Any:
