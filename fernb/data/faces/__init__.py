@@ -13,6 +13,10 @@ Pipeline (what :class:`FaceAligner` does per image)::
     align_face        similarity transform (rotation, uniform scale, translation) taking the eyes (and, optionally, a
                       detected mouth) onto a template given as fractions of the output size, then one warp
 
+The detector is pluggable (``fernb.data.faces.detectors``): ``FaceAligner(detector="mtcnn")`` or ``"mediapipe"``
+(optional wheels, ``make detectors``) find more faces and give the eyes, nose and mouth directly; ``"auto"`` takes the
+best one installed, falling back to the cascades.
+
 Every landmark carries its source (``"detected"``, ``"mirrored"``, ``"from_eyes"``, ``"from_box"``) so a figure
 can tell measured points from estimated ones. ``left``/``right`` always mean *as seen in the image* (smaller x is
 ``left_eye``, which is the subject's right eye).
@@ -28,6 +32,16 @@ positive as displayed (the convention of ``PIL.Image.rotate`` and ``cv2.getRotat
 
 from .align import FaceAligner, align_face, alignment_matrix
 from .detect import EYE_CASCADES, FACE_CASCADES, MOUTH_CASCADE, detect_faces
+from .detectors import (
+    DETECTORS,
+    Detection,
+    Detector,
+    MissingDetectorError,
+    available_detectors,
+    create_detector,
+    detector_name,
+    to_rgb_u8,
+)
 from .geometry import ImageLike, center_crop_matrix, similarity_transform, transform_points
 from .images import EXAMPLE_IMAGE_SOURCES, IMAGE_SUFFIXES, example_images, load_images
 from .landmarks import detect_landmarks
@@ -45,6 +59,14 @@ __all__ = [
     "EYE_CASCADES",
     "MOUTH_CASCADE",
     "detect_faces",
+    "Detection",
+    "Detector",
+    "DETECTORS",
+    "MissingDetectorError",
+    "available_detectors",
+    "create_detector",
+    "detector_name",
+    "to_rgb_u8",
     "detect_landmarks",
     "align_face",
     "alignment_matrix",

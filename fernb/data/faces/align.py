@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .detect import detect_faces
+from .detectors import Detection, create_detector, detector_name, to_rgb_u8
 from .geometry import (
     _BORDERS,
     ImageLike,
@@ -44,13 +45,14 @@ def alignment_matrix(
         landmarks: :class:`Landmarks`, or (2, 2) eye centres ``[left_eye, right_eye]``.
         size: output side (``int``) or ``(width, height)``.
         template: preset name in :data:`TEMPLATES` or a :class:`FaceTemplate`.
-        use_mouth: also fit the mouth (least squares over three points) when a cascade detected it.
+        use_mouth: also fit the mouth when it was detected, and the nose when a detector located it (least squares
+            over three or four points; the Haar cascades never detect the nose).
     """
     tpl = _template(template)
     names: tuple[str, ...] = ("left_eye", "right_eye")
     if isinstance(landmarks, Landmarks):
-        if use_mouth and landmarks.is_detected("mouth"):
-            names = (*names, "mouth")
+        if use_mouth:
+            names = (*names, *(n for n in ("nose", "mouth") if landmarks.is_detected(n)))
         src = landmarks.as_array(names)
     else:
         src = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)[:2]
@@ -93,6 +95,11 @@ class FaceAligner:
     ``skip_detection=True`` the image is only resized (the synthetic faces, CK+48 and FER2013/FER+ crops are
     aligned by construction). In DataLoader workers each worker counts its own images.
 
+    The detector is OpenCV's Haar cascades by default; ``detector="mtcnn"``, ``"mediapipe"``, ``"auto"`` or any
+    callable of the :class:`~fernb.data.faces.detectors.Detector` protocol replaces it
+    (:func:`~fernb.data.faces.detectors.create_detector`). When the detector returns landmarks they are used as they
+    are; otherwise the Haar eye search runs inside the box.
+
     Args:
         size: output side (or ``(width, height)``).
         template: template name or :class:`FaceTemplate` (see :data:`TEMPLATES`).
@@ -102,7 +109,9 @@ class FaceAligner:
         border: fill outside the input: ``"constant"``, ``"replicate"`` or ``"reflect"``.
         fallback_fraction: side of the fallback centre crop as a fraction of the shorter image side.
         warn: warn on the first fallback.
-        detect_kwargs: passed to :func:`detect_faces` (e.g. ``upsample_to``, ``rotations``, ``min_score``).
+        detector: ``"haar"`` (default), ``"mtcnn"``, ``"mediapipe"``, ``"auto"`` or a detector callable.
+        detect_kwargs: options of the named detector: for ``"haar"`` those of :func:`detect_faces` (e.g.
+            ``upsample_to``, ``rotations``, ``min_score``); see :func:`create_detector` for the others.
     """
 
     def __init__(
@@ -116,10 +125,21 @@ class FaceAligner:
         border: str = "constant",
         fallback_fraction: float = 1.0,
         warn: bool = True,
+        detector: str | Callable[[np.ndarray], list[Detection]] = "haar",
         **detect_kwargs: Any,
     ) -> None:
         if border not in _BORDERS:
             raise ValueError(f"border: expected one of {sorted(_BORDERS)}, got {border!r}")
+        if isinstance(detector, str):
+            # Haar keeps its direct path (the same faces as before detectors became pluggable)
+            self._detect = None if detector.lower() == "haar" else create_detector(detector, **detect_kwargs)
+        elif callable(detector):
+            if detect_kwargs:
+                raise TypeError(f"FaceAligner: options {sorted(detect_kwargs)} need a detector name, not a callable")
+            self._detect = detector
+        else:
+            raise TypeError(f"detector: expected a name or a callable, got {type(detector).__name__}")
+        self.detector = "haar" if self._detect is None else detector_name(self._detect)
         self.size = size
         self.template = _template(template)
         self.skip_detection = skip_detection
@@ -141,10 +161,16 @@ class FaceAligner:
         if self.skip_detection:
             mode, matrix = "skipped", _resize_matrix(w, h, self.size)
         else:
-            faces = detect_faces(arr, **self.detect_kwargs)
+            if self._detect is None:
+                dets = [Detection(b) for b in detect_faces(arr, **self.detect_kwargs)]
+            else:
+                dets = list(self._detect(to_rgb_u8(arr)))
+            faces = [d.box for d in dets]
             if faces:
                 box = faces[0]
-                landmarks = detect_landmarks(arr, box, find_mouth=self.find_mouth)
+                landmarks = dets[0].landmarks
+                if landmarks is None:
+                    landmarks = detect_landmarks(arr, box, find_mouth=self.find_mouth)
                 mode = "aligned"
                 matrix = alignment_matrix(landmarks, self.size, self.template, use_mouth=self.use_mouth)
                 self.counts["eyes_detected"] += int(landmarks.eyes_detected == 2)
@@ -154,7 +180,8 @@ class FaceAligner:
                 if self.warn and self.counts["center_crop"] == 0:
                     warnings.warn(
                         "FaceAligner: no face found; using a centre crop instead (counted in FaceAligner.stats). "
-                        "If many images fall back, try detect_kwargs such as upsample_to=, pad= or min_size=.",
+                        "If many images fall back, try detector='mtcnn' (make detectors) or detect_kwargs such as "
+                        "upsample_to=, pad= or min_size=.",
                         UserWarning,
                         stacklevel=2,
                     )
@@ -187,6 +214,6 @@ class FaceAligner:
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(size={self.size}, template={self.template.name!r}, "
+            f"{type(self).__name__}(size={self.size}, template={self.template.name!r}, detector={self.detector!r}, "
             f"skip_detection={self.skip_detection}, use_mouth={self.use_mouth})"
         )
