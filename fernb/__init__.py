@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import labels  # noqa: E402
 
-__all__ = ["labels", "create_model", "list_models", "__version__"]
+__all__ = ["labels", "create_model", "list_models", "predict", "__version__"]
 
 
 def __getattr__(name: str):
@@ -22,4 +22,8 @@ def __getattr__(name: str):
         from . import models
 
         return getattr(models, name)
+    if name == "predict":  # fernb.predict(source, run_dir, ...): every face of images, folders, videos, cameras
+        from .engine.faces import predict_faces
+
+        return predict_faces
     raise AttributeError(f"module 'fernb' has no attribute {name!r}")

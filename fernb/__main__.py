@@ -4,6 +4,8 @@ Commands:
     notebooks [--smoke] [--out DIR] [NOTEBOOK ...]   run notebooks top to bottom with papermill
     train <preset> [key=value ...]                   train a method (see ``fernb.engine``)
     evaluate <run_dir> [--split test]                evaluate a finished run
+    predict SOURCE ... --run DIR [--out faces.csv]   detect, align and classify every face of images, folders,
+                                                     videos or a camera (or --model NAME --checkpoint FILE)
     datasets                                         list the dataset readers and their layouts
     models                                           list the registered models
 """
@@ -15,6 +17,7 @@ import sys
 
 from .data import dataset_info, list_datasets
 from .engine import cli
+from .engine.faces import predict_main
 from .models import list_models
 from .notebooks import run_notebooks
 
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return _datasets(rest)
     if cmd == "models":
         return _models(rest)
+    if cmd == "predict":
+        return predict_main(rest)
     if cmd in ("train", "evaluate"):
         return int((cli.train_main if cmd == "train" else cli.evaluate_main)(rest) or 0)
     print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)

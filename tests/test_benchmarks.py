@@ -146,3 +146,18 @@ def test_noise_benchmark_prints_a_row_per_method_and_noise(bench_noise, tmp_path
     assert [(b[0], b[1]) for b in body[:4]] == [(r["method"], r["noise"]) for r in rows]
     assert all(float(b[3]) == pytest.approx(100 * r["acc"], abs=0.05) for b, r in zip(body, rows, strict=False))
     assert "targets (issue 13" in printed and "ARBEx drop" in printed
+
+
+@pytest.fixture(scope="module")
+def bench_predict(repo_root: Path):
+    return _load_benchmark(repo_root, "bench_predict")
+
+
+def test_predict_benchmark_times_each_stage_of_a_generated_video(bench_predict, capsys):
+    argv = ["--seconds", "0.2", "--size", "320", "240", "--detectors", "haar-fast", "--detect-every", "1", "3"]
+    rows = bench_predict.main(argv)
+    assert [(r["detector"], r["detect_every"]) for r in rows] == [("haar-fast", 1), ("haar-fast", 3)]
+    for r in rows:
+        assert r["frames"] == 6 and r["faces"] >= 1 and r["wall_s"] > 0
+        assert r["detect"] > 0 and r["model"] > 0 and r["decode"] > 0
+    assert "target: >= 15 frames per second" in capsys.readouterr().out

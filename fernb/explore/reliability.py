@@ -83,8 +83,8 @@ class ReliabilitySample:
         class_names: the C classes.
         dists: ``{"primary": (C,), "anchor": ..., "attention": ..., "correction": ..., "corrected": ...}``.
         confidences: ``{"primary": c_p, "anchor": c_g, "attention": c_a, "corrected": c(m)}``.
-        given: the given (training) label; true: the true label or None; reference: (C,) reference distribution
-            (FER+ votes, synthetic ground truth) or None.
+        given: the given (training) label, or None for a face without one (your own photographs); true: the true
+            label or None; reference: (C,) reference distribution (FER+ votes, synthetic ground truth) or None.
         image: the untransformed image (PIL image or array) or None.
     """
 
@@ -92,14 +92,14 @@ class ReliabilitySample:
     class_names: list[str]
     dists: dict[str, np.ndarray]
     confidences: dict[str, float]
-    given: int
+    given: int | None
     true: int | None = None
     reference: np.ndarray | None = None
     image: Any = None
 
     @property
     def is_noisy(self) -> bool | None:
-        return None if self.true is None else self.given != self.true
+        return None if self.true is None or self.given is None else self.given != self.true
 
 
 @dataclass

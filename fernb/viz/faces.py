@@ -9,8 +9,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from ..data.faces import AlignmentResult
+from ..engine.faces import ARBEX_EXTRAS, FacePrediction, annotate_frame
+from ..explore.gradcam import CamResult
+from ..explore.reliability import ReliabilitySample, confidence
+from .gradcam import plot_cam_overlay
 
-__all__ = ["plot_alignment"]
+__all__ = ["plot_alignment", "plot_annotated", "plot_face_predictions", "face_reliability_sample"]
 
 _SOURCE_STYLE = {
     "detected": ("o", "lime"),
@@ -69,3 +73,75 @@ def plot_alignment(
             ax.set_xticks([])
             ax.set_yticks([])
     return fig
+
+
+def plot_annotated(
+    images: Sequence[tuple[str, np.ndarray]], rows: Sequence[FacePrediction], cols: int = 3, cell: float = 3.2
+) -> Figure:
+    """The frames with every detected face's box, landmarks, label and probability drawn
+    (:func:`fernb.engine.faces.annotate_frame`); ``images`` are ``(source, image)`` pairs, ``rows`` the predictions
+    of those sources (frame 0)."""
+    n = len(images)
+    cols = max(1, min(cols, n))
+    nrows = -(-n // cols)
+    fig = Figure(figsize=(cols * cell, nrows * cell * 0.85), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    for ax, (name, img) in zip(axes, images, strict=False):
+        mine = [r for r in rows if r.source == name]
+        ax.imshow(annotate_frame(img, mine))
+        faces = sum(r.status == "ok" for r in mine)
+        ax.set_title(f"{name}: {faces} face{'s' if faces != 1 else ''}", fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig
+
+
+def plot_face_predictions(
+    rows: Sequence[FacePrediction], cams: CamResult | None = None, cell: float = 2.0, top: int = 7
+) -> Figure:
+    """One row per face: the aligned crop the model saw (with its source and face number), its Grad-CAM map for the
+    predicted class when ``cams`` is given (one map per row, in order), and its class probabilities (the predicted
+    class coloured). Rows need their crops (``predict_faces(..., keep_crops=True)``)."""
+    rows = [r for r in rows if r.status == "ok"]
+    if not rows:
+        raise ValueError("no face to show: every row is 'no face' or 'error'")
+    if any(r.crop is None for r in rows):
+        raise ValueError("rows carry no crops; predict with keep_crops=True")
+    ncols = 3 if cams is not None else 2
+    fig = Figure(figsize=(ncols * cell + cell, cell * len(rows) + 0.3), layout="constrained")
+    axes = fig.subplots(len(rows), ncols, squeeze=False, width_ratios=[1] * (ncols - 1) + [2])
+    for i, r in enumerate(rows):
+        ax = axes[i, 0]
+        assert r.crop is not None and r.probs is not None
+        ax.imshow(r.crop)
+        ax.set_title(f"{r.source} #{r.face}", fontsize=8)
+        ax.set_axis_off()
+        if cams is not None:
+            plot_cam_overlay(axes[i, 1], r.crop, cams.maps[i], title=f"Grad-CAM: {r.class_names[cams.targets[i]]}")
+        bar = axes[i, -1]
+        order = np.argsort(-r.probs)[:top]
+        colors = ["tab:red" if k == order[0] else "#b8c2cc" for k in order]
+        bar.barh(np.arange(len(order)), r.probs[order], color=colors)
+        bar.set_yticks(np.arange(len(order)), [r.class_names[k] for k in order], fontsize=7)
+        bar.set_ylim(len(order) - 0.5, -0.5)
+        bar.set_xlim(0, 1)
+        bar.tick_params(axis="x", labelsize=7)
+        bar.set_title(f"{r.label} {r.confidence:.2f}", fontsize=8)
+        bar.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def face_reliability_sample(row: FacePrediction, index: int = 0) -> ReliabilitySample:
+    """An ARBEx face prediction as a :class:`~fernb.explore.reliability.ReliabilitySample` (no given label), for
+    :func:`fernb.viz.reliability.plot_reliability_sample`.
+
+    Raises:
+        ValueError: the row has no ARBEx outputs (another model, or no face).
+    """
+    missing = [k for k in ARBEX_EXTRAS if k not in row.extras]
+    if missing:
+        raise ValueError(f"{row.source} #{row.face}: no ARBEx outputs {missing}; the reliability view needs ARBEx")
+    dists = {k: np.asarray(row.extras[k], dtype=np.float32) for k in ARBEX_EXTRAS}
+    conf = {k: float(row.extras[f"c_{k}"]) for k in ("primary", "anchor", "attention")}
+    conf["corrected"] = float(confidence(dists["corrected"][None])[0])
+    return ReliabilitySample(index, list(row.class_names), dists, conf, given=None, image=row.crop)

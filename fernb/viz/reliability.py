@@ -43,9 +43,9 @@ def plot_reliability_sample(
 ) -> Figure:
     """One sample: its image, then a horizontal bar chart per distribution with its confidence in the title.
 
-    The classes are named once (shared axis; the given label in bold). The given label is marked by a black triangle
-    at the right edge, the true label (when known) by a green star; the reference distribution (when known: FER+
-    votes, synthetic ground truth) is drawn as black outlines. The top class of each distribution is coloured.
+    The classes are named once (shared axis; the given label in bold). The given label (if any) is marked by a black
+    triangle at the right edge, the true label (when known) by a green star; the reference distribution (when known:
+    FER+ votes, synthetic ground truth) is drawn as black outlines. The top class of each distribution is coloured.
     """
     names = [n for n in names if n in sample.dists]
     has_img = sample.image is not None
@@ -82,7 +82,8 @@ def plot_reliability_sample(
         if sample.reference is not None:
             ax.barh(y, sample.reference, height=0.75, fill=False, edgecolor="black", lw=0.8)
         edge = ax.get_yaxis_transform()  # x in axes fractions, y in classes
-        ax.plot([1.04], [sample.given], "<", color="black", ms=6, transform=edge, clip_on=False)
+        if sample.given is not None:
+            ax.plot([1.04], [sample.given], "<", color="black", ms=6, transform=edge, clip_on=False)
         if sample.true is not None and sample.true >= 0:
             ax.plot([1.12], [sample.true], "*", color="tab:green", ms=8, transform=edge, clip_on=False)
         ax.set_xlim(0, 1)
@@ -94,17 +95,27 @@ def plot_reliability_sample(
             ax.tick_params(axis="y", labelleft=False)
     bars[0].set_yticks(y, sample.class_names, fontsize=8)
     bars[0].set_ylim(c - 0.5, -0.5)
-    bars[0].get_yticklabels()[sample.given].set_fontweight("bold")
     cls = sample.class_names
-    label = f"given {cls[sample.given]}"
+    label = "no given label"
+    if sample.given is not None:
+        bars[0].get_yticklabels()[sample.given].set_fontweight("bold")
+        label = f"given {cls[sample.given]}"
     if sample.true is not None:
         true = cls[sample.true] if sample.true >= 0 else "(outside the label space)"
-        label += f", true {true}" + (" (noisy)" if sample.true != sample.given else "")
+        label += f", true {true}" + (" (noisy)" if sample.given is not None and sample.true != sample.given else "")
     if "primary" in sample.dists and "corrected" in sample.dists:
         p, q = int(np.argmax(sample.dists["primary"])), int(np.argmax(sample.dists["corrected"]))
         label += f"; primary -> {cls[p]}, corrected -> {cls[q]}" + (" (changed)" if p != q else "")
-    key = "triangle: given, star: true" + (", outline: reference" if sample.reference is not None else "")
-    fig.suptitle((title + "\n" if title else "") + f"{label}   [{key}]", fontsize=9, y=1 - 0.06 / height, va="top")
+    key = (
+        "triangle: given, star: true" if sample.given is not None else ("star: true" if sample.true is not None else "")
+    )
+    key += (", " if key else "") + "outline: reference" if sample.reference is not None else ""
+    fig.suptitle(
+        (title + "\n" if title else "") + label + (f"   [{key}]" if key else ""),
+        fontsize=9,
+        y=1 - 0.06 / height,
+        va="top",
+    )
     return fig
 
 
