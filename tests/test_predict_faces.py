@@ -280,3 +280,15 @@ def test_the_upload_widget_predicts_each_file_and_reports_non_images(predictor, 
     assert [r.status for r in rows] == ["ok"] and state.faces is not None and state.annotated is not None
     assert state.add("notes.txt", b"hello") == [] and "notes.txt" in state.errors["notes.txt"]
     assert len(state.images) == 1
+
+
+def test_a_run_trained_on_aligned_faces_predicts_with_its_detector_and_template(arbex_run, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(arbex_run, tmp_path / "aligned-run"))
+    record = json.loads((run / "run.json").read_text())
+    record["data"]["align"] = {"detector": "haar", "template": "arcface", "use_mouth": False, "border": "replicate"}
+    (run / "run.json").write_text(json.dumps(record))
+    pred = FacePredictor.from_run(run)
+    assert (pred.template.name, pred.detector_name, pred.border) == ("arcface", "haar", "replicate")
+    assert FacePredictor.from_run(arbex_run, detector="haar").template.name == "fer"  # unaligned data: fer

@@ -94,6 +94,7 @@ _CONFIDENCES: dict[str, str] = {
     "attention": "confidence_attention",
 }
 _POINTS = ("left_eye", "right_eye", "nose", "mouth")
+_BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101}
 
 Detector = Callable[[np.ndarray], list[Detection]]
 
@@ -441,13 +442,15 @@ class FacePredictions:
 
 
 def _run_align(rd: RunDir) -> dict[str, Any]:
-    """The run's ``data.align`` (config or run record) as ``{"detector": ..., "template": ...}``; empty if absent."""
-    raw = (read_json(rd.config_path).get("data") or {}).get("align")
-    if raw is None and rd.record_path.exists():
-        raw = (rd.read_record().get("data") or {}).get("align")
-    if isinstance(raw, str):
-        return {"detector": raw}
-    return dict(raw) if isinstance(raw, dict) else {}
+    """The run's ``data.align`` as ``{"detector": ..., "template": ..., "use_mouth": ..., "border": ...}``: the
+    resolved spec of its run record, else its config's; empty when the run trained on unaligned data."""
+    raw = (rd.read_record().get("data") or {}).get("align") if rd.record_path.exists() else None
+    if raw is None:
+        raw = (read_json(rd.config_path).get("data") or {}).get("align")
+    spec = {"detector": raw} if isinstance(raw, str) else dict(raw) if isinstance(raw, dict) else {}
+    if spec.get("template") == "auto":  # unresolved (a config without its record): fernb's default template
+        spec.pop("template")
+    return spec
 
 
 def _dataset_of(rd: RunDir, cfg: TrainConfig) -> str:
@@ -482,6 +485,8 @@ class FacePredictor:
         transform: PIL image -> (C, S, S) tensor, the run's evaluation transform.
         gray: make crops gray first (models trained on gray datasets).
         template: alignment template (name or :class:`FaceTemplate`).
+        use_mouth: fit the detected mouth too (as the run's ``data.align`` did).
+        border: fill outside the frame: ``"constant"`` (black), ``"replicate"`` or ``"reflect"``.
         detector: ``"auto"``, ``"haar"`` or a callable ``(H, W, 3) uint8 RGB -> [(FaceBox, Landmarks | None)]``.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
@@ -498,6 +503,8 @@ class FacePredictor:
         *,
         gray: bool = False,
         template: str | FaceTemplate | None = None,
+        use_mouth: bool = False,
+        border: str = "constant",
         detector: str | Detector | None = None,
         device: str = "cpu",
         precision: str = "fp32",
@@ -511,6 +518,10 @@ class FacePredictor:
         self.transform = transform
         self.gray = bool(gray)
         self.template = _template(template)
+        self.use_mouth = bool(use_mouth)
+        if border not in _BORDERS:
+            raise ValueError(f"border={border!r}; expected one of {sorted(_BORDERS)}")
+        self.border = border
         self.detect, self.detector_name = _resolve_detector(detector)
         self.precision = precision
         self.batch_size = int(batch_size)
@@ -550,6 +561,8 @@ class FacePredictor:
             transform,
             gray=_dataset_of(rd, cfg) in GRAY_DATASETS,
             template=template or align.get("template"),
+            use_mouth=bool(align.get("use_mouth", False)),
+            border=str(align.get("border") or "constant"),
             detector=detector or align.get("detector"),
             name=f"{rd.path.name} ({checkpoint})",
             **kwargs,
@@ -611,8 +624,8 @@ class FacePredictor:
         crops = []
         s = self.img_size
         for lm in landmarks:
-            m = alignment_matrix(lm, s, self.template)
-            crop = cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            m = alignment_matrix(lm, s, self.template, use_mouth=self.use_mouth)
+            crop = cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=_BORDERS[self.border])
             if self.gray:
                 crop = np.repeat(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
             crops.append(crop)
