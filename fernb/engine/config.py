@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import yaml
 
+from ..data.aligned import AlignError, check_align_fields
 from ..data.noise import LabelNoiseError, check_label_noise_fields
 from .rundir import atomic_write_text
 
@@ -89,6 +90,13 @@ class DataConfig:
             "file", "file": ".../noise03.txt"}``, a noisy label file in RAF-DB's format); ``seed`` left out takes
             ``run.seed``. Only the samples that train get it (never validation, test or a held-out share); empty or
             None: no noise. Recorded in ``run.json`` (``data.label_noise``).
+        align: detect, align and crop every image of every split the run reads (train, valid, test, and another
+            dataset's split in a cross-dataset evaluation) once, cached on disk (:mod:`fernb.data.aligned`): a
+            detector name (``"mtcnn"``, ``"mediapipe"``, ``"haar"``, ``"auto"``) or ``{"detector": ..., "template":
+            "auto" | "fer" | "arcface", "size": None, "use_mouth": False, "border": "replicate", "options": {}}``;
+            template ``"auto"`` is the method's published preprocessing (``fernb.data.aligned.METHOD_TEMPLATES``).
+            None (the default): off. The resolved spec and the share of faces found per split go to ``run.json``
+            (``data.align``); per sample, ``meta["face_found"]``.
     """
 
     dataset: str = "synthetic"
@@ -117,12 +125,17 @@ class DataConfig:
     pipeline: str = "pil"
     batch_augment: dict[str, Any] = field(default_factory=dict)
     label_noise: dict[str, Any] | None = field(default_factory=dict)
+    align: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # each field on its own (dotted overrides set them one at a time); fit checks the whole spec and the file
         try:
             check_label_noise_fields(self.label_noise, "data.label_noise")
-        except LabelNoiseError as exc:
+            if isinstance(self.align, str) and self.align.lstrip().startswith("{"):
+                # a mapping typed on the command line (data.align={...}) arrives as text: str is a valid type too
+                self.align = yaml.safe_load(self.align)
+            check_align_fields(self.align, "data.align")
+        except (LabelNoiseError, AlignError) as exc:
             raise ConfigError(str(exc)) from None
 
 

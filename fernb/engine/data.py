@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.aligned import AlignError, AlignSpec, align_split, align_summary
 from ..data.arrays import ArrayBatches, BatchTransform, materialize
 from ..data.base import FERDataset, restrict_label_space
 from ..data.errors import DataRootError
+from ..data.faces.detectors import MissingDetectorError
 from ..data.factory import dataset_info, load_dataset
 from ..data.noise import LabelNoiseError, LabelNoiseSpec, plan_label_noise
 from ..data.samplers import build_sampler
@@ -40,6 +42,7 @@ __all__ = [
     "load_split",
     "build_datasets",
     "label_noise_spec",
+    "align_spec",
     "build_test_dataset",
     "run_split",
     "class_weights",
@@ -105,9 +108,26 @@ def build_batch_transform(cfg: TrainConfig, train: bool) -> BatchTransform:
     return BatchTransform(**base, **aug)
 
 
+def align_spec(cfg: TrainConfig) -> AlignSpec | None:
+    """``data.align`` resolved for this run (detector, the method's template, the input size), or None when off.
+
+    Raises:
+        ConfigError: a malformed option, or a detector whose package is missing (naming ``make detectors``).
+    """
+    try:
+        spec = AlignSpec.parse(cfg.data.align, "data.align")
+        return None if spec is None else spec.resolve(cfg.model.name, cfg.data.img_size)
+    except (AlignError, MissingDetectorError) as exc:
+        raise ConfigError(f"data.align={cfg.data.align!r}: {exc}") from None
+
+
 def _attach_transforms(cfg: TrainConfig, ds: FERDataset, train: bool) -> FERDataset:
     """``ds`` with the run's transforms: the per-sample one always (single-item access, explorers), and under the
-    ``tensor`` pipeline the decoded pixels with the whole-batch one."""
+    ``tensor`` pipeline the decoded pixels with the whole-batch one. With ``data.align`` the images are aligned
+    first (:func:`fernb.data.aligned.align_split`, cached)."""
+    spec = align_spec(cfg)
+    if spec is not None:
+        ds = align_split(ds, spec, progress=not cfg.run.quiet)
     if transform_method(cfg) is None and cfg.data.pipeline == "pil":
         return ds
     if cfg.data.pipeline not in PIPELINES:
@@ -211,6 +231,7 @@ class DataBundle:
     source: str
     notes: list[str] = field(default_factory=list)
     label_noise: dict[str, Any] | None = None
+    align: dict[str, Any] | None = None
 
     @property
     def label_space(self):
@@ -236,6 +257,8 @@ class DataBundle:
         }
         if self.label_noise is not None:
             out["label_noise"] = dict(self.label_noise)
+        if self.align is not None:
+            out["align"] = {**self.align, "train": align_summary(self.train), "valid": align_summary(self.valid)}
         return out
 
 
@@ -282,6 +305,7 @@ def build_datasets(
     """
     d, seed = cfg.data, cfg.run.seed
     noise_spec = label_noise_spec(d)
+    aligned = align_spec(cfg)  # checked before any data is read
     notes: list[str] = []
     if train_data is not None:
         train, source = train_data, train_data.name
@@ -333,7 +357,11 @@ def build_datasets(
         )
     if source != d.dataset and train_data is None:
         notes.append(f"data root of {d.dataset!r} missing: trained on {source!r} (fallback)")
-    return DataBundle(train, valid, source, notes, noise.record if noise is not None else None)
+    if aligned is not None:
+        notes.append(f"faces aligned: {aligned.detector} detector, {aligned.template!r} template, {aligned.size} px")
+    return DataBundle(
+        train, valid, source, notes, noise.record if noise is not None else None, aligned.to_dict() if aligned else None
+    )
 
 
 def build_test_dataset(

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.aligned import align_split, align_summary
 from ..data.base import FERDataset, restrict_label_space
 from ..labels import LabelSpace, get_label_space, remap
-from .data import build_test_dataset, run_transform, transform_method
+from .data import align_spec, build_test_dataset, run_transform, transform_method
 from .distributed import resolve_device
 from .factory import load_run
 from .metrics import bootstrap_ci, classification_metrics
@@ -99,7 +100,9 @@ def evaluate(
     cfg, model, meta = load_run(rd.path, checkpoint, device=device)
     model_space = get_label_space(meta["class_names"])
     if data is not None:
-        ds = data.with_transform(run_transform(cfg, False)) if transform_method(cfg) else data
+        spec = align_spec(cfg)  # the run's data.align applies to any data it scores
+        aligned = align_split(data, spec, progress=False) if spec is not None else data
+        ds = aligned.with_transform(run_transform(cfg, False)) if transform_method(cfg) else aligned
         source = data.name
     else:
         ds, source = build_test_dataset(cfg, split, dataset=dataset, root=root, options=options)
@@ -161,6 +164,9 @@ def evaluate(
     )
     if mapping:
         m["label_mapping"] = mapping
+    faces = align_summary(ds)
+    if faces is not None:
+        m["align"] = faces  # how many of the scored images had a face (data.align)
     tag = _eval_tag(name, split, checkpoint)
     rd.eval_dir.mkdir(parents=True, exist_ok=True)
     write_json(rd.eval_dir / f"{tag}.json", m)
