@@ -4,6 +4,9 @@ Commands:
     notebooks [--smoke] [--out DIR] [NOTEBOOK ...]   run notebooks top to bottom with papermill
     train <preset> [key=value ...]                   train a method (see ``fernb.engine``)
     evaluate <run_dir> [--split test]                evaluate a finished run
+    evaluate --model NAME --checkpoint FILE --dataset NAME [--root DIR]
+                                                     score a checkpoint file (official naming too) without a run
+    export <run_dir> --onnx FILE [--extras]          ONNX export, checked against ONNX Runtime, with a model card
     predict SOURCE ... --run DIR [--out faces.csv]   detect, align and classify every face of images, folders,
                                                      videos or a camera (or --model NAME --checkpoint FILE)
     datasets                                         list the dataset readers and their layouts
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return _models(rest)
     if cmd == "predict":
         return predict_main(rest)
+    if cmd == "export":
+        return cli.export_main(rest)
     if cmd in ("train", "evaluate"):
         return int((cli.train_main if cmd == "train" else cli.evaluate_main)(rest) or 0)
     print(f"unknown command {cmd!r}\n{__doc__}", file=sys.stderr)

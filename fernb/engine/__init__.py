@@ -3,6 +3,8 @@
 - :func:`fit` trains any registered model with its registered loss from a :class:`TrainConfig`;
 - :func:`config_from_preset` gives the published recipes (``"arbex/ferplus"``, ...), with ``smoke=True`` for CPU;
 - :func:`evaluate` scores a finished run on the test split once (or another dataset), and records it;
+  :func:`evaluate_checkpoint` scores a checkpoint file (official naming too) without a run folder;
+- :func:`export_onnx` exports a run (or a model) to ONNX, checks it against ONNX Runtime and writes its model card;
 - :func:`cross_validate` and :func:`repeat_seeds` run the protocols over folds and seeds;
 - :mod:`fernb.engine.metrics` holds the metric maths.
 
@@ -34,7 +36,8 @@ from .config import (
     load_config,
     save_config,
 )
-from .evaluate import evaluate, map_predictions
+from .evaluate import evaluate, evaluate_checkpoint, map_predictions
+from .export import ExportError, ExportResult, export_onnx, write_model_card
 from .factory import load_run
 from .fit import FitResult, NonFiniteLossError, Trainer, fit, seed_everything
 from .optim import SAM, LRSchedule, build_optimizer
@@ -54,6 +57,11 @@ __all__ = [
     "Trainer",
     "seed_everything",
     "evaluate",
+    "evaluate_checkpoint",
+    "export_onnx",
+    "write_model_card",
+    "ExportResult",
+    "ExportError",
     "load_run",
     "map_predictions",
     "cross_validate",

@@ -1,5 +1,5 @@
-"""Command-line entry points: ``python -m fernb train ...``, ``python -m fernb evaluate ...`` and
-``torchrun --nproc_per_node N -m fernb.train ...``."""
+"""Command-line entry points: ``python -m fernb train ...``, ``python -m fernb evaluate ...``,
+``python -m fernb export ...`` and ``torchrun --nproc_per_node N -m fernb.train ...``."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from typing import Any
 
 import yaml
 
+from ..labels import get_label_space
+from ..models._errors import CheckpointMismatchError
 from .config import ConfigError, config_to_dict, load_config
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_checkpoint
+from .export import ExportError, build_for_export, export_onnx
 from .fit import fit
 from .overrides import apply_overrides
 from .presets import config_from_preset, list_presets, resolve_length
+from .rundir import write_json
 
-__all__ = ["train_main", "evaluate_main", "format_metrics"]
+__all__ = ["train_main", "evaluate_main", "export_main", "format_metrics"]
 
 _TRAIN_EPILOG = """examples:
   python -m fernb train arbex/ferplus --smoke
@@ -152,16 +156,51 @@ def format_metrics(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_EVALUATE_EPILOG = """examples:
+  python -m fernb evaluate runs/arbex-ferplus-s0
+  python -m fernb evaluate runs/arbex-ferplus-s0 --dataset rafdb --root /data/raf-db
+  python -m fernb evaluate --model poster_v2 --checkpoint raf-db-model_best.pth --dataset rafdb --root /data/raf-db
+  python -m fernb evaluate --model resnet18 --preset tiny --checkpoint model.safetensors --dataset synthetic
+"""
+
+
+def _add_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it may register your own models, losses or datasets); repeatable",
+    )
+
+
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fernb evaluate <run_dir> [--split test] ...``; returns the exit code."""
+    """``python -m fernb evaluate <run_dir> [--split test] ...`` or ``python -m fernb evaluate --model NAME
+    --checkpoint FILE --dataset NAME [--root DIR]``; returns the exit code."""
     p = argparse.ArgumentParser(
         prog="python -m fernb evaluate",
-        description="Evaluate a finished run (the test split is meant to be used once).",
+        description="Evaluate a finished run (the test split is meant to be used once), or score a checkpoint file "
+        "without a run folder (--model, --checkpoint FILE, --dataset): the model is built by name, the file loaded "
+        "through the official key converters, and the split scored under the method's published evaluation "
+        "transform and image size.",
+        epilog=_EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", help="the run folder written by training")
+    p.add_argument("run_dir", nargs="?", help="the run folder written by training (or give --model)")
+    p.add_argument("overrides", nargs="*", help="with --model: dotted key=value overrides, e.g. data.img_size=112")
+    p.add_argument("--model", help="score a checkpoint file without a run: registry name (or variant, esr+diversity)")
+    p.add_argument("--preset", default="official", help="with --model: the model preset (default: official)")
+    p.add_argument(
+        "--classes", help="with --model: the label space the checkpoint was trained on (default: the dataset's)"
+    )
     p.add_argument("--split", default="test", help="split to score (default: test)")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    p.add_argument("--dataset", help="cross-dataset evaluation: another dataset's reader name")
+    p.add_argument(
+        "--checkpoint",
+        help="a run's best (default), last or kept epoch; with --model: the checkpoint file (safetensors, a torch "
+        "state dict, official naming converted) or ESR's release folder",
+    )
+    p.add_argument("--dataset", help="cross-dataset evaluation: another dataset's reader name; with --model: required")
     p.add_argument("--root", help="data root of --dataset")
     p.add_argument(
         "--no-restrict",
@@ -172,26 +211,130 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
-    p.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first (it may register your own models, losses or datasets); repeatable",
+    p.add_argument("--out", help="with --model: also write the metrics as JSON to this file")
+    _add_import(p)
+    a = p.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    _import_plugins(a.imports)
+    if a.run_dir and "=" in a.run_dir:  # only overrides, with --model
+        a.overrides.insert(0, a.run_dir)
+        a.run_dir = None
+    if a.model is not None:
+        if a.run_dir:
+            p.error(f"give a run folder ({a.run_dir}) or --model, not both")
+        if not a.checkpoint or a.checkpoint in ("best", "last"):
+            p.error("--model needs --checkpoint FILE (the weights to score)")
+        if not a.dataset:
+            p.error("--model needs --dataset (a dataset preset such as rafdb, ferplus, affectnet7, or synthetic)")
+        try:
+            m = evaluate_checkpoint(
+                a.model,
+                a.checkpoint,
+                a.dataset,
+                preset=a.preset,
+                root=a.root,
+                split=a.split,
+                classes=a.classes,
+                overrides=a.overrides,
+                restrict_predictions=not a.no_restrict,
+                batch_size=a.batch_size,
+                bootstrap=a.bootstrap,
+                device=a.device,
+            )
+        except (FileNotFoundError, KeyError, ConfigError, CheckpointMismatchError, ValueError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
+        if a.out:
+            write_json(a.out, m)
+    else:
+        if not a.run_dir:
+            p.error("give a run folder, or --model NAME --checkpoint FILE --dataset NAME to score a checkpoint file")
+        if a.overrides:
+            p.error(f"overrides ({' '.join(a.overrides)}) go with --model; a run is scored with its own config")
+        m = evaluate(
+            a.run_dir,
+            a.split,
+            checkpoint=a.checkpoint or "best",
+            dataset=a.dataset,
+            root=a.root,
+            restrict_predictions=not a.no_restrict,
+            bootstrap=a.bootstrap,
+            batch_size=a.batch_size,
+            device=a.device,
+        )
+    print(json.dumps(m, indent=2) if a.json else format_metrics(m))
+    return 0
+
+
+_EXPORT_EPILOG = """examples:
+  python -m fernb export runs/arbex-ferplus-s0 --onnx out/arbex.onnx
+  python -m fernb export runs/arbex-ferplus-s0 --onnx out/arbex.onnx --extras --checkpoint last
+  python -m fernb export --model poster_v2 --checkpoint raf-db-model_best.pth --onnx out/poster_v2.onnx
+"""
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fernb export <run_dir> --onnx FILE``; returns the exit code (1: the ONNX Runtime check failed)."""
+    p = argparse.ArgumentParser(
+        prog="python -m fernb export",
+        description="Export a run's checkpoint to ONNX, check the graph against ONNX Runtime (the largest absolute "
+        "difference per output on a seeded batch is printed), and write the model card (README.md beside the file) "
+        "from the run's record. Needs the export extra: pip install 'fernb[export]'.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("run_dir", nargs="?", help="the run folder written by training (or give --model)")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument(
+        "--checkpoint", help="a run's best (default), last or kept epoch; with --model: a checkpoint file (optional)"
+    )
+    p.add_argument("--model", help="export a model without a run: registry name (or variant, esr+diversity)")
+    p.add_argument("--preset", default="official", help="with --model: the model preset (default: official)")
+    p.add_argument("--classes", help="with --model: its label space (default: the first C canonical classes)")
+    p.add_argument("--img-size", type=int, help="with --model: the input side (default: its pretrained cfg's)")
+    p.add_argument(
+        "--extras", action="store_true", help="also output the model's named per-sample extras (ARBEx: 13 of them)"
+    )
+    p.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
+    p.add_argument("--atol", type=float, default=1e-5, help="the check's bound (scaled by max(1, max |output|))")
+    p.add_argument("--card", help="where to write the model card (default: README.md beside the file)")
+    p.add_argument("--no-card", action="store_true", help="write no model card")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_import(p)
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     _import_plugins(a.imports)
-    m = evaluate(
-        a.run_dir,
-        a.split,
-        checkpoint=a.checkpoint,
-        dataset=a.dataset,
-        root=a.root,
-        restrict_predictions=not a.no_restrict,
-        bootstrap=a.bootstrap,
-        batch_size=a.batch_size,
-        device=a.device,
-    )
-    print(json.dumps(m, indent=2) if a.json else format_metrics(m))
+    try:
+        if a.model is not None:
+            if a.run_dir:
+                p.error(f"give a run folder ({a.run_dir}) or --model, not both")
+            source: Any = build_for_export(a.model, a.preset, a.checkpoint, classes=a.classes, img_size=a.img_size)
+        elif a.run_dir:
+            source = a.run_dir
+        else:
+            p.error("give a run folder, or --model NAME [--checkpoint FILE]")
+        names = list(get_label_space(a.classes).names) if a.classes else None
+        result = export_onnx(
+            source,
+            a.onnx,
+            checkpoint=a.checkpoint or ("best" if a.model is None else "random init"),
+            extras=a.extras,
+            class_names=names,
+            img_size=a.img_size,
+            preset=a.preset if a.model is not None else None,
+            opset=a.opset,
+            exporter=a.exporter,
+            check=not a.no_check,
+            atol=a.atol,
+            card=False if a.no_card else (a.card or True),
+        )
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, KeyError, ConfigError, CheckpointMismatchError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2, default=str) if a.json else result.summary())
     return 0
