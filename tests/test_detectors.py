@@ -226,3 +226,24 @@ def test_mtcnn_loads_the_wheels_weights_with_weights_only(monkeypatch: pytest.Mo
     det(np.zeros((64, 64, 3), np.uint8))
     ours = [c for c in calls if c.get("weights_only") is True]
     assert len(ours) == 3
+
+
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_optional_detector_works_in_a_forked_dataloader_worker(name: str, astronaut: np.ndarray) -> None:
+    _need(name)
+    import torch
+
+    aligner = FaceAligner(size=64, detector=name)
+    expected = aligner(astronaut)  # the parent has built its backend before the fork
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> np.ndarray:
+            return aligner(astronaut)
+
+    ctx = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(Images(), batch_size=2, num_workers=1, multiprocessing_context=ctx)
+    (batch,) = list(loader)
+    assert np.array_equal(batch[0].numpy(), expected)

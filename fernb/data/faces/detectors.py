@@ -177,7 +177,8 @@ class HaarDetector:
 
 
 class _Lazy:
-    """Builds its backend on the first call, one per thread; pickles without it (DataLoader workers rebuild)."""
+    """Builds its backend on the first call, one per thread and process (a forked DataLoader worker builds its own:
+    MediaPipe's thread pool does not survive a fork); pickles without it."""
 
     name = ""
 
@@ -185,10 +186,9 @@ class _Lazy:
         self._local = threading.local()
 
     def _backend(self) -> Any:
-        backend = getattr(self._local, "backend", None)
-        if backend is None:
-            backend = self._local.backend = self._build()
-        return backend
+        if getattr(self._local, "pid", None) != os.getpid():
+            self._local.backend, self._local.pid = self._build(), os.getpid()
+        return self._local.backend
 
     def _build(self) -> Any:
         raise NotImplementedError
