@@ -161,3 +161,41 @@ def test_predict_benchmark_times_each_stage_of_a_generated_video(bench_predict, 
         assert r["frames"] == 6 and r["faces"] >= 1 and r["wall_s"] > 0
         assert r["detect"] > 0 and r["model"] > 0 and r["decode"] > 0
     assert "target: >= 15 frames per second" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def bench_detect(repo_root: Path):
+    return _load_benchmark(repo_root, "bench_detect")
+
+
+def test_detect_benchmark_pastes_a_face_into_seeded_clutter(bench_detect):
+    import numpy as np
+
+    face = np.full((48, 48), 255, np.uint8)
+    f = bench_detect.frame(face, np.random.default_rng(3))
+    assert f.shape == (256, 256) and f.dtype == np.uint8
+    assert np.array_equal(f, bench_detect.frame(face, np.random.default_rng(3)))  # seeded
+    # the face covers at least 25 % of the side (less its feathered edge), the clutter is not flat
+    assert (f == 255).sum() >= (0.25 * 256 * 0.85) ** 2 and f[f < 255].std() > 10
+
+
+@pytest.mark.shared
+def test_detect_benchmark_tiny_mode_prints_detection_framing_and_cross_dataset(
+    bench_detect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    import toys as te
+
+    from fernb.engine import fit
+
+    monkeypatch.setenv("FERNB_CACHE_DIR", str(tmp_path / "cache"))
+    run = fit(te.toy_config(tmp_path), train_data=te.toy_data(28), valid_data=te.toy_data(14, 1)).run_dir
+    out = tmp_path / "rows.json"
+    assert bench_detect.main(["--tiny", "--limit", "4", "--run", str(run), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["detector"], r["dataset"]) for r in rows["detection"]] == [("haar", "ferplus"), ("haar", "ckplus")]
+    (r,) = rows["runs"]
+    assert r["trained_align"] is None and r["align"]["detector"] == "haar"
+    assert all(0 <= r[k] <= 100 for k in ("crops", "frames", "frames_aligned", "ckplus", "ckplus_aligned"))
+    printed = capsys.readouterr().out
+    assert "1. detection" in printed and "2-3. framing" in printed and "drop" in printed
+    assert bench_detect.main(["--tiny", "--detectors", "nosuch"]) == 2
