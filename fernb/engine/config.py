@@ -27,6 +27,7 @@ from ..data.noise import LabelNoiseError, check_label_noise_fields
 from .rundir import atomic_write_text
 
 __all__ = [
+    "LOGGERS",
     "ConfigError",
     "DataConfig",
     "ModelConfig",
@@ -299,6 +300,10 @@ class ScheduleConfig:
         return [dataclasses.replace(s, epochs=e) for s, e in zip(self.stages, epochs)]
 
 
+LOGGERS = ("tensorboard", "mlflow")
+"""What ``run.loggers`` may name (:mod:`fernb.engine.loggers`)."""
+
+
 @dataclass
 class RunConfig:
     """Where and how a run executes.
@@ -327,6 +332,10 @@ class RunConfig:
         channels_last: keep the model and its inputs in channels-last memory (faster convolutions with oneDNN on
             CPUs; the budget recipes set it).
         ddp_find_unused_parameters: DDP option for models whose forward leaves some trainable parameters unused.
+        loggers: logs that other tools read, besides ``metrics.csv``: any of ``"tensorboard"`` (``<run>/tensorboard``)
+            and ``"mlflow"`` (:mod:`fernb.engine.loggers`; ``pip install 'fernb[logs]'``).
+        mlflow_uri: the MLflow tracking URI (None: ``$MLFLOW_TRACKING_URI``, else the file store
+            ``<out_dir>/mlruns``).
     """
 
     name: str | None = None
@@ -347,6 +356,15 @@ class RunConfig:
     threads: int | None = None
     channels_last: bool = False
     ddp_find_unused_parameters: bool = False
+    loggers: list[str] = field(default_factory=list)
+    mlflow_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [x for x in self.loggers if x not in LOGGERS]
+        if unknown or len(set(self.loggers)) != len(self.loggers):
+            raise ConfigError(
+                f"run.loggers={self.loggers!r}; expected distinct names among {', '.join(LOGGERS)} (default: none)"
+            )
 
 
 @dataclass

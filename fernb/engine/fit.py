@@ -38,10 +38,11 @@ from .config import ConfigError, ScheduleConfig, StageConfig, TrainConfig, save_
 from .data import DataBundle, build_datasets, class_weights, epoch_indices, make_loader
 from .distributed import DistEnv, init_distributed
 from .factory import build_model, load_run
+from .loggers import build_loggers
 from .metrics import classification_metrics
 from .noise_detection import NoiseDetector
 from .optim import SAM, LRSchedule, build_optimizer
-from .predict import autocast_context, float_output, predict
+from .predict import Predictions, autocast_context, float_output, predict
 from .rundir import RunDir, environment_record, epoch_tag, now_iso
 from .step import LossScaler
 
@@ -191,6 +192,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.env = cfg, env
         self.callbacks = [c if isinstance(c, Callback) else FunctionCallback(c) for c in callbacks]
+        self.callbacks += build_loggers(cfg)  # run.loggers: TensorBoard, MLflow
         self._engine_callbacks: list[Callback] = []
         self.run_dir = RunDir(cfg.run_dir)
         self._train_data, self._valid_data = train_data, valid_data
@@ -219,6 +221,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.stop_reason = "completed"
         self.noise_detector: NoiseDetector | None = None  # set when the training split knows its flipped labels
+        self.last_validation: Predictions | None = None  # the latest validation's predictions (for loggers)
 
     # -- building blocks ----------------------------------------------------------------------------------------------
     def _is_better(self, value: float | None, best: float | None) -> bool:
@@ -715,6 +718,7 @@ class Trainer:
             order=d.eval_order,
             channels_last=self.cfg.run.channels_last,
         )
+        self.last_validation = pred
         m = classification_metrics(
             pred.targets, probs=pred.probs, dists=pred.dists, num_classes=self.bundle.valid.num_classes
         )
