@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"detection": detection_rows(detectors, sets), "runs": []}
     if args.run:
         n = args.frames or args.limit
-        ferplus = sets["ferplus"] if not n or n >= len(sets["ferplus"]) else load("ferplus", args.root, n, args.seed)
+        ferplus = sets["ferplus"] if not n or n == len(sets["ferplus"]) else load("ferplus", args.root, n, args.seed)
         frames = framed(ferplus, args.seed)
         print(
             f"\n2-3. framing (FER+ valid n={len(frames)} in {FRAME} px clutter, face {SCALE[0]:.0%}-{SCALE[1]:.0%} of "
