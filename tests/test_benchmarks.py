@@ -199,3 +199,12 @@ def test_detect_benchmark_tiny_mode_prints_detection_framing_and_cross_dataset(
     printed = capsys.readouterr().out
     assert "1. detection" in printed and "2-3. framing" in printed and "drop" in printed
     assert bench_detect.main(["--tiny", "--detectors", "nosuch"]) == 2
+
+
+def test_explorer_benchmark_times_each_redraw_of_the_map(repo_root: Path, capsys):
+    bench = _load_benchmark(repo_root, "bench_explorer")
+    rows = bench.main(["--points", "300", "--repeats", "2"])
+    steps = {r.step: r for r in rows}
+    assert {"colour changed", "checkpoint switched", "sample clicked", "reference: matplotlib PNG"} <= set(steps)
+    assert steps["colour changed"].sent_kib > 0 and steps["checkpoint switched"].seconds > 0
+    assert "target" in capsys.readouterr().out
