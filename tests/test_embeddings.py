@@ -4,6 +4,7 @@ per-checkpoint numbers, the figures and the widget's state."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -364,6 +365,87 @@ def test_redraw_from_the_cached_map_is_quick(explorer):
     _, state = explorer
     state.maps()  # computed already; only drawing is timed
     t0 = time.perf_counter()
-    fig = state.set_colour("confidence")
-    _png(fig)
-    assert time.perf_counter() - t0 < 2.0
+    view = state.set_colour("confidence")
+    json.dumps(view)
+    assert time.perf_counter() - t0 < 0.3
+    _png(state.figure)  # the static picture of the same map
+
+
+def _map(widget):
+    from fernb.widgets.scatter import ScatterMap
+
+    if isinstance(widget, ScatterMap):
+        return widget
+    for child in getattr(widget, "children", ()):
+        if (hit := _map(child)) is not None:
+            return hit
+    return None
+
+
+def test_map_gets_a_face_and_a_tooltip_per_point_and_the_anchors(explorer):
+    widget, state = explorer
+    state.set_run("arbex")
+    scatter = _map(widget)
+    n = len(state.current)
+    assert len(scatter.x) == len(scatter.y) == len(scatter.colours) == len(scatter.tips) == len(scatter.thumbs) == n
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in scatter.thumbs)
+    assert all(("nearest anchor:" in tip) and ("confidence:" in tip) for tip in scatter.tips)
+    assert len(scatter.anchors) == len(state.current.anchors)  # every anchor a star
+
+
+def test_a_click_on_the_map_selects_the_sample_and_lists_its_neighbours(explorer):
+    widget, state = explorer
+    scatter = _map(widget)
+    scatter.selected = 5  # what the browser sends on a click
+    assert state.sample == 5 and state.neighbours is not None
+    assert scatter.links == state.neighbours.samples.tolist() and scatter.anchor_link >= 0
+    assert _find(widget, "Sample (-1: none)").value == 5
+    assert "data-sample='5'" in state.describe()
+    scatter.selected = -1
+    assert state.sample is None and scatter.links == []
+
+
+def test_a_lasso_on_the_map_comes_back_as_the_selection(explorer):
+    widget, state = explorer
+    _map(widget).selection = [7, 2, 3]  # what the browser sends after a lasso
+    assert state.selection == (2, 3, 7)
+    frame = state.selection_frame()
+    assert list(frame.index) == [2, 3, 7] and set(frame.columns) >= {"label", "prediction", "confidence"}
+    assert "data-count='3'" in state.selection_html() and state.selection_html().count("<img") == 3
+    state.set_selection(())
+    assert _map(widget).selection == []
+
+
+def test_switching_checkpoints_keeps_the_run_s_frame(explorer):
+    widget, state = explorer
+    state.set_run("arbex")
+    scatter = _map(widget)
+    frame = list(scatter.bounds)
+    state.set_checkpoint("epoch-001")
+    first = list(scatter.x)
+    state.set_checkpoint("epoch-002")
+    assert scatter.bounds == frame and scatter.x != first  # the points move, the frame stays
+
+
+def test_hidden_classes_are_faded_on_the_map(explorer):
+    widget, state = explorer
+    state.set_classes(["happy"])
+    scatter = _map(widget)
+    happy = state.current.class_names.index("happy")
+    assert scatter.faded == (state.current.labels != happy).tolist()
+    assert {a["text"] for a in scatter.anchors} == {"happy"}
+    state.set_classes(None)
+
+
+def test_explorer_shows_a_picture_where_widgets_cannot_run(explorer):
+    widget, _ = explorer
+    bundle = widget._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+
+
+def test_the_map_s_front_end_ships_inside_the_package():
+    from fernb.widgets.scatter import ScatterMap
+
+    esm = ScatterMap._esm if isinstance(ScatterMap._esm, str) else str(ScatterMap._esm)
+    assert "export default" in esm and "http" not in esm.replace("https://anywidget", "")
