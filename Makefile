@@ -13,12 +13,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 help:
 	@echo "make run    - set up .venv if needed, run every notebook top to bottom (papermill) -> $(OUT)/notebooks"
 	@echo "make smoke  - the same in smoke mode (seconds per notebook, as CI runs them)"
-	@echo "make test   - set up .venv if needed, run the test suite (what .ci/run calls)"
+	@echo "make test   - set up .venv and the face detectors if needed, run the test suite (what .ci/run calls)"
 	@echo "make lint   - ruff over the package, tests, benchmarks and notebooks"
 	@echo "make format - ruff format, ruff's import sorting and fixes, nbstripout on the notebooks"
 	@echo "make typecheck - mypy over fernb/, against the baseline in .ci/mypy-baseline"
 	@echo "make browser - install Debian's chromium for the JupyterLab browser test (apt-get; root or sudo)"
-	@echo "make detectors - install the MTCNN and MediaPipe face detectors into .venv (pip --no-deps; CI runs it)"
+	@echo "make detectors - install the MTCNN and MediaPipe face detectors into .venv (pip --no-deps; make test runs it)"
 	@echo "make bench  - print the benchmark tables"
 	@echo "make lab    - open JupyterLab on the notebooks"
 
@@ -55,7 +55,7 @@ smoke: venv
 	$(PY) -m fernb notebooks --smoke --out $(OUT)/notebooks-smoke
 
 # pytest only: the synthetic data and UMAP's numba kernels are warmed by session fixtures (tests/conftest.py)
-test: venv
+test: venv detectors
 	$(PY) -m pytest
 
 lint: venv
