@@ -132,6 +132,19 @@ def open_lab(server: LabServer, notebook: str, *, width: int = 1400, height: int
             browser.close()
 
 
+@contextlib.contextmanager
+def open_page(*, width: int = 1000, height: int = 800) -> Iterator[object]:
+    """A blank Playwright page in headless Chromium (no server: for front-end code loaded into the page)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
 def accept_kernel_dialog(page: object, timeout_s: float = 10) -> None:
     """Accept JupyterLab's "Select Kernel" dialog (the notebook's own kernel is preselected) if it comes up."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout

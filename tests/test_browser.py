@@ -1,5 +1,6 @@
 """The explorers in a real browser: JupyterLab + Debian's headless Chromium, driven by Playwright. Notebook 05 runs
-and a widget is moved (the plot must change); 06 and 07 run top to bottom without an error and show their figures.
+and its embedding map is used: a control re-draws it, a hover shows a face, a click and a lasso select samples in the
+kernel; 06 and 07 run top to bottom without an error and show their figures.
 
 Skipped with a message where Chromium or Playwright is missing; ``.ci/run`` installs Chromium and sets
 ``FERNB_REQUIRE_BROWSER=1``, which turns that skip into a failure so that CI cannot pass without running it.
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from browser import LabServer, cell_errors, missing_requirements, open_lab, run_all_cells, wait_idle
+from browser import LabServer, cell_errors, missing_requirements, open_lab, open_page, run_all_cells, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
 EXPLORERS = ["05_anchor_embeddings.ipynb", "06_attention_gradcam.ipynb", "07_reliability.ipynb"]
@@ -46,10 +48,6 @@ def smoke_copy(notebook: Path, folder: Path, runs: Path) -> Path:
     return out
 
 
-def _src(locator) -> str | None:
-    return locator.get_attribute("src") if locator.count() else None
-
-
 @pytest.fixture(scope="module")
 def lab(browser_ready, numba_cache, tmp_path_factory) -> LabServer:
     """One JupyterLab for the module, serving smoke copies of the explorer notebooks (UMAP's kernels compiled before:
@@ -61,7 +59,23 @@ def lab(browser_ready, numba_cache, tmp_path_factory) -> LabServer:
         yield server
 
 
-def test_embedding_explorer_replots_when_a_widget_moves(lab):
+def _draws(map_) -> int:
+    return int(map_.get_attribute("data-draws") or 0)
+
+
+def _inside(x: float, y: float, poly: list[tuple[float, float]]) -> bool:
+    """Even-odd rule: is (x, y) inside the polygon?"""
+    inside = False
+    for (xi, yi), (xj, yj) in zip(poly, poly[-1:] + poly[:-1]):
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            inside = not inside
+    return inside
+
+
+def test_embedding_map_hovers_selects_and_lassos(lab):
+    """05's explorer in JupyterLab: the map re-draws when "Colour by" moves; hovering a point shows its face and
+    numbers; a click selects the sample in the kernel (its neighbours listed beside the map); a lasso lists the
+    samples inside in the kernel's table."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with open_lab(lab, NOTEBOOK.name) as page:
         t0 = time.perf_counter()
@@ -72,25 +86,128 @@ def test_embedding_explorer_replots_when_a_widget_moves(lab):
         ran = time.perf_counter() - t0
         errors = cell_errors(page)
         assert not errors, f"cells raised in JupyterLab:\n{errors[0]}"
-        image = explorer.locator("img").first
-        image.wait_for(timeout=30_000)
+        map_ = explorer.locator(".fernb-map").first
+        map_.wait_for(timeout=30_000)
+        map_.scroll_into_view_if_needed()
+        page.wait_for_function("m => Number(m.dataset.draws) > 0", arg=map_.element_handle(), timeout=30_000)
         page.screenshot(path=str(SHOTS / "05_before.png"), full_page=True)
-        before = _src(image)
-        assert before and before.startswith("data:image/png"), "the explorer shows no inline figure"
+        t_interact = time.perf_counter()
 
+        # "Colour by" re-draws the map
         select = explorer.locator(".widget-dropdown", has=page.locator("label", has_text="Colour by")).locator("select")
-        options = select.locator("option").all_inner_texts()
-        assert {"label", "prediction", "confidence"} <= set(options), options
+        assert {"label", "prediction", "confidence"} <= set(select.locator("option").all_inner_texts())
+        before = _draws(map_)
         t1 = time.perf_counter()
         select.select_option("confidence" if select.input_value() != "confidence" else "label")
-        after = before
-        while after == before and time.perf_counter() - t1 < 30:
-            time.sleep(0.2)
-            after = _src(explorer.locator("img").first)
+        page.wait_for_function(f"m => Number(m.dataset.draws) > {before}", arg=map_.element_handle(), timeout=30_000)
         replot = time.perf_counter() - t1
-        page.screenshot(path=str(SHOTS / "05_after.png"), full_page=True)
-        assert after and after != before, "moving the 'Colour by' dropdown did not change the plot"
-    REPORT.append(f"05 ran in {ran:.1f} s in JupyterLab; re-plot seen after {replot:.2f} s; screenshots in {SHOTS}")
+        draw_ms = float(map_.get_attribute("data-draw-ms") or "nan")
+
+        # hover: the tooltip shows the face and the numbers
+        map_.scroll_into_view_if_needed()
+        n = map_.evaluate("m => m.fernbCount()")
+        assert n > 10, f"the map shows {n} points"
+        points = [map_.evaluate(f"m => m.fernbScreen({i})") for i in range(n)]
+        i = n // 2
+        page.mouse.move(points[i]["x"], points[i]["y"])
+        tip = map_.locator(".fernb-map-tip")
+        tip.wait_for(state="visible", timeout=10_000)
+        hovered = int(tip.get_attribute("data-index"))
+        text = tip.inner_text()
+        assert all(word in text for word in ("label:", "predicted:", "confidence:", "nearest anchor:")), text
+        assert (tip.locator("img").get_attribute("src") or "").startswith("data:image/"), "no face in the tooltip"
+        page.screenshot(path=str(SHOTS / "05_hover.png"), full_page=True)
+
+        # click: the kernel selects the sample and lists its neighbours beside the map
+        page.mouse.click(points[hovered]["x"], points[hovered]["y"])
+        panel = explorer.locator(f".fernb-sample[data-sample='{hovered}']")
+        panel.wait_for(timeout=15_000)
+        assert "nearest samples" in panel.inner_text()
+        sample_box = explorer.locator(".widget-inline-hbox", has=page.locator("label", has_text="Sample")).locator(
+            "input"
+        )
+        assert sample_box.input_value() == str(hovered), "the sample box did not follow the click"
+        page.screenshot(path=str(SHOTS / "05_click.png"), full_page=True)
+
+        # lasso: a polygon around the middle of the map; the kernel's table lists what is inside
+        points = [map_.evaluate(f"m => m.fernbScreen({i})") for i in range(n)]
+        box = map_.locator("canvas.fernb-map-overlay").bounding_box()
+        cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 3, box["height"] / 3
+        corners = [(-1, -1), (1, -0.6), (0.8, 1), (-0.9, 0.8)]
+        poly = [(float(round(cx + u * rx)), float(round(cy + v * ry))) for u, v in corners]  # whole pixels: as sent
+        inside = [j for j, p in enumerate(points) if _inside(p["x"], p["y"], poly)]
+        assert inside, "no point inside the lasso"
+        page.mouse.move(*poly[0])
+        page.mouse.down()
+        for x, y in poly[1:] + poly[:1]:
+            page.mouse.move(x, y)
+        page.mouse.up()
+        table = explorer.locator(f"table.fernb-selection[data-count='{len(inside)}']")
+        table.wait_for(timeout=15_000)
+        assert table.locator("img").count() == min(len(inside), 60), "the table lacks the faces"
+        page.screenshot(path=str(SHOTS / "05_lasso.png"), full_page=True)
+        interact = time.perf_counter() - t_interact
+    REPORT.append(
+        f"05 ran in {ran:.1f} s in JupyterLab; re-draw seen after {replot:.2f} s (canvas {draw_ms:.1f} ms, "
+        f"{n} points); hover, click and a lasso of {len(inside)} samples checked in {interact:.1f} s; "
+        f"screenshots in {SHOTS}"
+    )
+
+
+# A stand-in for anywidget's model in a bare page: the map's own ES module, driven without Jupyter.
+_FAKE_MODEL = """async ([esm, css, state]) => {
+    const url = URL.createObjectURL(new Blob([esm], {type: "text/javascript"}));
+    const mod = (await import(url)).default;
+    const style = document.createElement("style"); style.textContent = css; document.head.appendChild(style);
+    const handlers = {};
+    const model = {
+        get: (k) => state[k], set: (k, v) => { state[k] = v; }, save_changes: () => {},
+        on: (ev, fn) => { (handlers[ev] = handlers[ev] || []).push(fn); },
+    };
+    const el = document.createElement("div"); document.body.appendChild(el);
+    mod.render({model, el});
+    window.fernbSet = (changes) => {
+        Object.assign(state, changes);
+        for (const k of Object.keys(changes)) for (const fn of handlers["change:" + k] || []) fn();
+        return Number(el.dataset.drawMs);
+    };
+    return Number(el.dataset.drawMs);
+}"""
+
+
+def test_embedding_map_redraws_5000_points_in_the_browser(browser_ready):
+    """The map's front end alone (its ES module in a bare Chromium page): a re-draw of 5,000 points by a new
+    colouring takes milliseconds (target with the kernel's part, benchmarks/bench_explorer.py: <= 0.3 s)."""
+    import importlib.util
+
+    from fernb.widgets.embeddings import map_bounds, map_tips, map_traits
+    from fernb.widgets.scatter import ScatterMap
+
+    spec = importlib.util.spec_from_file_location("bench_explorer", REPO / "benchmarks" / "bench_explorer.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_explorer"] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    es = bench.fake_set(5000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    state = {
+        **{k: ScatterMap.class_traits()[k].default_value for k in ("width", "height", "animate_ms", "mode")},
+        "selected": -1,
+        "selection": [],
+        "anchor_link": -1,
+        **map_traits(es),
+        "tips": map_tips(es),
+        "bounds": map_bounds([es]),
+        "thumbs": [],
+    }
+    with open_page() as page:
+        first = page.evaluate(_FAKE_MODEL, [ScatterMap._esm, ScatterMap._css, state])
+        times = [
+            page.evaluate("c => window.fernbSet(c)", {"colours": map_traits(es, c)["colours"]})
+            for c in ("confidence", "prediction", "label")
+        ]
+        page.screenshot(path=str(SHOTS / "map_5000.png"))
+    assert max(times) < 300, times
+    REPORT.append(f"map of 5,000 points drawn in {first:.1f} ms; re-drawn (colouring) in {max(times):.1f} ms at most")
 
 
 @pytest.mark.parametrize("name", EXPLORERS[1:])
