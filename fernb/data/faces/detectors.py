@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from .detect import detect_faces
-from .geometry import ImageLike, _as_array
+from .geometry import ImageLike, _as_array, _to_u8
 from .landmarks import detect_landmarks
 from .types import FaceBox, Landmarks
 
@@ -101,14 +101,7 @@ class MissingDetectorError(ImportError):
 
 def to_rgb_u8(image: ImageLike) -> np.ndarray:
     """PIL or numpy (gray, RGB, RGBA; uint8, uint16 or float) -> contiguous (H, W, 3) uint8 RGB."""
-    arr = _as_array(image)
-    if arr.dtype == np.uint16:
-        arr = (arr // 257).astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        a = np.nan_to_num(arr.astype(np.float32))
-        if a.size and float(a.max()) <= 1.0 + 1e-6:
-            a = a * 255.0
-        arr = np.clip(a, 0, 255).astype(np.uint8)
+    arr = _to_u8(_as_array(image))
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     elif arr.shape[2] == 4:

@@ -65,15 +65,21 @@ def _as_array(image: ImageLike) -> np.ndarray:
     )
 
 
-def _to_gray_u8(arr: np.ndarray) -> np.ndarray:
-    """(H, W[, C]) any dtype -> (H, W) uint8; float input in [0, 1] is scaled to [0, 255], uint16 by 1/257."""
+def _to_u8(arr: np.ndarray) -> np.ndarray:
+    """Any dtype -> uint8 of the same shape: uint16 scaled by 1/257, floats in [0, 1] by 255, the rest clipped."""
     if arr.dtype == np.uint16:
-        arr = (arr // 257).astype(np.uint8)
-    elif arr.dtype != np.uint8:
+        return (arr // 257).astype(np.uint8)
+    if arr.dtype != np.uint8:
         a = np.nan_to_num(arr.astype(np.float32))
         if a.size and float(a.max()) <= 1.0 + 1e-6:
             a = a * 255.0
-        arr = np.clip(a, 0, 255).astype(np.uint8)
+        return np.clip(a, 0, 255).astype(np.uint8)
+    return arr
+
+
+def _to_gray_u8(arr: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) any dtype -> (H, W) uint8; float input in [0, 1] is scaled to [0, 255], uint16 by 1/257."""
+    arr = _to_u8(arr)
     if arr.ndim == 3:
         arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2GRAY) if arr.shape[2] >= 3 else arr[..., 0]
     return np.ascontiguousarray(arr)
