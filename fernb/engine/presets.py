@@ -44,6 +44,7 @@ the CPU has it, the best epoch on validation. Each method keeps its own model, l
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ..models._registry import build_config
@@ -359,7 +360,7 @@ BUDGET_STEPS: dict[str, dict[str, int]] = {
 }
 
 
-def merge_model_kwargs(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_model_kwargs(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``extra`` model options on top of a recipe's ``base``; when ``extra`` names another backbone, none of the
     base's ``backbone*`` options are kept (they belong to the base's backbone)."""
     if extra.get("backbone") and extra["backbone"] != base.get("backbone"):
