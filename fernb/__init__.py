@@ -12,6 +12,9 @@ from ._version import __version__
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import labels  # noqa: E402
+from .errors import short_errors  # noqa: E402
+
+short_errors()  # in a notebook, fernb's errors show as their message (FERNB_DEBUG=1: full tracebacks)
 
 __all__ = ["labels", "create_model", "list_models", "predict", "__version__"]
 

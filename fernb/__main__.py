@@ -11,6 +11,9 @@ Commands:
                                                      videos or a camera (or --model NAME --checkpoint FILE)
     datasets                                         list the dataset readers and their layouts
     models                                           list the registered models
+
+A user's error (a config field out of range, a missing data root, an unreadable checkpoint, a full disk) prints
+``error: <message>`` and exits with 2; add ``--debug`` to any command for the traceback.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "models":
         return _models(rest)
     if cmd == "predict":
-        return predict_main(rest)
+        return cli.guarded(predict_main, rest)
     if cmd == "export":
         return cli.export_main(rest)
     if cmd in ("train", "evaluate"):

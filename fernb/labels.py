@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import FernbError
+
 __all__ = [
     "CANONICAL",
     "LabelSpace",
@@ -105,7 +107,7 @@ JAFFE_CODES: dict[str, str] = {
 }
 
 
-class UnknownClassError(KeyError):
+class UnknownClassError(FernbError, KeyError):
     """A class name or code that no table knows."""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
+from .errors import UnknownNameError
+
 __all__ = ["Registry"]
 
 T = TypeVar("T")
@@ -78,7 +80,7 @@ class Registry(Generic[T]):
         try:
             return self._aliases[name.lower()]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}") from None
 
     def get(self, name: str) -> T:
         """The object registered as ``name`` (or an alias); unknown names raise a ``KeyError`` listing the known."""

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fernb"
 
 # Lowest first. A module may import modules of its own layer or of the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("fernb._version", "fernb.registry", "fernb.labels", "fernb.reference"),
+    ("fernb._version", "fernb.errors", "fernb.registry", "fernb.labels", "fernb.reference"),
     ("fernb.data",),
     ("fernb.models",),
     ("fernb.losses",),

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FernbError
 from .arrays import _source_key
 from .base import FERDataset
 from .cache import cache_root
@@ -57,7 +58,7 @@ _KEYS = ("detector", "template", "size", "use_mouth", "border", "options")
 METHOD_TEMPLATES: dict[str, str] = {"scn": "arcface"}
 
 
-class AlignError(ValueError):
+class AlignError(FernbError, ValueError):
     """A ``data.align`` value that cannot work, with what to give instead."""
 
 

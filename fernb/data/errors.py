@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import FernbError
+
 __all__ = ["FernbDataError", "DataRootError", "DataFormatError", "CorruptImageError", "EmptySplitError"]
 
 
-class FernbDataError(Exception):
+class FernbDataError(FernbError):
     """Base class of fernb's data errors."""
 
 

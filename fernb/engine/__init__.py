@@ -35,6 +35,7 @@ from .config import (
     config_to_dict,
     load_config,
     save_config,
+    validate_config,
 )
 from .evaluate import evaluate, evaluate_checkpoint, map_predictions
 from .export import ExportError, ExportResult, export_onnx, write_model_card
@@ -82,6 +83,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "validate_config",
     "save_config",
     "config_from_preset",
     "list_presets",

@@ -8,14 +8,16 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
 
+from ..errors import FernbError
 from ..labels import get_label_space
 from ..models._errors import CheckpointMismatchError
-from .config import ConfigError, config_to_dict, load_config
+from .config import ConfigError, config_to_dict, load_config, validate_config
 from .evaluate import evaluate, evaluate_checkpoint
 from .export import ExportError, build_for_export, export_onnx
 from .fit import fit
@@ -23,7 +25,36 @@ from .overrides import apply_overrides
 from .presets import config_from_preset, list_presets, resolve_length
 from .rundir import write_json
 
-__all__ = ["train_main", "evaluate_main", "export_main", "format_metrics"]
+__all__ = ["train_main", "evaluate_main", "export_main", "format_metrics", "guarded", "error_message"]
+
+
+def error_message(exc: BaseException) -> str:
+    """One message for a user's error: fernb's own say what to do; a bare ``OSError`` gets its file and a hint."""
+    if isinstance(exc, FernbError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = exc.strerror or str(exc)
+        return f"{where}{what}.\n  what to do: check the path, the free disk space and the folder's permissions."
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def guarded(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command's ``main(argv)``: a user's error (fernb's errors, file-system errors) prints ``error: <message>``
+    on stderr and returns 2; ``--debug`` anywhere in ``argv`` shows the traceback as well."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        return int(main(args) or 0)
+    except (FernbError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error_message(exc)}", file=sys.stderr)
+        if not debug:
+            print("  (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
 
 _TRAIN_EPILOG = """examples:
   python -m fernb train arbex/ferplus --smoke
@@ -52,6 +83,12 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", default=None, help="seconds-long CPU run ($FERNB_SMOKE also works)")
     p.add_argument("--resume", action="store_true", help="continue the run in its folder (run.resume=true)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run (run.overwrite=true)")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: accept a config that changes results (optim.lr, data.img_size, ...); every change is "
+        "recorded in run.json (run.allow_config_change=true)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars (run.quiet=true)")
     p.add_argument("--test", action="store_true", help="evaluate the best checkpoint on the test split at the end")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
@@ -73,8 +110,13 @@ def _import_plugins(modules: Sequence[str]) -> None:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fernb train <preset> [key=value ...]``; returns the exit code."""
-    args = _train_parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    """``python -m fernb train <preset> [key=value ...]``; returns the exit code (2: a user's error, printed as
+    ``error: <message>``; ``--debug`` adds the traceback)."""
+    return guarded(_train, argv)
+
+
+def _train(argv: list[str]) -> int:
+    args = _train_parser().parse_intermixed_args(argv)
     _import_plugins(args.imports)
     if args.list:
         print("\n".join(list_presets()))
@@ -98,14 +140,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         flags = {
             "run.resume": args.resume or None,
             "run.overwrite": args.overwrite or None,
+            "run.allow_config_change": args.allow_config_change or None,
             "run.quiet": args.quiet or None,
         }
         cfg = apply_overrides(cfg, items)
         if not args.config:  # a preset's time budget or step plan gives way to the length the user asked for
             cfg = resolve_length(cfg, {str(item).partition("=")[0].strip() for item in items})
-        cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+        cfg = validate_config(apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None}))
     except (ConfigError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return 2
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
@@ -178,6 +221,10 @@ def _add_import(p: argparse.ArgumentParser) -> None:
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``python -m fernb evaluate <run_dir> [--split test] ...`` or ``python -m fernb evaluate --model NAME
     --checkpoint FILE --dataset NAME [--root DIR]``; returns the exit code."""
+    return guarded(_evaluate, argv)
+
+
+def _evaluate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fernb evaluate",
         description="Evaluate a finished run (the test split is meant to be used once), or score a checkpoint file "
@@ -213,7 +260,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
     p.add_argument("--out", help="with --model: also write the metrics as JSON to this file")
     _add_import(p)
-    a = p.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    a = p.parse_intermixed_args(argv)
     _import_plugins(a.imports)
     if a.run_dir and "=" in a.run_dir:  # only overrides, with --model
         a.overrides.insert(0, a.run_dir)
@@ -244,8 +291,6 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"error: {msg}", file=sys.stderr)
             return 2
-        if a.out:
-            write_json(a.out, m)
     else:
         if not a.run_dir:
             p.error("give a run folder, or --model NAME --checkpoint FILE --dataset NAME to score a checkpoint file")
@@ -262,7 +307,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             batch_size=a.batch_size,
             device=a.device,
         )
-    print(json.dumps(m, indent=2) if a.json else format_metrics(m))
+    print(json.dumps(m, indent=2) if a.json else format_metrics(m), flush=True)  # the numbers first, then the file
+    if a.model is not None and a.out:
+        try:
+            write_json(a.out, m)
+        except OSError as exc:
+            print(f"warning: the metrics above were not saved: {error_message(exc)}", file=sys.stderr)
     return 0
 
 
@@ -275,6 +325,10 @@ _EXPORT_EPILOG = """examples:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``python -m fernb export <run_dir> --onnx FILE``; returns the exit code (1: the ONNX Runtime check failed)."""
+    return guarded(_export, argv)
+
+
+def _export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m fernb export",
         description="Export a run's checkpoint to ONNX, check the graph against ONNX Runtime (the largest absolute "
@@ -303,7 +357,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-card", action="store_true", help="write no model card")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_import(p)
-    a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    a = p.parse_args(argv)
     _import_plugins(a.imports)
     try:
         if a.model is not None:

@@ -24,6 +24,7 @@ import yaml
 
 from ..data.aligned import AlignError, check_align_fields
 from ..data.noise import LabelNoiseError, check_label_noise_fields
+from ..errors import FernbError
 from .rundir import atomic_write_text
 
 __all__ = [
@@ -41,10 +42,15 @@ __all__ = [
     "config_from_dict",
     "save_config",
     "load_config",
+    "validate_config",
+    "MONITORS",
+    "config_changes",
+    "config_text",
+    "HARMLESS_CHANGES",
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(FernbError, ValueError):
     """A configuration key or value that does not fit the typed config."""
 
 
@@ -319,7 +325,11 @@ class RunConfig:
             which is then skipped; doubled after 2000 good steps).
         deterministic: ask torch for deterministic algorithms (CPU results are then bit-reproducible).
         resume: continue the run in ``run_dir`` from its last checkpoint.
-        overwrite: delete an existing run in ``run_dir`` first.
+        overwrite: replace an existing run in ``run_dir``; the old run is kept aside until the new one has
+            built its data and model and started, and put back if the new one fails before its first epoch ends.
+        allow_config_change: with ``resume``, accept a config that differs from the saved one in fields that change
+            results (``optim.lr``, ``data.img_size``, ...); each accepted change is recorded in ``run.json``
+            (``config_changes``) and ``config.json`` holds the config in force. Without it, such a resume is refused.
         quiet: no progress bars and no per-epoch lines (CI).
         checkpoint_every_steps: also checkpoint every this many optimiser steps inside an epoch (0: epoch ends only).
         save_last: keep the last checkpoint (needed for resume).
@@ -347,6 +357,7 @@ class RunConfig:
     deterministic: bool = True
     resume: bool = False
     overwrite: bool = False
+    allow_config_change: bool = False
     quiet: bool = False
     checkpoint_every_steps: int = 0
     save_last: bool = True
@@ -535,15 +546,18 @@ def _finite_only(obj: Any) -> Any:
     return obj
 
 
+def config_text(cfg: TrainConfig, suffix: str = ".json") -> str:
+    """``cfg`` as JSON text (``.json``) or YAML (``.yaml``/``.yml``)."""
+    data = _finite_only(config_to_dict(cfg))
+    if suffix in (".yaml", ".yml"):
+        return yaml.safe_dump(data, sort_keys=False)
+    return json.dumps(data, indent=2, default=_json_default) + "\n"
+
+
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
     path = Path(path)
-    data = _finite_only(config_to_dict(cfg))
-    if path.suffix in (".yaml", ".yml"):
-        text = yaml.safe_dump(data, sort_keys=False)
-    else:
-        text = json.dumps(data, indent=2, default=_json_default) + "\n"
-    atomic_write_text(path, text)
+    atomic_write_text(path, config_text(cfg, path.suffix))
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
@@ -557,14 +571,206 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         path = path / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected a JSON or YAML config") from None
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix the file, or write it "
+            "as YAML (.yaml)"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where}); fix the file") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
     try:
         return config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+# -- ranges -----------------------------------------------------------------------------------------------------------
+MONITORS = (
+    "valid_accuracy",
+    "valid_mean_class_accuracy",
+    "valid_macro_f1",
+    "valid_nll",
+    "valid_kl",
+    "valid_js",
+    "train_loss",
+    "train_accuracy",
+)
+"""Epoch-row columns ``schedule.monitor`` may name (also ``train_<term>`` of the method's loss terms)."""
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.eval_order": ("shuffled", "sequential"),
+    "data.pipeline": ("pil", "tensor"),
+    "optim.name": ("adam", "adamw", "sgd"),
+    "schedule.name": ("none", "exponential", "step", "cosine", "linear", "plateau"),
+    "schedule.monitor_mode": ("max", "min"),
+    "loss.class_weights": ("none", "inverse"),
+    "run.precision": ("auto", "fp32", "bf16", "fp16"),
+}
+
+# field -> (low, high, low inclusive, high inclusive); None: unbounded on that side. A None value of an optional
+# field is always accepted.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.valid_fraction": (0.0, 1.0, False, False),
+    "data.img_size": (1, None, True, True),
+    "data.batch_size": (1, None, True, True),
+    "data.eval_batch_size": (1, None, True, True),
+    "data.num_workers": (0, None, True, True),
+    "data.train_limit": (1, None, True, True),
+    "data.valid_limit": (1, None, True, True),
+    "data.folds": (0, None, True, True),
+    "data.fold": (0, None, True, True),
+    "model.num_classes": (2, None, True, True),
+    "optim.lr": (0.0, None, False, True),
+    "optim.weight_decay": (0.0, None, True, True),
+    "optim.momentum": (0.0, 1.0, True, False),
+    "optim.eps": (0.0, None, False, True),
+    "optim.sam_rho": (0.0, None, False, True),
+    "optim.clip_grad_norm": (0.0, None, False, True),
+    "schedule.epochs": (1, None, True, True),
+    "schedule.gamma": (0.0, None, False, True),
+    "schedule.step_size": (1, None, True, True),
+    "schedule.min_lr": (0.0, None, True, True),
+    "schedule.warmup_epochs": (0.0, None, True, True),
+    "schedule.warmup_fraction": (0.0, 1.0, True, False),
+    "schedule.steps": (1, None, True, True),
+    "schedule.budget_s": (0.0, None, False, True),
+    "schedule.plateau_factor": (0.0, 1.0, False, False),
+    "schedule.plateau_patience": (0, None, True, True),
+    "schedule.early_stop_patience": (0, None, True, True),
+    "schedule.eval_every": (1, None, True, True),
+    "run.seed": (0, None, True, True),
+    "run.loss_scale": (0.0, None, False, True),
+    "run.checkpoint_every_steps": (0, None, True, True),
+    "run.max_steps": (1, None, True, True),
+    "run.time_budget_s": (0.0, None, False, True),
+    "run.threads": (1, None, True, True),
+}
+
+
+def _field(cfg: TrainConfig, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _range_text(low: float | None, high: float | None, lo_inc: bool, hi_inc: bool) -> str:
+    if high is None:
+        return f"{'>=' if lo_inc else '>'} {low}"
+    if low is None:
+        return f"{'<=' if hi_inc else '<'} {high}"
+    return f"in {'[' if lo_inc else '('}{low}, {high}{']' if hi_inc else ')'}"
+
+
+def _check_range(key: str, value: Any, rng: tuple[float | None, float | None, bool, bool]) -> str | None:
+    """The complaint about ``value`` (None when it is inside the range; NaN never is)."""
+    low, high, lo_inc, hi_inc = rng
+    v = float(value)
+    ok = not math.isnan(v)
+    if ok and low is not None:
+        ok = v >= low if lo_inc else v > low
+    if ok and high is not None:
+        ok = v <= high if hi_inc else v < high
+    return None if ok else f"{key}={value!r}; expected a value {_range_text(low, high, lo_inc, hi_inc)}"
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Check every numeric field against its range and every choice against its options, before anything is read or
+    written; returns ``cfg``.
+
+    Raises:
+        ConfigError: listing every offending field, its value and what it accepts.
+    """
+    problems: list[str] = []
+    for key, rng in _RANGES.items():
+        value = _field(cfg, key)
+        if value is not None:
+            problem = _check_range(key, value, rng)
+            if problem:
+                problems.append(problem)
+    for key, options in _CHOICES.items():
+        value = _field(cfg, key)
+        if value not in options:
+            close = difflib.get_close_matches(str(value), options, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{key}={value!r}{hint}; expected one of {', '.join(options)}")
+    o, s, d = cfg.optim, cfg.schedule, cfg.data
+    for i, beta in enumerate(o.betas):
+        if not 0.0 <= beta < 1.0:
+            problems.append(f"optim.betas[{i}]={beta!r}; expected a value in [0, 1)")
+    for prefix, mult in o.lr_mult.items():
+        if not mult >= 0.0:
+            problems.append(f"optim.lr_mult.{prefix}={mult!r}; expected a multiplier >= 0")
+    if d.folds == 1:
+        problems.append("data.folds=1; expected 0 (off) or k >= 2 folds")
+    if d.folds >= 2 and d.fold >= d.folds:
+        problems.append(f"data.fold={d.fold}; expected a fold index in 0..{d.folds - 1} (data.folds={d.folds})")
+    if s.monitor not in MONITORS and not s.monitor.startswith("train_"):
+        close = difflib.get_close_matches(s.monitor, MONITORS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(
+            f"schedule.monitor={s.monitor!r}{hint}; expected one of {', '.join(MONITORS)} or train_<loss term>"
+        )
+    if s.steps is not None and s.budget_s is not None:
+        problems.append(f"schedule.steps={s.steps} and schedule.budget_s={s.budget_s}: give one of them")
+    for i, st in enumerate(s.stages):
+        if st.epochs < 1:
+            problems.append(f"schedule.stages[{i}].epochs={st.epochs}; expected >= 1")
+        if st.lr is not None and not st.lr > 0:
+            problems.append(f"schedule.stages[{i}].lr={st.lr!r}; expected a learning rate > 0")
+    if cfg.run.resume and cfg.run.overwrite:
+        problems.append("run.resume and run.overwrite exclude each other; choose one")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+# -- resume: what changed --------------------------------------------------------------------------------------------
+HARMLESS_CHANGES = (
+    "preset",
+    "smoke",
+    "data.root",
+    "data.num_workers",
+    "run.name",
+    "run.out_dir",
+    "run.device",
+    "run.resume",
+    "run.overwrite",
+    "run.allow_config_change",
+    "run.quiet",
+    "run.threads",
+    "run.checkpoint_every_steps",
+    "run.save_last",
+    "run.keep_epochs",
+    "run.time_budget_s",
+)
+"""Fields a resumed run may change without ``run.allow_config_change``: where things are, how they are shown and
+saved, and when to stop on the clock; none of them changes what a step computes."""
+
+
+def _flatten(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"data": {"img_size": 64}, "smoke": True}`` -> ``{"data.img_size": 64, "smoke": True}`` (one level)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (old, new)}`` for every field (dotted, down to the section's fields) that differs."""
+    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}

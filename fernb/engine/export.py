@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .._version import __version__
 from ..data.transforms import has_preset, transform_spec
+from ..errors import FernbError
 from ..labels import CANONICAL, get_label_space
 from ..models import FERModel, PretrainedCfg, create_model, parse_variant
 from ..models._cbam import CBAM, FastCBAM
@@ -63,7 +64,7 @@ OPSET = 17  # ONNX Runtime >= 1.14 runs it; LayerNormalization is a single op fr
 CARD_MARK = "<!-- fernb model card -->"  # first line of every card: an existing README.md without it is never replaced
 
 
-class ExportError(RuntimeError):
+class ExportError(FernbError, RuntimeError):
     """Export impossible (a missing package, an unknown output name) or the ONNX Runtime check failed."""
 
 

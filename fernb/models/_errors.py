@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import FernbError
+
 __all__ = ["CheckpointMismatchError"]
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(FernbError, RuntimeError):
     """A checkpoint whose keys or shapes do not fit the model, or a file that cannot be read safely."""
