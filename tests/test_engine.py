@@ -484,13 +484,14 @@ def test_repeated_seeds_report_mean_and_std(tmp_path):
     assert s["n"] == 2 and s["mean"] == pytest.approx(np.mean(s["values"])) and s["std"] >= 0
 
 
-def test_missing_data_root_falls_back_to_synthetic_only_when_asked(tmp_path):
+def test_missing_data_root_falls_back_to_synthetic_only_when_asked(tmp_path, monkeypatch):
     from fernb.data.errors import DataRootError
     from fernb.engine import fit
 
+    monkeypatch.setenv("FERNB_DATA_ROOT", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("FERNB_FERPLUS_ROOT", raising=False)
     over = {
         "data.dataset": "ferplus",
-        "data.root": str(tmp_path / "nowhere"),
         "data.label_space": "ferplus8",
         "schedule.epochs": 1,
         "data.train_limit": 24,
@@ -500,6 +501,16 @@ def test_missing_data_root_falls_back_to_synthetic_only_when_asked(tmp_path):
     with pytest.warns(UserWarning, match="synthetic"):
         res = fit(toy_config(tmp_path, **over, **{"data.fallback": "synthetic", "run.overwrite": True}))
     assert res.info["data"]["source"] == "synthetic" and res.info["data"]["label_space"]["name"] == "ferplus8"
+
+
+def test_an_explicit_data_root_that_does_not_exist_never_falls_back_to_synthetic(tmp_path):
+    from fernb.data.errors import DataRootError
+    from fernb.engine import fit
+
+    over = {"data.dataset": "ferplus", "data.root": str(tmp_path / "typo"), "data.fallback": "synthetic"}
+    with pytest.raises(DataRootError, match="typo"):
+        fit(toy_config(tmp_path, **over))
+    assert not (tmp_path / "toy").exists()  # nothing written
 
 
 def test_an_existing_root_without_the_split_never_falls_back_to_synthetic(tmp_path):

@@ -32,8 +32,28 @@ __all__ = [
 ]
 
 
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float image as 8-bit grey, scaled (not clipped): 16-bit by 1/257 (65535 -> 255),
+    ``I`` by its bit depth (16-bit when its values fit, else 32-bit), float images in [0, 1] by 255 (else clipped)."""
+    arr = np.asarray(im)
+    out: np.ndarray
+    if im.mode.startswith("I;16"):
+        out = arr.astype(np.uint32) // 257
+    elif im.mode == "I":
+        top = int(arr.max()) if arr.size else 0
+        out = np.clip(arr, 0, None).astype(np.uint64) // (257 if top <= 65535 else 16843009)
+    else:
+        a = np.nan_to_num(arr.astype(np.float32))
+        out = a * 255.0 if a.size and float(a.max()) <= 1.0 + 1e-6 else a
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "L")
+
+
 def read_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """Open an image fully (so truncation is caught here) and convert it to ``mode``.
+    """Open an image fully (so truncation is caught here) and convert it to ``mode``. Images of more than 8 bits per
+    channel (16-bit PNG or TIFF, 32-bit, float) are scaled to 8 bits first, not clipped to white.
 
     Raises:
         CorruptImageError: naming the file when it is missing, empty, truncated or not an image.
@@ -42,6 +62,8 @@ def read_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in _WIDE_MODES:
+                return _to_8bit(im).convert(mode)
             return im.convert(mode)
     except FileNotFoundError:
         raise CorruptImageError(path, "file not found; the label file lists it but it is not on disk") from None

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .rundir import atomic_write_bytes, atomic_write_text
+from ..errors import FernbError
+from .rundir import RunWriteError, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CheckpointError",
@@ -46,7 +47,7 @@ STATE_FILE = "state.safetensors"
 META_FILE = "state.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FernbError, RuntimeError):
     """A checkpoint folder that is missing, incomplete or fails its checksum."""
 
 
@@ -173,14 +174,38 @@ def save_checkpoint(
     Returns:
         The folder.
     """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_folder(tmp, model_state, meta, train_state)
+        old = path.with_name(path.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half-written folder behind
+        if isinstance(exc, OSError) and not isinstance(exc, RunWriteError):
+            raise RunWriteError(getattr(exc, "filename", None) or path, exc) from exc
+        raise
+    return path
+
+
+def _write_folder(
+    tmp: Path,
+    model_state: Mapping[str, Tensor],
+    meta: Mapping[str, Any] | None,
+    train_state: Mapping[str, Any] | None,
+) -> None:
     from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
     model_bytes = save(weights, metadata={"format": "pt", "producer": "fernb"})
     atomic_write_bytes(tmp / MODEL_FILE, model_bytes)
@@ -195,15 +220,6 @@ def save_checkpoint(
         record["files"][STATE_FILE] = _sha256(state_bytes)
         record["train_state"] = tree
     atomic_write_text(tmp / META_FILE, json.dumps(record, allow_nan=False) + "\n")
-    old = path.with_name(path.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
-    return path
 
 
 def load_checkpoint(
@@ -224,7 +240,16 @@ def load_checkpoint(
     meta_file = path / META_FILE
     if not meta_file.exists():
         raise CheckpointError(f"{path}: no checkpoint here ({META_FILE} missing); was the run ever saved?")
-    record = json.loads(meta_file.read_text())
+    try:
+        record = json.loads(meta_file.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+            raise ValueError("not a fernb checkpoint record")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{meta_file}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the file was "
+            "truncated or edited.\n  what to do: use another checkpoint (best, last or an epoch), or start the run "
+            "again with run.overwrite=true."
+        ) from None
 
     def read(name: str) -> dict[str, Tensor]:
         f = path / name
@@ -236,11 +261,25 @@ def load_checkpoint(
         data = f.read_bytes()
         if verify and record["files"].get(name) not in (None, _sha256(data)):
             raise CheckpointError(f"{f}: checksum mismatch (the file was changed or truncated after saving).")
-        return load(data)
+        try:
+            return load(data)
+        except Exception as exc:  # safetensors raises its own SafetensorError for a bad header
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(
+                f"{f}: not a readable safetensors file ({why}).\n"
+                "  what to do: use another checkpoint, or start the run again with run.overwrite=true."
+            ) from None
 
     model_state = read(MODEL_FILE)
-    meta = unpack_state(record.get("meta", {}), {})
     train_state = None
-    if with_train_state and "train_state" in record:
-        train_state = unpack_state(record["train_state"], read(STATE_FILE))
+    try:
+        meta = unpack_state(record.get("meta", {}), {})
+        if with_train_state and "train_state" in record:
+            train_state = unpack_state(record["train_state"], read(STATE_FILE))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{meta_file}: its training state does not match its tensors ({type(exc).__name__}: {exc}); the "
+            "checkpoint was edited or mixed with another.\n  what to do: use another checkpoint, or start the run "
+            "again with run.overwrite=true."
+        ) from None
     return model_state, meta, train_state

@@ -173,7 +173,9 @@ def load_split(
     try:
         return load_dataset(name, root if root is not None else cfg.root, split, label_space=space, **opts), name
     except Exception as exc:
-        if not (cfg.fallback and _is_missing_root(exc) and dataset is None):
+        # the fallback stands in for data that is not on this machine, never for a root the user named: a typo in
+        # data.root must not train on synthetic faces and exit 0
+        if not (cfg.fallback and _is_missing_root(exc) and dataset is None and root is None and cfg.root is None):
             raise
     fb_space = space or dataset_info(name).default_label_space
     fb_split = split if split in dataset_info(cfg.fallback).splits else "train"

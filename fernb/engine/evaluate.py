@@ -22,6 +22,7 @@ from torch import nn
 from ..data.aligned import align_split, align_summary
 from ..data.base import FERDataset, restrict_label_space
 from ..data.factory import dataset_info
+from ..errors import FernbError
 from ..labels import LabelSpace, get_label_space, remap
 from ..models import get_pretrained_cfg, list_models, parse_variant
 from ..models._errors import CheckpointMismatchError
@@ -221,11 +222,24 @@ def evaluate(
     if faces is not None:
         m["align"] = faces  # how many of the scored images had a face (data.align)
     tag = _eval_tag(name, split, checkpoint)
+    try:  # the metrics are computed: a folder that cannot take them (read-only, full, busy) costs a warning only
+        with rd.lock():
+            _save_evaluation(rd, m, scored.arrays if save_predictions else None, tag, name, is_test)
+    except (OSError, FernbError) as exc:
+        m["saved"] = False
+        warnings.warn(f"{rd.path}: the evaluation was not saved: {exc}", stacklevel=2)
+    return m
+
+
+def _save_evaluation(
+    rd: RunDir, m: dict[str, Any], arrays: dict[str, np.ndarray] | None, tag: str, name: str, is_test: bool
+) -> None:
+    """Write ``eval/<tag>.json`` (and the predictions, ``.npz``) and record the evaluation in ``run.json``."""
     rd.eval_dir.mkdir(parents=True, exist_ok=True)
     write_json(rd.eval_dir / f"{tag}.json", m)
-    if save_predictions:
+    if arrays is not None:
         buf = io.BytesIO()
-        np.savez(buf, **scored.arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds also meets allow_pickle: bool
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds also meets allow_pickle: bool
         atomic_write_bytes(rd.eval_dir / f"{tag}.npz", buf.getvalue())
     rec = rd.read_record()
     evals = rec.setdefault("evaluations", [])
@@ -233,13 +247,13 @@ def evaluate(
         warnings.warn(
             f"{rd.path}: the test split was already evaluated {rec.get('test_evaluations', 1)} time(s); "
             "repeated test evaluation is no longer an unbiased estimate",
-            stacklevel=2,
+            stacklevel=3,
         )
     evals.append(
         {
             "dataset": name,
-            "split": ds.split,
-            "checkpoint": checkpoint,
+            "split": m["split"],
+            "checkpoint": m["checkpoint"],
             "at": m["evaluated"],
             "accuracy": m["accuracy"],
             "mean_class_accuracy": m["mean_class_accuracy"],
@@ -253,7 +267,6 @@ def evaluate(
         rec["test_split_used"] = True
         rec["test_evaluations"] = int(rec.get("test_evaluations", 0)) + 1
     rd.write_record(rec)
-    return m
 
 
 def evaluate_checkpoint(

@@ -19,6 +19,7 @@ import copy
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -31,11 +32,24 @@ import torch
 from torch import nn
 
 from ..data.base import FERDataset
+from ..data.factory import dataset_info
+from ..errors import FernbError
+from ..labels import get_label_space
 from ..losses import StepInfo, create_loss
 from .callbacks import Callback, FunctionCallback, History, TrustRamp
 from .checkpoint import capture_rng, checkpoint_exists, load_checkpoint, restore_rng, save_checkpoint
-from .config import ConfigError, ScheduleConfig, StageConfig, TrainConfig, save_config
-from .data import DataBundle, build_datasets, class_weights, epoch_indices, make_loader
+from .config import (
+    HARMLESS_CHANGES,
+    ConfigError,
+    ScheduleConfig,
+    StageConfig,
+    TrainConfig,
+    config_changes,
+    config_text,
+    load_config,
+    validate_config,
+)
+from .data import DataBundle, build_batch_transform, build_datasets, class_weights, epoch_indices, make_loader
 from .distributed import DistEnv, init_distributed
 from .factory import build_model, load_run
 from .loggers import build_loggers
@@ -43,7 +57,16 @@ from .metrics import classification_metrics
 from .noise_detection import NoiseDetector
 from .optim import SAM, LRSchedule, build_optimizer
 from .predict import Predictions, autocast_context, float_output, predict
-from .rundir import RunDir, environment_record, epoch_tag, now_iso
+from .rundir import (
+    RunDir,
+    RunLock,
+    RunMissingError,
+    atomic_write_many,
+    environment_record,
+    epoch_tag,
+    json_bytes,
+    now_iso,
+)
 from .step import LossScaler
 
 __all__ = [
@@ -60,7 +83,7 @@ __all__ = [
 TIMING_COLUMNS = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FernbError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the loss terms."""
 
 
@@ -158,6 +181,17 @@ def check_schedule(s: ScheduleConfig) -> None:
         raise ConfigError(f"schedule.warmup_fraction={s.warmup_fraction}; expected a fraction in [0, 1)")
 
 
+def _dry_forward(model: nn.Module, channels: int, side: int) -> str | None:
+    """Run ``model`` (eval mode) on a zero batch of two ``side`` x ``side`` images; the error's first line, or None."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, channels, side, side))
+    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return None
+
+
 def _timed_enough(times: list[float], min_time: float) -> bool:
     """Enough step timings for a budget plan: the first two (warm-up) left out, 80 steps or ``min_time`` seconds."""
     timed = times[2:]
@@ -190,6 +224,7 @@ class Trainer:
         valid_data: FERDataset | None = None,
         callbacks: Sequence[Callback | Callable] = (),
     ) -> None:
+        validate_config(cfg)
         self.cfg, self.env = cfg, env
         self.callbacks = [c if isinstance(c, Callback) else FunctionCallback(c) for c in callbacks]
         self.callbacks += build_loggers(cfg)  # run.loggers: TensorBoard, MLflow
@@ -221,6 +256,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.stop_reason = "completed"
         self.noise_detector: NoiseDetector | None = None  # set when the training split knows its flipped labels
+        self._aside: Path | None = None  # the old run that run.overwrite replaces, until the first epoch ends
+        self._config_changes: dict[str, tuple[Any, Any]] = {}
         self.last_validation: Predictions | None = None  # the latest validation's predictions (for loggers)
 
     # -- building blocks ----------------------------------------------------------------------------------------------
@@ -443,19 +480,19 @@ class Trainer:
     def _read_last(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         path = self.run_dir.checkpoint("last")
         if not checkpoint_exists(path):
-            raise FileNotFoundError(
+            raise RunMissingError(
                 f"{path}: no last checkpoint to resume from (the run stopped before its first "
                 "checkpoint); start it again with run.overwrite=true"
             )
         model_state, _, ts = load_checkpoint(path)
         if ts is None:
-            raise FileNotFoundError(f"{path}: the checkpoint has no training state; cannot resume")
+            raise RunMissingError(f"{path}: the checkpoint has no training state; cannot resume")
         return model_state, ts
 
     def _resume(self, model_state: dict[str, torch.Tensor], ts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         path = self.run_dir.checkpoint("last")
         if int(ts["world_size"]) != self.env.world_size:
-            raise RuntimeError(
+            raise ConfigError(
                 f"{path} was written by {ts['world_size']} processes; resume with the same number "
                 f"(now {self.env.world_size})"
             )
@@ -463,7 +500,13 @@ class Trainer:
         for s in range(int(prog["applied_stage"]) + 1):
             self._call_stage(s)
         self.applied_stage = int(prog["applied_stage"])
-        self.model.load_state_dict(model_state)
+        try:
+            self.model.load_state_dict(model_state)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"{path}: the checkpoint does not fit the model this config builds ({str(exc).splitlines()[0]}).\n"
+                "  what to do: resume with the model settings the run started with (its config.json)."
+            ) from None
         self._place(self.model)
         hook = getattr(self.model, "on_epoch_start", None)
         if callable(hook) and int(prog["batch"]) > 0:  # the interrupted epoch had already called it
@@ -472,7 +515,11 @@ class Trainer:
             p.requires_grad_(bool(prog["requires_grad"].get(name, p.requires_grad)))
         self.loss_fn.load_state_dict(ts["loss"])
         self._new_optimizer(max(self.applied_stage, 0))
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ts["optimizer"])
+        if self._config_changes:  # accepted changes (optim.lr, ...) take effect: config.json tells the truth
+            for group, new in zip(self.optimizer.param_groups, fresh):
+                group.update(new)
         self.schedule.load_state_dict(ts["schedule"])
         self.scaler.load_state_dict(ts["scaler"])
         self.epoch, self.global_step = int(prog["epoch"]), int(prog["global_step"])
@@ -727,16 +774,105 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------------------
     def run(self) -> FitResult:
+        """Claim the run folder (one writer: rank 0 holds its lock until the run ends), then train."""
+        lock = self.run_dir.lock() if self.env.is_main else None
+        try:
+            return self._run(lock)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim(self, lock: RunLock | None) -> str:
+        """Take the folder's lock and decide new / resume / overwrite (rank 0), and compare a resumed run's config
+        with the saved one; every process gets the answer or the same error. Nothing is written."""
+        mode, problem = "new", None
+        self._config_changes = {}
+        if lock is not None:
+            try:
+                lock.acquire()
+                mode = self.run_dir.prepare(resume=self.cfg.run.resume, overwrite=self.cfg.run.overwrite)
+                if mode == "resume":
+                    self._config_changes = self._resume_changes()
+            except FernbError as exc:
+                if not self.env.distributed:
+                    raise
+                problem = exc
+        mode, changes, message = self.env.broadcast_object(
+            (mode, self._config_changes, None if problem is None else str(problem))
+        )
+        if problem is not None:
+            raise problem
+        if message is not None:
+            raise FernbError(message)
+        self._config_changes = changes
+        return mode
+
+    def _resume_changes(self) -> dict[str, tuple[Any, Any]]:
+        """What differs between the saved config and this one; refuses changes that alter results unless
+        ``run.allow_config_change``."""
+        path = self.run_dir.config_path
+        if not path.is_file():
+            warnings.warn(f"{path} is missing; the resumed run's config cannot be compared with it", stacklevel=4)
+            return {}
+        changes = config_changes(load_config(path), self.cfg)
+        harmful = {k: v for k, v in changes.items() if k not in HARMLESS_CHANGES}
+        if harmful and not self.cfg.run.allow_config_change:
+            lines = "\n".join(f"    {k}: {old!r} -> {new!r}" for k, (old, new) in harmful.items())
+            raise ConfigError(
+                f"{self.run_dir.path}: the resumed run's config differs from the saved one ({path}) in what "
+                f"changes results:\n{lines}\n  what to do: resume with the saved config (python -m fernb train "
+                f"--config {path} --resume), or accept the change(s) with --allow-config-change "
+                "(run.allow_config_change=true): they are recorded in run.json (config_changes)."
+            )
+        return changes
+
+    def _check_input_size(self) -> None:
+        """Build the model on the side and run it once on a zero batch at ``data.img_size`` before any data is read,
+        so that an input too small for the model is refused at once (the RNG states are left as they were)."""
+        cfg = self.cfg
+        try:
+            if self._train_data is not None:
+                num_classes = self._train_data.num_classes
+            else:
+                space = cfg.data.label_space or dataset_info(cfg.data.dataset).default_label_space
+                num_classes = len(get_label_space(space))
+            channels = build_batch_transform(cfg, False).channels
+        except (KeyError, ValueError, FernbError):
+            return  # an unknown dataset or transform: build_datasets says so, with its own message
+        num_classes = cfg.model.num_classes or num_classes
+        rng = capture_rng()
+        try:
+            side = cfg.data.img_size
+            problem = _dry_forward(build_model(cfg.model, num_classes, side), channels, side)
+            if problem is None:
+                return
+            works = next(
+                (
+                    s
+                    for s in (64, 96, 112, 128, 160, 224)
+                    if s > side and _dry_forward(build_model(cfg.model, num_classes, s), channels, s) is None
+                ),
+                None,
+            )
+            hint = f" ({works} px works)" if works else ""
+            raise ConfigError(
+                f"data.img_size={side}: {cfg.model.name} ({cfg.model.preset}) cannot take a {side}x{side} input "
+                f"({problem}).\n  what to do: raise data.img_size{hint}, or choose a model preset for small inputs."
+            )
+        finally:
+            restore_rng(rng)
+
+    def _run(self, lock: RunLock | None) -> FitResult:
         cfg, env = self.cfg, self.env
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        mode = "new"
-        if env.is_main:
-            mode = self.run_dir.prepare(resume=cfg.run.resume, overwrite=cfg.run.overwrite)
-        mode = env.broadcast_object(mode)
+        mode = self._claim(lock)
         env.barrier()
         seed_everything(cfg.run.seed)
+        self._check_input_size()
         self.bundle = build_datasets(cfg, self._train_data, self._valid_data)
+        if mode == "resume":
+            self._check_resume_data()
         if NoiseDetector.applies(self.bundle.train):
             self.noise_detector = NoiseDetector(self.bundle.train, self.run_dir)
         num_classes = self.bundle.train.num_classes
@@ -770,23 +906,36 @@ class Trainer:
             self._enter_stage(0)
         if env.distributed and env.rank > 0:
             seed_everything(cfg.run.seed + 1_000_003 * env.rank)  # different augmentation per process
-        record = self._start_record(mode)
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
-        if self._rng_to_restore is not None:
-            restore_rng(self._rng_to_restore)
+        # everything is built and checked: only now is the old run (run.overwrite) moved aside, to come back if the
+        # new one fails before its first epoch ends
+        self._aside = self.run_dir.set_aside() if env.is_main and mode == "overwrite" else None
         try:
-            self._loop(start_batch, sums)
-        except NonFiniteLossError as exc:
-            self._finish_record(record, status="failed", error=str(exc))
+            record = self._start_record(mode)
+            for cb in self.callbacks:
+                cb.on_fit_start(self)
+            if self._rng_to_restore is not None:
+                restore_rng(self._rng_to_restore)
+            try:
+                self._loop(start_batch, sums)
+            except NonFiniteLossError as exc:
+                self._finish_record(record, status="failed", error=str(exc))
+                raise
+            except KeyboardInterrupt:
+                self._finish_record(record, status="interrupted")
+                raise
+            except Exception as exc:
+                self._finish_record(record, status="failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+            self._finish_record(record, status="completed")
+        except BaseException:
+            if self._aside is not None:
+                self.run_dir.restore_aside(self._aside)
+                warnings.warn(
+                    f"{self.run_dir.path}: the new run failed before its first epoch ended; the old run is back",
+                    stacklevel=3,
+                )
             raise
-        except KeyboardInterrupt:
-            self._finish_record(record, status="interrupted")
-            raise
-        except Exception as exc:
-            self._finish_record(record, status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        self._finish_record(record, status="completed")
+        self._drop_aside()
         if env.distributed:
             self._check_replicas()
         env.barrier()
@@ -954,14 +1103,16 @@ class Trainer:
                 self._save_last(0, {"n": 0, "loss": 0.0, "correct": 0, "terms": {}})
             rows = self.history + ([row] if partial else [])
             if env.is_main:
-                self.run_dir.write_metrics(rows)
-                self.run_dir.update_record(
+                self.run_dir.write_progress(  # metrics.csv and run.json change together or not at all
+                    rows,
                     best=self.best,
                     epochs_done=self.epoch,
                     steps=self.global_step,
                     train_seconds=self.train_seconds,
                     updated=now_iso(),
                 )
+                if self.epoch >= 1:
+                    self._drop_aside()
                 if not cfg.run.quiet:
                     tqdm.write(self._line(row))
             for cb in self.callbacks:
@@ -1040,20 +1191,43 @@ class Trainer:
             warnings.warn(f"DDP replicas ended with different weights: {digests}", stacklevel=2)
 
     # -- run record ---------------------------------------------------------------------------------------------------
+    def _drop_aside(self) -> None:
+        """The new run has finished an epoch: delete the old run that ``run.overwrite`` replaced."""
+        if self._aside is not None:
+            aside, self._aside = self._aside, None
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def _check_resume_data(self) -> None:
+        """Refuse to resume on other training data (another fingerprint) unless ``run.allow_config_change``."""
+        if not self.env.is_main:
+            return
+        old = ((self.run_dir.read_record().get("data") or {}).get("train") or {}).get("fingerprint")
+        new = self.bundle.describe()["train"]["fingerprint"]
+        if not old or old == new:
+            return
+        if not self.cfg.run.allow_config_change:
+            raise ConfigError(
+                f"{self.run_dir.path}: the resumed run would train on other data (training split fingerprint {old} "
+                f"-> {new}).\n  what to do: resume on the data it started with, or accept the change with "
+                "--allow-config-change (run.allow_config_change=true); it is recorded in run.json."
+            )
+        self._config_changes["data.train.fingerprint"] = (old, new)
+
     def _start_record(self, mode: str) -> dict[str, Any]:
         if not self.env.is_main:
             return {}
-        save_config(self.cfg, self.run_dir.config_path)
-        save_config(self.cfg, self.run_dir.path / "config.yaml")
         rec = self.run_dir.read_record() if mode == "resume" else {}
         if mode == "resume":
             rec.setdefault("resumed", []).append({"at": now_iso(), "epoch": self.epoch, "step": self.global_step})
-            old = (rec.get("data") or {}).get("train", {}).get("fingerprint")
-            new = self.bundle.describe()["train"]["fingerprint"]
-            if old and old != new:
-                warnings.warn(
-                    f"{self.run_dir.path}: resuming on different training data (fingerprint {old} -> {new})",
-                    stacklevel=3,
+            if self._config_changes:
+                rec.setdefault("config_changes", []).append(
+                    {
+                        "at": now_iso(),
+                        "epoch": self.epoch,
+                        "step": self.global_step,
+                        "changes": {k: {"old": a, "new": b} for k, (a, b) in self._config_changes.items()},
+                        "changes_results": sorted(k for k in self._config_changes if k not in HARMLESS_CHANGES),
+                    }
                 )
         else:
             rec.update(
@@ -1087,23 +1261,38 @@ class Trainer:
             total_epochs=self.total_epochs,
             monitor={"metric": self.cfg.schedule.monitor, "mode": self.cfg.schedule.monitor_mode},
         )
-        self.run_dir.write_record(rec)
+        # config.json, config.yaml and run.json change together: the config on disk is the one in force
+        atomic_write_many(
+            {
+                self.run_dir.config_path: config_text(self.cfg, ".json").encode("utf-8"),
+                self.run_dir.path / "config.yaml": config_text(self.cfg, ".yaml").encode("utf-8"),
+                self.run_dir.record_path: json_bytes(rec),
+            }
+        )
         return rec
 
     def _finish_record(self, record: dict[str, Any], *, status: str, error: str | None = None) -> None:
         if not self.env.is_main:
             return
+        if status != "completed":  # the run is failing already: a record that cannot be written must not hide why
+            try:
+                self._write_finish(status, error)
+            except (OSError, FernbError) as exc:
+                warnings.warn(f"{self.run_dir.record_path}: could not record the run's end ({exc})", stacklevel=3)
+            return
+        self._write_finish(status, error)
+
+    def _write_finish(self, status: str, error: str | None) -> None:
         rec = self.run_dir.read_record()
-        rec.update(
-            status=status,
-            stop_reason=self.stop_reason if status == "completed" else status,
-            finished=now_iso(),
-            epochs_done=self.epoch,
-            steps=self.global_step,
-            train_seconds=self.train_seconds,
-            best=self.best,
-            last=self.history[-1] if self.history else None,
-        )
+        rec.update(status=status, stop_reason=self.stop_reason if status == "completed" else status, finished=now_iso())
+        if status == "completed":  # a failed run keeps the progress its last epoch recorded, as metrics.csv does
+            rec.update(
+                epochs_done=self.epoch,
+                steps=self.global_step,
+                train_seconds=self.train_seconds,
+                best=self.best,
+                last=self.history[-1] if self.history else None,
+            )
         if error:
             rec["error"] = error
         self.run_dir.write_record(rec)

@@ -8,6 +8,7 @@ whose official release is one file per part (the model's ``read_checkpoint_dir(p
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,36 @@ class KeyReport:
 KERAS_SUFFIXES = (".h5", ".hdf5")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def sniff_format(path: str | Path) -> str:
+    """A checkpoint file's format read from its first bytes, whatever its extension says: ``"safetensors"`` (an
+    8-byte header length, then a JSON header), ``"torch"`` (a zip archive, torch's format since 1.6), ``"pickle"``
+    (torch's legacy format), ``"keras"`` (HDF5); otherwise a phrase saying what the file is (``"an empty file"``,
+    ``"not a checkpoint format fernb knows"``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        size = os.fstat(fh.fileno()).st_size
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "keras"
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n <= size - 8 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a truncated safetensors file (its header says more bytes than the file has)"
+    return "not a checkpoint format fernb knows"
+
+
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
     """Read a flat ``{name: tensor}`` dict from safetensors, a torch file (``weights_only=True``), a Keras HDF5 file
     (``{"<layer>/<weight>:0": array as stored}``, see :func:`fernb.models._keras.read_keras_h5`) or a mapping.
@@ -85,20 +116,33 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, Tensor]
             )
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        if path.suffix.lower() in KERAS_SUFFIXES:
+        kind = sniff_format(path)
+        if kind == "keras":
             return read_keras_h5(path)
-        if path.suffix == ".safetensors":
-            obj = load_file(str(path))
-        else:
+        if kind == "safetensors":
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+                obj = load_file(str(path))
+            except Exception as exc:  # safetensors' own error for a truncated or damaged file
+                raise CheckpointMismatchError(
+                    f"{path}: a damaged safetensors file ({_first_line(exc)}).\n"
+                    "  what to do: download or copy it again."
+                ) from None
+        elif kind in ("torch", "pickle"):
+            try:
+                with open(path, "rb") as fh:  # a file object: torch would pick its reader by the name's extension
+                    obj = torch.load(fh, map_location="cpu", weights_only=True)
             except Exception as exc:  # an unpickling refusal or a corrupt file
                 raise CheckpointMismatchError(
-                    f"{path}: cannot be read safely ({type(exc).__name__}: {str(exc).splitlines()[0]}).\n"
+                    f"{path}: cannot be read safely ({_first_line(exc)}).\n"
                     "  fernb loads torch files with weights_only=True and never executes pickled code. If you trust the"
                     " file, re-save its state dict with tensors only (torch.save(model.state_dict(), ...)) or as"
                     " safetensors."
                 ) from None
+        else:
+            raise CheckpointMismatchError(
+                f"{path}: {kind}; expected a checkpoint (safetensors, a torch state dict, a Keras .h5).\n"
+                "  what to do: check the path, or download or copy the file again."
+            )
     for _ in range(3):
         if isinstance(obj, Mapping) and not any(isinstance(v, Tensor) for v in obj.values()):
             inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
