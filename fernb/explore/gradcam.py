@@ -17,6 +17,18 @@ pytorch-grad-cam's (``GradCAM``, one ``ClassifierOutputTarget`` per image); fern
   the class (every location argues against it: an answer, not a fault) or a *constant* / *zero-gradient* layer (a
   broken target layer or reshape).
 
+**Other CAM methods** (``compute_cams(..., cam_method=...)``, :data:`CAM_METHODS`), all on the same target layers and
+reshape: HiResCAM (the element-wise product of gradient and activation, summed over channels: no spatial averaging of
+the gradient), Grad-CAM++ (channel weights from the positive second- and third-order gradient terms), XGrad-CAM,
+LayerCAM (positive gradient times activation per location), EigenCAM (the first principal component of the
+activations: gradient-free and class-agnostic; fernb orients its sign, which the SVD leaves arbitrary, so that the
+map correlates positively with the mean activation) and ScoreCAM (gradient-free: each channel's upsampled, [0, 1]
+activation masks the input, and the softmax of the class scores of the masked inputs weights the channels). ScoreCAM
+costs one forward pass per channel and image; ``score_channels=k`` keeps the k channels with the largest mean
+activation per image (the others weigh 0) and ``score_batch`` sets how many masked inputs go through at once; fernb
+computes the masked scores itself (batched, no progress bar). ``"random"`` (seeded random channel weights) is the
+control a faithfulness score should beat (:mod:`fernb.explore.faithfulness`).
+
 Parameters are frozen while maps are computed (gradients flow to the activations only, through an input that
 requires grad), and the model's train/eval mode and ``requires_grad`` flags are restored afterwards.
 """
@@ -40,10 +52,12 @@ from ..engine.factory import load_run
 from ..models._base import FERModel, LogitsOnly
 
 __all__ = [
+    "CAM_METHODS",
     "CamResult",
     "FaceBatch",
     "CamModel",
     "FlatMapError",
+    "check_cam_method",
     "compute_cams",
     "is_flat",
     "check_not_flat",
@@ -57,6 +71,29 @@ __all__ = [
 ]
 
 FLAT_TOL = 1e-3
+
+CAM_METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "hirescam": "HiResCAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "ScoreCAM",
+    "random": "random (control)",
+}
+"""``compute_cams``' ``cam_method`` names and their display names (one pytorch-grad-cam class each)."""
+
+_CAM_CLASSES = {
+    "gradcam": "GradCAM",
+    "hirescam": "HiResCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "ScoreCAM",
+    "random": "RandomCAM",
+}
 
 
 class FlatMapError(AssertionError):
@@ -78,6 +115,7 @@ class CamResult:
         layer_names: the target layers' qualified names in the model, one per ``signed`` entry.
         per_image: whether the maps were computed one image at a time.
         tol: flatness tolerance on the std of a map.
+        cam_method: the method that made the maps (a key of :data:`CAM_METHODS`).
     """
 
     maps: np.ndarray
@@ -87,6 +125,7 @@ class CamResult:
     layer_names: list[str]
     per_image: bool = False
     tol: float = FLAT_TOL
+    cam_method: str = "gradcam"
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -159,6 +198,7 @@ class CamResult:
             list(self.layer_names),
             self.per_image,
             self.tol,
+            self.cam_method,
         )
 
 
@@ -189,23 +229,82 @@ def check_not_flat(result: CamResult, name: str = "model", *, allow_no_evidence:
 # ---------------------------------------------------------------------------------------------------- computing
 
 
+def check_cam_method(cam_method: str) -> str:
+    """The lower-case key of ``cam_method`` in :data:`CAM_METHODS` (``"GradCAM++"`` -> ``"gradcam++"``); raises
+    ValueError naming the choices."""
+    key = cam_method.lower().replace("-", "").replace(" ", "")
+    if key not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {cam_method!r}; choose from {', '.join(CAM_METHODS)}")
+    return key
+
+
 @functools.cache
-def _signed_gradcam() -> type:
-    """pytorch-grad-cam's GradCAM that also keeps each layer's signed map (before its ReLU) in ``signed_maps``.
+def _signed_cam(cam_method: str) -> type:
+    """pytorch-grad-cam's class for ``cam_method``, keeping each layer's signed map (before its ReLU) in
+    ``signed_maps``; EigenCAM with a fixed sign, ScoreCAM and the random control with fernb's weights.
 
     Built on first use so that importing this module does not import pytorch-grad-cam (sklearn, torchvision models).
     """
-    from pytorch_grad_cam import GradCAM
+    import pytorch_grad_cam
 
-    class SignedGradCAM(GradCAM):
+    base = getattr(pytorch_grad_cam, _CAM_CLASSES[cam_method])
+
+    class SignedCAM(base):  # type: ignore[misc, valid-type]
         signed_maps: list[np.ndarray]
+        score_batch: int = 32
+        score_channels: int | None = None
+        seed: int = 0
 
         def get_cam_image(self, *args: Any, **kwargs: Any) -> np.ndarray:
-            cam = super().get_cam_image(*args, **kwargs)
-            self.signed_maps.append(np.asarray(cam, dtype=np.float32))
+            cam = np.asarray(super().get_cam_image(*args, **kwargs), dtype=np.float32)
+            if cam_method == "eigencam":
+                cam = _orient(cam, args[3] if len(args) > 3 else kwargs["activations"])
+            self.signed_maps.append(cam)
             return cam
 
-    return SignedGradCAM
+        def get_cam_weights(self, input_tensor: Tensor, layer: Any, targets: Any, activations: Any, grads: Any) -> Any:
+            if cam_method == "scorecam":
+                return _score_weights(self, input_tensor, targets, np.asarray(activations))
+            if cam_method == "random":
+                rng = np.random.default_rng([self.seed, 15])
+                return rng.uniform(-1, 1, size=np.asarray(activations).shape[:2]).astype(np.float32)
+            return super().get_cam_weights(input_tensor, layer, targets, activations, grads)
+
+    SignedCAM.__name__ = f"Signed{base.__name__}"
+    return SignedCAM
+
+
+def _orient(cam: np.ndarray, activations: Any) -> np.ndarray:
+    """EigenCAM's (B, h, w) projections, each negated where it correlates negatively with the mean activation (the
+    SVD's sign is arbitrary; the map should point at where the layer responds)."""
+    act = np.asarray(activations, dtype=np.float32).mean(1).reshape(len(cam), -1)
+    flat = cam.reshape(len(cam), -1)
+    corr = ((flat - flat.mean(1, keepdims=True)) * (act - act.mean(1, keepdims=True))).sum(1)
+    return cam * np.where(corr < 0, -1.0, 1.0).astype(np.float32)[:, None, None]
+
+
+@torch.no_grad()
+def _score_weights(cam: Any, input_tensor: Tensor, targets: Sequence[Any], activations: np.ndarray) -> np.ndarray:
+    """ScoreCAM's (B, K) channel weights: the softmax over channels of the target score of the input masked by each
+    channel's upsampled activation (scaled to [0, 1]); with ``cam.score_channels`` only the channels of largest mean
+    activation are scored, the others weigh 0."""
+    a = torch.from_numpy(activations).float().to(input_tensor.device)
+    b, k = a.shape[:2]
+    keep = k if cam.score_channels is None else max(1, min(k, int(cam.score_channels)))
+    top = a.flatten(2).mean(2).argsort(1, descending=True)[:, :keep]
+    up = torch.nn.functional.interpolate(a, size=input_tensor.shape[-2:], mode="bilinear", align_corners=False)
+    lo, hi = up.amin((2, 3), keepdim=True), up.amax((2, 3), keepdim=True)
+    up = (up - lo) / (hi - lo + 1e-8)
+    weights = np.zeros((b, k), dtype=np.float32)
+    x = input_tensor.detach()
+    for i in range(b):
+        masks = up[i, top[i]]  # (keep, H, W)
+        scores = []
+        for j in range(0, keep, max(1, int(cam.score_batch))):
+            out = cam.model(x[i : i + 1] * masks[j : j + cam.score_batch, None])
+            scores.append(torch.stack([targets[i](o) for o in out]).float().cpu())
+        weights[i, top[i].cpu().numpy()] = torch.softmax(torch.cat(scores), 0).numpy()
+    return weights
 
 
 @contextlib.contextmanager
@@ -272,8 +371,12 @@ def compute_cams(
     layers: int | Sequence[int] | None = None,
     per_image: bool | None = None,
     tol: float = FLAT_TOL,
+    cam_method: str = "gradcam",
+    score_batch: int = 32,
+    score_channels: int | None = None,
+    seed: int = 0,
 ) -> CamResult:
-    """Grad-CAM maps of a fernb model for a batch of images, exactly one target class per image.
+    """CAM maps (Grad-CAM by default) of a fernb model for a batch of images, exactly one target class per image.
 
     Args:
         model: a fernb model (``forward`` returns an output with ``.logits``; ``cam_target_layers``,
@@ -283,12 +386,19 @@ def compute_cams(
         layers: indices into ``model.cam_target_layers()`` to use (default all, maps averaged).
         per_image: compute image by image; None decides with :func:`batch_dependent`.
         tol: flatness tolerance recorded in the result.
+        cam_method: a key of :data:`CAM_METHODS` (``"gradcam"``, ``"hirescam"``, ``"gradcam++"``, ``"xgradcam"``,
+            ``"layercam"``, ``"eigencam"``, ``"scorecam"``, ``"random"``).
+        score_batch: ScoreCAM: masked inputs per forward pass (1 for a batch-dependent model).
+        score_channels: ScoreCAM: score only this many channels per image, those of largest mean activation (None:
+            all; fewer is faster and approximate).
+        seed: the random control's seed.
 
     Returns:
         A :class:`CamResult` with (B, H, W) maps in [0, 1] and the (B, C) logits of the same forward pass.
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    cam_method = check_cam_method(cam_method)
     if images.ndim != 4:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
     n = len(images)
@@ -307,9 +417,11 @@ def compute_cams(
     device = _device(model)
     maps, logits, targets, signed = [], [], [], []
     with _activation_grads_only(model):
-        with _signed_gradcam()(
+        with _signed_cam(cam_method)(
             model=LogitsOnly(model), target_layers=target_layers, reshape_transform=model.cam_reshape_transform()
         ) as cam:
+            cam.score_batch = 1 if per_image else score_batch  # a batch-dependent model scores one input at a time
+            cam.score_channels, cam.seed = score_channels, seed
             for sl in chunks:
                 x = images[sl].detach().to(device).float().requires_grad_(True)
                 cam.signed_maps = []
@@ -317,8 +429,8 @@ def compute_cams(
                 out = cam(input_tensor=x, targets=tg)
                 if out is None or len(cam.signed_maps) != len(target_layers):
                     raise RuntimeError(
-                        f"Grad-CAM found no activation gradient at {names}: does the target layer's "
-                        "output reach the logits?"
+                        f"{CAM_METHODS[cam_method]} found no activation gradient at {names}: does the target "
+                        "layer's output reach the logits?"
                     )
                 z = cam.outputs.detach().float().cpu().numpy()
                 maps.append(np.asarray(out, dtype=np.float32))
@@ -326,7 +438,7 @@ def compute_cams(
                 targets.append(z.argmax(1) if wanted is None else np.asarray(wanted[sl]))
                 signed.append([np.asarray(s, dtype=np.float32) for s in cam.signed_maps])
     if len(maps) != len(chunks):  # pytorch-grad-cam's __exit__ swallows an IndexError raised inside the block
-        raise RuntimeError(f"Grad-CAM stopped after {len(maps)} of {len(chunks)} passes at {names}")
+        raise RuntimeError(f"{CAM_METHODS[cam_method]} stopped after {len(maps)} of {len(chunks)} passes at {names}")
     return CamResult(
         np.concatenate(maps),
         np.concatenate(logits),
@@ -335,6 +447,7 @@ def compute_cams(
         names,
         bool(per_image),
         tol,
+        cam_method,
     )
 
 

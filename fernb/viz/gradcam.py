@@ -7,9 +7,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..explore.gradcam import CamResult, FaceBatch
+from ..explore.gradcam import CAM_METHODS, CamResult, FaceBatch
 
-__all__ = ["to_gray", "plot_cam_overlay", "plot_gradcam_grid", "plot_method_cams", "cam_titles"]
+__all__ = [
+    "to_gray",
+    "plot_cam_overlay",
+    "plot_gradcam_grid",
+    "plot_method_cams",
+    "plot_cam_methods",
+    "plot_faithfulness",
+    "cam_titles",
+]
 
 
 def to_gray(face: np.ndarray) -> np.ndarray:
@@ -142,3 +150,72 @@ def plot_method_cams(
         cell=cell,
         title=title,
     )
+
+
+def plot_cam_methods(
+    results: Mapping[str, Mapping[str, tuple[FaceBatch, CamResult]]],
+    row: int = 0,
+    class_names: Sequence[str] | None = None,
+    alpha: float = 0.45,
+    cell: float = 1.6,
+    title: str | None = None,
+) -> Figure:
+    """One face, every model (rows) under every CAM method (columns): ``{model: {cam method: (faces, cams)}}``.
+
+    ``row`` picks the face (a row of each ``faces``); a cell's title gives the prediction (first column) and flat
+    maps say why.
+    """
+    models = list(results)
+    if not models:
+        raise ValueError("no model to plot")
+    cams = list(next(iter(results.values())))
+    if any(list(results[m]) != cams for m in models):
+        raise ValueError("every model needs the same CAM methods, in the same order")
+    first_faces = results[models[0]][cams[0]][0]
+    names = list(class_names or first_faces.class_names)
+    faces = {c: [results[m][c][0].faces[row] for m in models] for c in cams}
+    maps = {c: [results[m][c][1].maps[row] for m in models] for c in cams}
+    titles: dict[str, list[str]] = {c: [] for c in cams}
+    notes: dict[str, list[str | None]] = {c: [] for c in cams}
+    for m in models:
+        for j, c in enumerate(cams):
+            res = results[m][c][1].select([row])
+            titles[c].append(CAM_METHODS.get(c, c) + ("\n" + cam_titles(res, names)[0] if j == 0 else ""))
+            notes[c].append(_notes(res)[0])
+    label = first_faces.class_names[int(first_faces.labels[row])]
+    fig = plot_gradcam_grid(
+        faces,  # type: ignore[arg-type]  # lists of (H, W, 3) faces: sizes differ between models
+        maps,  # type: ignore[arg-type]
+        titles=titles,
+        notes=notes,
+        row_labels=models,
+        alpha=alpha,
+        cell=cell,
+        title=title or f"face #{int(first_faces.indices[row])} ({label}): every model under every CAM method",
+    )
+    return fig
+
+
+def plot_faithfulness(
+    rows: Sequence[Mapping[str, object]], column: str = "road", title: str | None = None, cell: float = 0.85
+) -> Figure:
+    """A models x CAM methods heat map of one faithfulness column (rows of
+    :func:`fernb.explore.faithfulness.faithfulness_table`), each cell annotated with its value."""
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    cams = list(dict.fromkeys(str(r["cam"]) for r in rows))
+    grid = np.full((len(models), len(cams)), np.nan)
+    for r in rows:
+        grid[models.index(str(r["model"])), cams.index(str(r["cam"]))] = float(r[column])  # type: ignore[arg-type]
+    fig = Figure(figsize=(1.2 + cell * len(cams), 0.8 + 0.42 * len(models)), layout="constrained")
+    ax = fig.subplots()
+    lim = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(models)):
+        for j in range(len(cams)):
+            ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(cams)), [CAM_METHODS.get(c, c) for c in cams], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(models)), models, fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    better = "lower" if column == "morf" else "higher"
+    ax.set_title(title or f"faithfulness: {column} ({better} is more faithful)", fontsize=9)
+    return fig

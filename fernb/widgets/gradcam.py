@@ -1,4 +1,5 @@
-"""Pick a face, a class and the methods, and see each method's Grad-CAM map of that face side by side."""
+"""Pick a face, a class, the methods and a CAM method (Grad-CAM, HiResCAM, ...), and see each method's map of that
+face side by side."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..explore.gradcam import CamModel, CamResult, FaceBatch, compute_cams, resolve_class
+from ..explore.gradcam import CAM_METHODS, CamModel, CamResult, FaceBatch, check_cam_method, compute_cams, resolve_class
 from ..viz.gradcam import cam_titles, plot_gradcam_grid
 from ._common import show
 
@@ -30,7 +31,9 @@ class GradCamExplorerState:
         cls: ``"predicted"`` or a class name.
         methods: the methods shown, in order.
         layers: per method, the target layers to use (indices into ``cam_target_layers()``; missing: all).
-        cache: ``(method, sample, class index) -> CamResult`` of one image; a map is computed once.
+        cam_method: the CAM method (a key of :data:`fernb.explore.gradcam.CAM_METHODS`).
+        score_channels: ScoreCAM's channel limit (None: every channel).
+        cache: ``(method, sample, class index, cam method) -> CamResult`` of one image; a map is computed once.
         predicted: ``(method, sample) -> class index`` of the prediction, once known.
         passes: Grad-CAM passes (forward + backward) the last update needed (0 when every map was cached).
         figure: the latest figure; seconds: how long the last update took.
@@ -44,7 +47,9 @@ class GradCamExplorerState:
     methods: list[str] = field(default_factory=list)
     layers: dict[str, Any] = field(default_factory=dict)
     alpha: float = 0.45
-    cache: dict[tuple[str, int, int], CamResult] = field(default_factory=dict)
+    cam_method: str = "gradcam"
+    score_channels: int | None = None
+    cache: dict[tuple[str, int, int, str], CamResult] = field(default_factory=dict)
     predicted: dict[tuple[str, int], int] = field(default_factory=dict)
     passes: int = 0
     figure: Figure | None = None
@@ -71,7 +76,7 @@ class GradCamExplorerState:
         for row, idx in enumerate(faces.indices):
             one = result.select([row])
             c = int(one.targets[0])
-            self.cache[method, int(idx), c] = one
+            self.cache[method, int(idx), c, one.cam_method] = one
             self.predicted[method, int(idx)] = int(one.predicted[0])
 
     def cam(self, method: str, sample: int, cls: str | int | None) -> CamResult:
@@ -79,11 +84,16 @@ class GradCamExplorerState:
         c = resolve_class(cls, self.models[method].class_names)
         if c is None and (method, sample) in self.predicted:
             c = self.predicted[method, sample]
-        if c is not None and (method, sample, c) in self.cache:
-            return self.cache[method, sample, c]
+        if c is not None and (method, sample, c, self.cam_method) in self.cache:
+            return self.cache[method, sample, c, self.cam_method]
         row = self._row(method, sample)
         res = compute_cams(
-            self.models[method].model, self.faces[method].images[row : row + 1], c, layers=self.layers.get(method)
+            self.models[method].model,
+            self.faces[method].images[row : row + 1],
+            c,
+            layers=self.layers.get(method),
+            cam_method=self.cam_method,
+            score_channels=self.score_channels,
         )
         self.passes += 1
         self.add(method, self.faces[method].select([row]), res)
@@ -113,7 +123,7 @@ class GradCamExplorerState:
                 row_labels=[f"#{self.sample} {label}"],
                 alpha=self.alpha,
                 cell=2.0,
-                title=f"Grad-CAM for {what}",
+                title=f"{CAM_METHODS[self.cam_method]} for {what}",
             )
         else:
             self.figure = None
@@ -131,6 +141,11 @@ class GradCamExplorerState:
     def set_class(self, cls: str) -> Figure | None:
         """Explain ``"predicted"`` or the class named ``cls``."""
         self.cls = PREDICTED if resolve_class(cls, self.class_names) is None else str(cls)  # raises if unknown
+        return self.render()
+
+    def set_cam_method(self, cam_method: str) -> Figure | None:
+        """Explain with another CAM method (``"gradcam"``, ``"hirescam"``, ``"scorecam"``, ...)."""
+        self.cam_method = check_cam_method(cam_method)
         return self.render()
 
     def set_method(self, methods: str | Sequence[str]) -> Figure | None:
@@ -152,8 +167,11 @@ def gradcam_explorer(
     layers: Mapping[str, Any] | None = None,
     precomputed: Mapping[str, Sequence[tuple[FaceBatch, CamResult]]] | None = None,
     alpha: float = 0.45,
+    cam_method: str = "gradcam",
+    cam_methods: Sequence[str] | None = None,
+    score_channels: int | None = None,
 ) -> tuple[Any, GradCamExplorerState]:
-    """An explorer of Grad-CAM maps: sample and class dropdowns, a method list, the figure.
+    """An explorer of CAM maps: sample, class and CAM-method dropdowns, a method list, the figure.
 
     Args:
         models: loaded runs (:func:`fernb.explore.gradcam.load_cam_model`) by method name; one label space.
@@ -161,7 +179,11 @@ def gradcam_explorer(
         cls: the first class shown (``"predicted"`` or a class name).
         methods: the methods shown first (default all).
         layers: per method, target layers to use (default all, averaged).
-        precomputed: per method, ``(faces, cams)`` pairs already computed on these samples (cached, not recomputed).
+        precomputed: per method, ``(faces, cams)`` pairs already computed on these samples (cached, not recomputed;
+            each result's ``cam_method`` says which method made it).
+        cam_method: the CAM method shown first.
+        cam_methods: the CAM methods offered (default every one of :data:`fernb.explore.gradcam.CAM_METHODS`).
+        score_channels: ScoreCAM's channel limit (None: every channel; a small number keeps it interactive).
 
     Returns:
         ``(widget, state)``: display the widget; ``state`` holds the selection, the cache and ``state.figure``.
@@ -182,6 +204,8 @@ def gradcam_explorer(
         methods=list(methods or models),
         layers=dict(layers or {}),
         alpha=alpha,
+        cam_method=check_cam_method(cam_method),
+        score_channels=score_channels,
     )
     for name, pairs in (precomputed or {}).items():
         for f, r in pairs:
@@ -209,13 +233,22 @@ def gradcam_explorer(
         rows=min(7, len(models)),
         layout=w.Layout(width="230px"),
     )
+    offered = [check_cam_method(c) for c in (cam_methods or CAM_METHODS)]
+    if state.cam_method not in offered:
+        offered.insert(0, state.cam_method)
+    cam = w.Dropdown(
+        options=[(CAM_METHODS[c], c) for c in offered],
+        value=state.cam_method,
+        description="CAM",
+        layout=w.Layout(width="230px"),
+    )
     info = w.HTML()
     out = w.Output()
 
     def redraw(s: GradCamExplorerState) -> None:
         info.value = (
-            f"sample #{s.sample}, class {s.cls}: {len(s.methods)} method(s), {s.passes} new Grad-CAM "
-            f"pass(es), {s.seconds:.2f} s"
+            f"sample #{s.sample}, class {s.cls}, {CAM_METHODS[s.cam_method]}: {len(s.methods)} method(s), "
+            f"{s.passes} new pass(es), {s.seconds:.2f} s"
         )
         show(out, s.figure if s.figure is not None else "select at least one method")
 
@@ -223,6 +256,7 @@ def gradcam_explorer(
     sample.observe(lambda ch: state.set_sample(ch["new"]), names="value")
     klass.observe(lambda ch: state.set_class(ch["new"]), names="value")
     meth.observe(lambda ch: state.set_method(list(ch["new"])), names="value")
+    cam.observe(lambda ch: state.set_cam_method(ch["new"]), names="value")
     state.render()
-    widget = w.VBox([w.HBox([sample, klass, meth]), info, out])
+    widget = w.VBox([w.HBox([sample, klass, cam, meth]), info, out])
     return widget, state
