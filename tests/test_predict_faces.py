@@ -132,6 +132,26 @@ def test_detect_every_reuses_the_boxes_between_detections(predictor, photos, tmp
     assert res[1].box == res[0].box and res[4].box == res[3].box
 
 
+def test_a_camera_index_is_read_like_a_video(predictor, photos, tmp_path, monkeypatch):
+    """No camera here: ``cv2.VideoCapture`` of an index is replaced by the test's video (device 0) or by a device
+    that does not open (any other index)."""
+    video = _video(tmp_path / "clip.mp4", photos, n=4)
+    real = cv2.VideoCapture
+    opened: list[object] = []
+
+    def fake_capture(source):
+        assert isinstance(source, int), "a camera index must reach OpenCV as an int"
+        opened.append(source)
+        return real(str(video)) if source == 0 else real(str(tmp_path / "no-such-device.mp4"))
+
+    monkeypatch.setattr(cv2, "VideoCapture", fake_capture)
+    res = predict_faces("0", predictor, every=2)
+    assert opened == [0] and [r.frame for r in res] == [0, 2]
+    assert {r.source for r in res} == {"camera:0"} and all(r.status == "ok" for r in res)
+    (row,) = predict_faces(3, predictor).rows
+    assert row.status == "error" and "cannot open camera 3" in row.error
+
+
 def test_an_unreadable_video_gives_an_error_row(predictor, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
     (row,) = predict_faces(tmp_path / "broken.mp4", predictor).rows
