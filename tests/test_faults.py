@@ -373,3 +373,64 @@ def test_notebooks_show_fernb_errors_as_one_message(capsys):
     finally:
         short_errors(False)
         InteractiveShell.clear_instance()
+
+
+# -- suspicious data: warned with counts ----------------------------------------------------------------------------
+def _gray(n: int, seed: int, side: int = 16):
+    from fernb.data.base import FERDataset
+    from fernb.labels import LABEL_SPACES
+
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 255, (n, side, side), dtype=np.uint8)
+    return px, FERDataset, LABEL_SPACES["basic7"]
+
+
+def test_duplicates_across_labels_and_splits_and_tiny_images_are_counted():
+    from fernb.data.audit import audit_splits
+
+    px, FERDataset, space = _gray(20, 0)
+    px[1] = px[0]  # the same image as sample 0, under another label
+    train = FERDataset("toy", "train", space, np.arange(20) % 7, pixels=px)
+    valid = FERDataset("toy", "valid", space, np.arange(5) % 7, pixels=np.concatenate([px[2:5], _gray(2, 1)[0]]))
+    found = audit_splits(train, valid)
+    assert (found.conflicting_labels, found.train_valid_overlap) == (2, 3)
+    tiny = FERDataset("toy", "valid", space, [0, 1], pixels=np.zeros((2, 1, 1), np.uint8))
+    assert audit_splits(train, tiny).tiny == {"valid": 2}
+
+
+def test_fit_warns_when_validation_images_are_training_images(tmp_path):
+    data = te.toy_data(32)
+    with pytest.warns(UserWarning, match="32 of 32 validation samples are identical"):
+        fit(_toy(tmp_path, **{"schedule.epochs": 1}), train_data=data, valid_data=data)
+
+
+def test_a_manifest_distribution_that_contradicts_its_label_is_warned(tmp_path):
+    from fernb.data import load_dataset
+
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "manifest.csv").write_text(
+        "path,label,votes_happy,votes_sad\n0.png,happy,9,1\n1.png,happy,0,10\n2.png,sad,7,3\n"
+    )
+    with pytest.warns(UserWarning) as got:
+        load_dataset("manifest", tmp_path, "all")
+    text = " ".join(str(w.message) for w in got)
+    assert "1 of 3 rows" in text and "no weight (first: line 3)" in text and "above their label (first: line 4)" in text
+
+
+def test_notebook_01_with_a_wrong_data_root_stops_on_the_data_root_error(tmp_path):
+    from fernb.data.errors import DataRootError
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "01_data_and_preprocessing.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    ns: dict = {}
+    exec(code[0], ns)  # the parameters
+    ns.update(DATASET="ferplus", DATA_ROOT=str(tmp_path / "typo"))
+    for cell in code[1:]:
+        src = "\n".join(line for line in cell.splitlines() if not line.startswith("%"))
+        if "load_dataset(DATASET, DATA_ROOT" in src:
+            with pytest.raises(DataRootError, match="typo"):
+                exec(src, ns)
+            return
+        exec(src, ns)
+    raise AssertionError("notebook 01 has no data-loading cell")

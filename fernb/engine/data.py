@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..data.aligned import AlignError, AlignSpec, align_split, align_summary
 from ..data.arrays import ArrayBatches, BatchTransform, materialize
+from ..data.audit import audit_splits
 from ..data.base import FERDataset, restrict_label_space
 from ..data.errors import DataRootError
 from ..data.faces.detectors import MissingDetectorError
@@ -346,6 +347,9 @@ def build_datasets(
                 valid = restrict_label_space(valid, train.label_space)
     train = _limit(train, d.train_limit, seed)
     valid = _limit(valid, d.valid_limit, seed + 1)
+    for message in audit_splits(train, valid).messages(train, valid):  # duplicates, leaks, tiny images: counted
+        warnings.warn(message, stacklevel=3)
+        notes.append(message)
     # planned on the split as read (a noise file matches file names), applied after decoding (the decoded-array
     # cache stays the clean split's)
     noise = plan_label_noise(train, noise_spec, seed, where="data.label_noise") if noise_spec is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,23 @@ def _label_to_canonical(value: str, path: Path, line: int) -> int:
         ) from None
 
 
+def _warn_contradictions(
+    dists: np.ndarray, targets: np.ndarray, rows: np.ndarray, path: Path, soft_cols: list[str]
+) -> None:
+    """Warn, with counts and the first line, about rows whose distribution contradicts their label: no weight on
+    the label at all, or another class strictly ahead of it."""
+    own = dists[np.arange(len(targets)), targets]
+    none = np.flatnonzero(own <= 0)
+    behind = np.flatnonzero((own > 0) & (own < dists.max(1) - 1e-6))
+    for idx, what in ((none, "give their label no weight"), (behind, "rank another class above their label")):
+        if len(idx):
+            warnings.warn(
+                f"{path}: {len(idx)} of {len(targets)} rows have {'/'.join(soft_cols[:2])}... columns that {what} "
+                f"(first: line {int(rows[idx[0]]) + 2}); check the label and distribution columns",
+                stacklevel=4,
+            )
+
+
 def _soft_columns(columns: list[str], path: Path) -> tuple[list[str], list[str]]:
     """(CSV columns, canonical class names) of the ``dist_*`` columns, else of the ``votes_*`` columns."""
     for prefix in ("dist_", "votes_"):
@@ -182,6 +200,7 @@ def read_manifest(root: Path, split: str = "all", *, csv: str = "manifest.csv") 
         s = dists.sum(1, keepdims=True)
         onehot = np.eye(len(space))[targets]
         dists = np.where(s > 0, dists / np.maximum(s, 1e-12), onehot).astype(np.float32)
+        _warn_contradictions(dists, targets, rows, path, soft_cols)
 
     reserved = {"path", "label", "subject", "split", *soft_cols}
     meta: dict[str, np.ndarray] = {}
