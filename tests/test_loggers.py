@@ -159,3 +159,11 @@ def test_scalar_tags_name_columns_by_split():
         "valid/accuracy": 0.5,
         "time/epoch_seconds": 3.0,
     }
+
+
+def test_a_run_resumed_with_loggers_turned_on_logs_from_there(tmp_path: Path):
+    with pytest.raises(RuntimeError, match="crash"):  # no loggers; last checkpoint at step 6
+        _fit(tmp_path, [_Crash(8)], **{"run.checkpoint_every_steps": 3})
+    over = {"run.checkpoint_every_steps": 3, "run.resume": True, "run.loggers": ["tensorboard"]}
+    res = _fit(tmp_path, **over)  # no run.allow_config_change needed: loggers change no result
+    assert _steps(_events(res.run_dir / "tensorboard"), "step/loss") == list(range(7, 16))

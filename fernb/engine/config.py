@@ -754,6 +754,8 @@ HARMLESS_CHANGES = (
     "run.save_last",
     "run.keep_epochs",
     "run.time_budget_s",
+    "run.loggers",
+    "run.mlflow_uri",
 )
 """Fields a resumed run may change without ``run.allow_config_change``: where things are, how they are shown and
 saved, and when to stop on the clock; none of them changes what a step computes."""
