@@ -208,3 +208,22 @@ def test_explorer_benchmark_times_each_redraw_of_the_map(repo_root: Path, capsys
     assert {"colour changed", "checkpoint switched", "sample clicked", "reference: matplotlib PNG"} <= set(steps)
     assert steps["colour changed"].sent_kib > 0 and steps["checkpoint switched"].seconds > 0
     assert "target" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def bench_official(repo_root: Path):
+    return _load_benchmark(repo_root, "bench_official")
+
+
+def test_official_benchmark_without_official_sources_says_what_is_missing(bench_official, tmp_path: Path, capsys):
+    (tmp_path / "MA-Net").mkdir()  # a repository folder without its files
+    out = tmp_path / "rows.json"
+    assert bench_official.main(["--official", str(tmp_path), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {(r["method"], r["mode"]) for r in rows} == {
+        (m, mode) for m in bench_official.METHODS for mode in ("train", "infer")
+    }
+    assert all(r["skipped"] and r["official_img_s"] is None for r in rows)
+    printed = capsys.readouterr().out
+    assert f"missing folder {tmp_path / 'POSTER_V2'}" in printed and "model/manet.py" in printed
+    assert bench_official.main(["--methods", "arbex"]) == 0 and "no --official folder given" in capsys.readouterr().out
