@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from ...errors import FernbError
 from .detect import detect_faces
 from .geometry import ImageLike, _as_array, _to_u8
 from .landmarks import detect_landmarks
@@ -88,7 +89,7 @@ DETECTORS: tuple[str, ...] = ("haar", "mtcnn", "mediapipe")
 _AUTO_ORDER: tuple[str, ...] = ("mediapipe", "mtcnn")
 
 
-class MissingDetectorError(ImportError):
+class MissingDetectorError(FernbError, ImportError):
     """An optional detector whose package is not installed."""
 
     def __init__(self, name: str, package: str) -> None:
