@@ -440,29 +440,33 @@ class _Side:
     infer: Callable[[Tensor], Tensor]
     loss: Callable[[Tensor, Tensor], Tensor]
     precision: str
+    channels_last: bool = False  # feed channels-last inputs (the model was moved there)
 
     def context(self) -> contextlib.AbstractContextManager:
         return autocast_context(torch.device("cpu"), self.precision)
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def train_step(self, x: Tensor, y: Tensor) -> None:
         self.modules.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.context():
-            loss = self.loss(x, y)
+            loss = self.loss(self._input(x), y)
         loss.backward()
         self.optimizer.step()
 
     def forward(self, x: Tensor) -> Tensor:
         self.modules.eval()
         with torch.no_grad(), self.context():
-            return self.infer(x).float()
+            return self.infer(self._input(x)).float()
 
     def first_loss(self, x: Tensor, y: Tensor) -> float:
         """The train-mode loss at seed 0, without a step."""
         self.modules.train()
         torch.manual_seed(0)
         with torch.no_grad(), self.context():
-            return float(self.loss(x, y))
+            return float(self.loss(self._input(x), y))
 
 
 def _median_img_s(times: list[float], batch: int) -> float:
@@ -473,13 +477,31 @@ def _diff(a: Tensor | float, b: Tensor | float) -> float:
     return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().nan_to_num(float("inf")).max())
 
 
-def measure(method: Method, official: Official, batch: int, warmup: int, repeats: int) -> list[Row]:
-    """Check the outputs, then time official / fernb fp32 / fernb default, alternating, for train and inference."""
+def _fernb_side(method: Method, official: Official, precision: str, channels_last: bool) -> _Side:
+    """fernb's model with the official weights, its own loss and the official optimiser, at ``precision``."""
     model = _fernb_model(method, official)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss = _fernb_loss(method)
+
+    def infer(x: Tensor) -> Tensor:
+        return _fernb_compared(method, model(x))
+
+    def step_loss(x: Tensor, y: Tensor) -> Tensor:
+        return loss(model(x), y)
+
+    opt = official.optimizer([p for p in model.parameters() if p.requires_grad])
+    return _Side(model, opt, infer, step_loss, precision, channels_last)
+
+
+def measure(
+    method: Method, official: Official, batch: int, warmup: int, repeats: int, channels_last: bool = False
+) -> list[Row]:
+    """Check the outputs, then time official / fernb fp32 / fernb default, alternating, for train and inference.
+
+    Each fernb contender has its own model copy and optimiser; ``channels_last`` puts the default-precision one (and
+    its inputs) in channels-last memory, as the budget recipe does (``run.channels_last``)."""
     default = resolve_precision("auto", torch.device("cpu"))
-    fernb_loss = _fernb_loss(method)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    fernb_opt = official.optimizer(trainable)
     off = _Side(
         official.modules,
         official.optimizer([p for p in official.modules.parameters() if p.requires_grad]),
@@ -487,19 +509,13 @@ def measure(method: Method, official: Official, batch: int, warmup: int, repeats
         official.loss,
         "fp32",
     )
-
-    def fernb_infer(x: Tensor) -> Tensor:
-        return _fernb_compared(method, model(x))
-
-    def fernb_step_loss(x: Tensor, y: Tensor) -> Tensor:
-        return fernb_loss(model(x), y)
-
-    sides = [off] + [_Side(model, fernb_opt, fernb_infer, fernb_step_loss, p) for p in ("fp32", default)]
+    sides = [off, _fernb_side(method, official, "fp32", False), _fernb_side(method, official, default, channels_last)]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, method.img_size, method.img_size, generator=gen)
     y = torch.randint(0, 7, (batch,), generator=gen)
 
-    rows = [Row(method.key, mode, batch, method.img_size, default_precision=default) for mode in ("train", "infer")]
+    label = default + ("+channels_last" if channels_last else "")
+    rows = [Row(method.key, mode, batch, method.img_size, default_precision=label) for mode in ("train", "infer")]
     ref = off.forward(x)
     rows[1].ref_scale = float(ref.abs().max())
     rows[1].max_abs_diff_fp32, rows[1].max_abs_diff_default = (_diff(s.forward(x), ref) for s in sides[1:])
@@ -568,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per contender (medians)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--channels-last", action="store_true", help="fernb's default-precision contender in channels-last memory"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.methods.split(",") if k.strip()]
@@ -584,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         if not why:
             try:
                 official = OFFICIAL[key](args.official / method.repo)
-                new = measure(method, official, args.batch, args.warmup, args.repeats)
+                new = measure(method, official, args.batch, args.warmup, args.repeats, args.channels_last)
                 for r in new:
                     r.patches = official.patches
                 rows += new
@@ -595,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: skipped: {why}", flush=True)
         rows += [Row(key, mode, args.batch, method.img_size, skipped=why) for mode in ("train", "infer")]
     print(format_table(rows))
+    labels = sorted({r.default_precision for r in rows if r.default_precision})
+    if labels:
+        print(f"fernb default = {', '.join(labels)}; ratio = fernb img/s / official img/s; diff vs official")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return 0
