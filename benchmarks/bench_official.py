@@ -30,6 +30,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -317,11 +318,12 @@ def _official_esr9(root: Path) -> Official:
         torch.save(mod.ConvolutionalBranch().state_dict(), folder / mod.ESR.FILE_NAME_CONV_BRANCH.format(i))
     mod.ESR.PATH_TO_SAVED_NETWORK = str(folder)
     model = mod.ESR("cpu")
+    shutil.rmtree(folder)
     parts = nn.ModuleDict({"base": model.base, "branches": nn.ModuleList(model.convolutional_branches)})
     state = {f"base.{k}": v for k, v in model.base.state_dict().items()}
     for i, branch in enumerate(model.convolutional_branches):
         state.update({f"convolutional_branches.{i}.{k}": v for k, v in branch.state_dict().items()})
-    patches = [f"ESR.PATH_TO_SAVED_NETWORK -> a temp folder of random-init files ({folder})"]
+    patches = ["ESR.PATH_TO_SAVED_NETWORK -> a temp folder of random-init files (removed after loading)"]
     patches.append("loss: sum of the 9 branch CEs, SGD lr 0.1 momentum 0.9 (main_fer_plus.py's ensemble phase)")
     return Official(
         parts,
