@@ -212,7 +212,7 @@ def test_wrong_timm_backbone_checkpoint_is_refused_clearly(tmp_path: Path):
         build(VIT, backbone_checkpoint=str(other))
     garbage = tmp_path / "notes.pth"
     garbage.write_text("not a checkpoint")
-    with pytest.raises(CheckpointMismatchError, match="cannot be read safely"):
+    with pytest.raises(CheckpointMismatchError, match="not a checkpoint format fernb knows"):
         build(VIT, backbone_checkpoint=str(garbage))
     with pytest.raises(FileNotFoundError):
         build(VIT, backbone_checkpoint=str(tmp_path / "missing.safetensors"))
