@@ -243,23 +243,8 @@ def align_split(
     if out.ndim == 4 and bool((out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()):
         out = out[..., 0].copy()
     meta = {**ds.meta, "face_found": det["found"].copy(), "face_score": det["score"].copy()}
-    aligned = FERDataset(
-        ds.name,
-        ds.split,
-        ds.label_space,
-        ds.targets,
-        pixels=out,
-        dists=ds.dists,
-        subjects=ds.subjects,
-        meta=meta,
-        transform=ds.transform,
-        mode=ds.mode,
-        root=ds.root,
-        batch_transform=ds.batch_transform,
-    )
     key = f"{ds.fingerprint()}|{_detector_key(spec)}|{spec.template}|{size}|{spec.use_mouth}|{spec.border}"
-    aligned.source_fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return aligned
+    return ds.with_pixels(out, meta=meta, fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def align_summary(ds: FERDataset) -> dict[str, Any] | None:

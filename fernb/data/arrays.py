@@ -288,20 +288,4 @@ def materialize(
                 np.save(f, pixels)
             os.replace(tmp, path)
             pixels = np.load(path, mmap_mode="r")
-    # a plain FERDataset: a reader's subclass may read its images from paths (face crops), which pixels replace
-    out = FERDataset(
-        ds.name,
-        ds.split,
-        ds.label_space,
-        ds.targets,
-        pixels=pixels,
-        dists=ds.dists,
-        subjects=ds.subjects,
-        meta=dict(ds.meta),
-        transform=ds.transform,
-        mode=ds.mode,
-        root=ds.root,
-        batch_transform=ds.batch_transform,
-    )
-    out.source_fingerprint = ds.fingerprint()
-    return out
+    return ds.with_pixels(pixels)  # a plain FERDataset that keeps the decoded files' fingerprint

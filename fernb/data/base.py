@@ -223,6 +223,30 @@ class FERDataset(Dataset):
         out.__class__ = type(self)  # keeps a reader's subclass (e.g. one that crops face boxes) working
         return out
 
+    def with_pixels(
+        self, pixels: np.ndarray, *, meta: dict[str, np.ndarray] | None = None, fingerprint: str | None = None
+    ) -> FERDataset:
+        """The same samples as decoded ``pixels`` (N, H, W[, C]) uint8, in a plain :class:`FERDataset` (a reader's
+        subclass may read its images from paths, which the pixels replace); labels, distributions, subjects,
+        transforms, mode and root are kept, ``meta`` replaces the meta when given. The new split reports
+        ``fingerprint`` as its own (default: this split's, the files the pixels were decoded from)."""
+        out = FERDataset(
+            self.name,
+            self.split,
+            self.label_space,
+            self.targets,
+            pixels=pixels,
+            dists=self.dists,
+            subjects=self.subjects,
+            meta=dict(self.meta) if meta is None else meta,
+            transform=self.transform,
+            mode=self.mode,
+            root=self.root,
+            batch_transform=self.batch_transform,
+        )
+        out.source_fingerprint = fingerprint or self.fingerprint()
+        return out
+
     def with_transform(self, transform: Callable[[Image.Image], Any] | None) -> FERDataset:
         """The same samples with another transform (shares the underlying arrays)."""
         new = self.subset(np.arange(len(self)))
