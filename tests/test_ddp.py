@@ -4,6 +4,7 @@ ranks and lets only rank 0 write and report; every method (ESR across its branch
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import toys as te
 
@@ -103,3 +105,76 @@ def test_every_method_trains_under_torchrun_with_two_processes(tmp_path, spec: s
     assert rec["world_size"] == 2 and rec["status"] == "completed" and rec["ddp"]["consistent"]
     digests = rec["ddp"]["weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def _event_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.filterwarnings("ignore:fernb POSTER_V2 backbone")
+def test_loggers_under_torchrun_write_one_record_from_rank_0(tmp_path, monkeypatch):
+    """``run.loggers`` under DDP: one TensorBoard event file (and one MLflow run) in the run folder, written by rank 0
+    alone, holding the reduced epoch rows of metrics.csv at their steps and ARBEx's validation confidences averaged
+    over both ranks' shares of the validation split (the mean of the last checkpoint's own confidences)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fernb.engine import save_config
+    from fernb.engine.loggers import scalar_tags
+    from fernb.engine.rundir import RunDir
+    from fernb.explore.reliability import reliability_table
+
+    has_mlflow = importlib.util.find_spec("mlflow") is not None
+    loggers = ["tensorboard", "mlflow"] if has_mlflow else ["tensorboard"]
+    uri = (tmp_path / "mlruns").as_uri()
+    cfg = te.spec_config(
+        "arbex",
+        [],
+        **{
+            "data.train_limit": 32,
+            "data.valid_limit": 15,  # odd: the ranks validate 8 and 7 samples
+            "data.batch_size": 4,
+            "data.eval_batch_size": 4,
+            "schedule.epochs": 2,
+            "run.out_dir": str(tmp_path),
+            "run.name": "ddp",
+            "run.loggers": loggers,
+            "run.mlflow_uri": uri,
+        },
+    )
+    save_config(cfg, tmp_path / "ddp.yaml")
+    proc = _torchrun(tmp_path, ["--config", str(tmp_path / "ddp.yaml")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ddp"
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2
+    events = _event_files(tmp_path)
+    assert events == _event_files(run / "tensorboard") and len(events) == 1, events  # rank 1 wrote nothing
+    acc = EventAccumulator(str(events[0]), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    rows = RunDir(run).read_metrics()
+    steps = [int(r["step"]) for r in rows]
+    assert len(rows) == 2 and steps[0] > 0
+    want = [scalar_tags(r) for r in rows]
+    for tag in sorted(set(want[0]) - {f"time/{k}" for k in ("epoch_seconds", "samples_per_second")}):
+        got = acc.Scalars(tag)
+        assert [e.step for e in got] == steps, tag
+        np.testing.assert_allclose([e.value for e in got], [w[tag] for w in want], rtol=1e-5, err_msg=tag)
+    assert [e.step for e in acc.Scalars("step/loss")] == list(range(1, steps[-1] + 1))  # each step once
+    assert [e.step for e in acc.Images("valid/confusion_matrix")] == steps
+
+    last = reliability_table(run, "valid", checkpoint="last")
+    assert len(last) == 15
+    logged = acc.Scalars("valid/confidence_primary")[-1].value
+    np.testing.assert_allclose(logged, last.frame.c_primary.mean(), rtol=1e-4)  # not rank 0's 8 samples alone
+
+    if has_mlflow:
+        from mlflow.tracking import MlflowClient
+
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # what the logger sets for file stores, in rank 0
+        client = MlflowClient(tracking_uri=uri)
+        [exp] = [e for e in client.search_experiments() if e.name == "fernb"]
+        [mlrun] = client.search_runs([exp.experiment_id])  # one MLflow run, not one per rank
+        hist = client.get_metric_history(mlrun.info.run_id, "valid/accuracy")
+        assert [m.step for m in hist] == steps
+        np.testing.assert_allclose([m.value for m in hist], [r["valid_accuracy"] for r in rows], rtol=1e-6)
+        assert mlrun.info.status == "FINISHED"

@@ -167,3 +167,35 @@ def test_a_run_resumed_with_loggers_turned_on_logs_from_there(tmp_path: Path):
     over = {"run.checkpoint_every_steps": 3, "run.resume": True, "run.loggers": ["tensorboard"]}
     res = _fit(tmp_path, **over)  # no run.allow_config_change needed: loggers change no result
     assert _steps(_events(res.run_dir / "tensorboard"), "step/loss") == list(range(7, 16))
+
+
+def test_validation_confidences_are_averaged_over_every_process():
+    """Under DDP each process validates a share of the samples: the logged mean is over all of them (the sums and
+    counts of every process are gathered), not over the main process's share."""
+    import torch
+    from torch import nn
+
+    class Out:
+        def __init__(self, c):
+            self.c = c
+
+        def extras(self):
+            return {"confidence_primary": self.c}
+
+    class Net(nn.Module):
+        def forward(self, x):
+            return Out(x)
+
+    shares = [torch.tensor([[0.2], [0.4]]), torch.tensor([[0.9]])]
+    means = []
+    for share in shares:
+        m = lg._ConfidenceMeans()
+        net = Net()
+        m.attach(net)
+        net(share)
+        means.append(m)
+    parts = np.empty(2, dtype=object)
+    parts[:] = [(m.sums, m.count) for m in means]
+    env = SimpleNamespace(distributed=True, all_gather_array=lambda arr: parts)
+    assert means[0].detach(env) == pytest.approx({"valid/confidence_primary": 0.5})
+    assert means[1].detach() == pytest.approx({"valid/confidence_primary": 0.9})  # one process: its own samples

@@ -16,8 +16,10 @@ rate, the mean validation confidences of models that output them (ARBEx's ``conf
   ``MLFLOW_ALLOW_FILE_STORE`` is set: fernb sets it for ``file:`` URIs (the file store still works; MLflow no longer
   develops it).
 
-Only the main process logs under DDP. A logger whose package is missing raises :class:`LoggerNotInstalledError`
-naming the package to install, before training starts.
+Only the main process logs under DDP: one set of event files, one MLflow run. The epoch rows are the reduced ones
+of ``metrics.csv``; the validation confidences are averaged over every process's share of the validation split; the
+step loss is the main process's own batch loss (its share of the global batch). A logger whose package is missing
+raises :class:`LoggerNotInstalledError` naming the package to install, before training starts.
 """
 
 from __future__ import annotations
@@ -163,12 +165,25 @@ class _ConfidenceMeans:
             n = len(v)
         self.count += n
 
-    def detach(self) -> dict[str, float]:
-        """Remove the hook; returns ``{"valid/<name>": mean}`` over what it saw."""
-        if self._handle is not None:
+    def detach(self, env: Any = None) -> dict[str, float]:
+        """Remove the hook; returns ``{"valid/<name>": mean}`` over what it saw, on every process.
+
+        Under DDP (``env.distributed``) each process validates its share of the samples, so the sums and counts of
+        all processes are gathered first: every process must call this after a validation (a collective call)."""
+        attached = self._handle is not None
+        if attached:
             self._handle.remove()
             self._handle = None
-        return {f"valid/{k}": s / self.count for k, s in self.sums.items()} if self.count else {}
+        sums, count = self.sums, self.count
+        if attached and env is not None and getattr(env, "distributed", False):
+            parts = np.empty(1, dtype=object)
+            parts[0] = (dict(sums), count)
+            sums, count = {}, 0
+            for part_sums, part_count in env.all_gather_array(parts):
+                for k, v in part_sums.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += part_count
+        return {f"valid/{k}": s / count for k, s in sums.items()} if count else {}
 
 
 class _RunLogger(Callback):
@@ -185,15 +200,15 @@ class _RunLogger(Callback):
             self.open(trainer)
 
     def on_validation_start(self, trainer: Trainer) -> None:
-        if self.active:
-            self._confidences.attach(trainer.model)
+        # every process, not only the main one: under DDP each validates a share of the samples (detach gathers them)
+        self._confidences.attach(trainer.model)
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.active:
             self.log_scalars({"step/loss": float(logs["loss"]), "step/lr": float(logs["lr"])}, int(logs["step"]))
 
     def on_epoch_end(self, metrics: dict[str, Any]) -> None:
-        confidences = self._confidences.detach()
+        confidences = self._confidences.detach(self.trainer.env if self.trainer is not None else None)
         if not self.active:
             return
         step = int(metrics["step"])
