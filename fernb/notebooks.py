@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import time
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from .engine.distributed import resolve_device
 from .engine.metrics import mean_std
 from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
 from .engine.rundir import RunDir
+from .errors import FernbError
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -41,6 +43,7 @@ __all__ = [
     "noise_grid_configs",
     "plan_jobs",
     "train_many",
+    "RunFailedError",
 ]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -232,9 +235,68 @@ def plan_jobs(jobs: int | str, pending: int, device: str = "auto") -> tuple[int,
     return n, max(1, cores // n)
 
 
+class RunFailedError(FernbError):
+    """A run of :func:`train_many` failed in its training process with one of fernb's own errors.
+
+    The message names the run and repeats the child's message, which says what to do. ``run`` is the run's name,
+    ``error_type`` the name of the child's error class (``"ConfigError"``, ``"DataRootError"``, ...),
+    ``child_message`` its message and ``child_traceback`` the child's traceback as text (the error object itself
+    stays in the child: not every error survives the trip between processes).
+    """
+
+    def __init__(self, run: str, error_type: str, child_message: str, child_traceback: str = ""):
+        self.run, self.error_type = run, error_type
+        self.child_message, self.child_traceback = child_message, child_traceback
+        super().__init__(f"run {run!r} failed in its training process: {error_type}: {child_message}")
+
+    def __reduce__(self):  # picklable with its fields, unlike an exception whose __init__ does not take its message
+        return type(self), (self.run, self.error_type, self.child_message, self.child_traceback)
+
+
+class _ChildFailure(Exception):
+    """An error in a :func:`train_many` process, as plain strings that cross back to the parent whatever the error
+    was (an error whose ``__init__`` needs more than its message, such as ``DataRootError``, does not unpickle)."""
+
+    def __init__(self, error_type: str, message: str, tb: str, fernb_error: bool):
+        super().__init__(error_type, message, tb, fernb_error)
+        self.error_type, self.message, self.tb, self.fernb_error = error_type, message, tb, fernb_error
+
+
 def _train_worker(cfg: TrainConfig, bootstrap: int, test: bool | str) -> float:
-    """One run of :func:`train_many` in its own process; returns its training seconds."""
-    return float(train_and_test(cfg, bootstrap=bootstrap, test=test)["train_seconds"] or 0.0)
+    """One run of :func:`train_many` in its own process; returns its training seconds.
+
+    Raises:
+        _ChildFailure: any error of the run, as its class name, message and traceback text.
+    """
+    try:
+        return float(train_and_test(cfg, bootstrap=bootstrap, test=test)["train_seconds"] or 0.0)
+    except Exception as exc:
+        raise _ChildFailure(type(exc).__name__, str(exc), traceback.format_exc(), isinstance(exc, FernbError)) from None
+
+
+class _ChildTraceback(Exception):
+    """The traceback text of a :func:`train_many` process, shown as the cause of the error the parent raises."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]) if self.args else ""
+
+
+def _run_failed(name: str, exc: BaseException) -> Exception:
+    """The error :func:`train_many` raises for run ``name`` whose process raised ``exc``, with the child's traceback
+    as its cause: a :class:`RunFailedError` for one of fernb's errors (the user can act on its message), else a
+    RuntimeError (a bug, or a process that died)."""
+    if not isinstance(exc, _ChildFailure):  # the process itself died (killed, out of memory): BrokenProcessPool
+        died = RuntimeError(f"run {name!r} failed in its training process: {type(exc).__name__}: {exc}")
+        died.__cause__ = exc
+        return died
+    err: Exception
+    if exc.fernb_error:
+        err = RunFailedError(name, exc.error_type, exc.message, exc.tb)
+    else:
+        err = RuntimeError(f"run {name!r} failed in its training process: {exc.error_type}: {exc.message}")
+        err.child_traceback = exc.tb  # type: ignore[attr-defined]
+    err.__cause__ = _ChildTraceback(exc.tb)
+    return err
 
 
 def train_many(
@@ -250,7 +312,11 @@ def train_many(
     or so on the synthetic test split).
 
     Raises:
-        RuntimeError: a run failed in its process; the message names the run and carries the error.
+        RunFailedError: a run failed in its process with one of fernb's errors (a :class:`~fernb.errors.FernbError`:
+            a bad config field, a missing data root, ...); the message names the run and carries the child's
+            message, ``error_type`` its class name and ``child_traceback`` its traceback.
+        RuntimeError: a run failed in its process with any other error (``child_traceback``: its traceback), or
+            the process died. Either error's cause shows the child's traceback.
     """
     folders: dict[Path, TrainConfig] = {}
     for c in cfgs:
@@ -272,7 +338,10 @@ def train_many(
                 try:
                     seconds = fut.result()
                 except Exception as exc:
-                    raise RuntimeError(f"run {name!r} failed in its training process: {exc}") from exc
+                    for waiting in futures:  # the runs not yet started; the running ones finish first
+                        waiting.cancel()
+                    err = _run_failed(name or "run", exc)
+                    raise err from err.__cause__  # the child's traceback
                 print(f"  {name}: trained in {seconds:.0f} s", flush=True)
     results = [train_and_test(c, bootstrap=bootstrap, test=test) for c in cfgs]
     trained = {id(c) for c in pending} if n > 1 else set()
