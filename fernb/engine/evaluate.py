@@ -27,6 +27,7 @@ from ..labels import LabelSpace, get_label_space, remap
 from ..models import get_pretrained_cfg, list_models, parse_variant
 from ..models._errors import CheckpointMismatchError
 from ..models._weights import load_checkpoint
+from .config import TrainConfig
 from .data import align_spec, build_test_dataset, run_transform, transform_method
 from .distributed import resolve_device
 from .factory import build_model, load_run
@@ -144,6 +145,48 @@ def score(
     return Scored(m, ds, arrays)
 
 
+def _score_under(
+    cfg: TrainConfig,
+    model: nn.Module,
+    ds: FERDataset,
+    model_space: LabelSpace,
+    *,
+    dataset: str,
+    source: Any,
+    checkpoint: str,
+    about: Mapping[str, Any],
+    restrict_predictions: bool,
+    batch_size: int | None,
+    bootstrap: int,
+    device: str,
+) -> Scored:
+    """:func:`score` under ``cfg``'s evaluation settings (batch size unless given, sample order), its metrics then
+    told what was scored: ``dataset``, ``source``, ``split``, ``checkpoint``, the caller's ``about`` fields,
+    ``class_names``, ``fingerprint`` and ``evaluated`` (the time). What :func:`evaluate` and
+    :func:`evaluate_checkpoint` share."""
+    scored = score(
+        model,
+        ds,
+        model_space,
+        restrict_predictions=restrict_predictions,
+        batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
+        bootstrap=bootstrap,
+        device=device,
+        order=cfg.data.eval_order,
+    )
+    scored.metrics.update(
+        dataset=dataset,
+        source=source,
+        split=scored.dataset.split,
+        checkpoint=checkpoint,
+        **about,
+        class_names=list(scored.dataset.label_space.names),
+        fingerprint=scored.dataset.fingerprint(),
+        evaluated=now_iso(),
+    )
+    return scored
+
+
 def _eval_tag(dataset: str, split: str, checkpoint: str) -> str:
     return f"{dataset}-{split}-{checkpoint}".replace("/", "_")
 
@@ -195,29 +238,23 @@ def evaluate(
         source = data.name
     else:
         ds, source = build_test_dataset(cfg, split, dataset=dataset, root=root, options=options)
-    scored = score(
+    name = dataset or (data.name if data is not None else cfg.data.dataset)
+    scored = _score_under(
+        cfg,
         model,
         ds,
         model_space,
-        restrict_predictions=restrict_predictions,
-        batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
-        bootstrap=bootstrap,
-        device=device,
-        order=cfg.data.eval_order,
-    )
-    m, ds = scored.metrics, scored.dataset
-    name = dataset or (data.name if data is not None else cfg.data.dataset)
-    is_test = data is None and dataset is None and split in ("test", cfg.data.test_split)
-    m.update(
         dataset=name,
         source=source,
-        split=ds.split,
         checkpoint=checkpoint,
-        checkpoint_epoch=meta.get("epoch"),
-        class_names=list(ds.label_space.names),
-        fingerprint=ds.fingerprint(),
-        evaluated=now_iso(),
+        about={"checkpoint_epoch": meta.get("epoch")},
+        restrict_predictions=restrict_predictions,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        device=device,
     )
+    m, ds = scored.metrics, scored.dataset
+    is_test = data is None and dataset is None and split in ("test", cfg.data.test_split)
     faces = align_summary(ds)
     if faces is not None:
         m["align"] = faces  # how many of the scored images had a face (data.align)
@@ -357,29 +394,24 @@ def evaluate_checkpoint(
             ) from None
     net.to(resolve_device(device)).eval()
     ds, source = build_test_dataset(cfg, split)
-    scored = score(
+    about = {
+        "model": model,
+        "preset": preset,
+        "img_size": cfg.data.img_size,
+        "transform": transform_method(cfg),
+        "weights": {"loaded": len(report.loaded), "converted_from": report.converted_from, "dropped": report.dropped},
+    }
+    return _score_under(
+        cfg,
         net,
         ds,
         model_space,
-        restrict_predictions=restrict_predictions,
-        batch_size=batch_size or cfg.data.eval_batch_size or cfg.data.batch_size,
-        bootstrap=bootstrap,
-        device=device,
-        order=cfg.data.eval_order,
-    )
-    m, ds = scored.metrics, scored.dataset
-    m.update(
         dataset=cfg.data.dataset,
         source=source,
-        split=ds.split,
         checkpoint=str(path),
-        model=model,
-        preset=preset,
-        img_size=cfg.data.img_size,
-        transform=transform_method(cfg),
-        weights={"loaded": len(report.loaded), "converted_from": report.converted_from, "dropped": report.dropped},
-        class_names=list(ds.label_space.names),
-        fingerprint=ds.fingerprint(),
-        evaluated=now_iso(),
-    )
-    return m
+        about=about,
+        restrict_predictions=restrict_predictions,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        device=device,
+    ).metrics
