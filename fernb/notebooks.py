@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import multiprocessing
 import os
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data.errors import DataRootError
+from .data import dataset_info, load_dataset
+from .data.base import resolve_root
+from .data.errors import DataRootError, FernbDataError
 from .engine import TrainConfig, apply_overrides, config_from_preset, config_to_dict, evaluate, fit
 from .engine.data import build_test_dataset
 from .engine.distributed import resolve_device
@@ -44,6 +47,8 @@ __all__ = [
     "plan_jobs",
     "train_many",
     "RunFailedError",
+    "fit_splits_to_data",
+    "protocol_note",
 ]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -349,13 +354,90 @@ def train_many(
 
 
 def _has_test_split(cfg: TrainConfig) -> bool:
-    """False when the dataset's folder exists but has no test split (the shared FER+ subset: train and valid only);
-    True otherwise (a missing folder is left to the run, which falls back or explains)."""
+    """False when the dataset's folder exists but has no test split (a folder with a train split only; the shared
+    FER+ subset's valid split is its test split, :func:`fit_splits_to_data`); True otherwise (a missing folder is
+    left to the run, which falls back or explains)."""
     try:
         build_test_dataset(cfg, "test")
     except DataRootError as exc:
         return not (exc.root is not None and Path(exc.root).is_dir())
     return True
+
+
+def _split_present(cfg: TrainConfig, split: str) -> bool | None:
+    """Whether the data folder of ``cfg`` holds ``split``, as its reader reports it: a split outside the reader's
+    registered splits is never there, and a reader names a split missing from a folder that exists with a
+    DataRootError. None when the folder itself is missing (the run falls back to other data, or explains)."""
+    d = cfg.data
+    info = dataset_info(d.dataset)
+    if info.splits and split not in info.splits:
+        return False
+    if info.name == "synthetic":  # generated, every registered split
+        return True
+    try:
+        root = resolve_root(info, d.root)
+    except DataRootError:
+        return None
+    return _folder_has_split(info.name, str(root), split, json.dumps(d.options, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_has_split(dataset: str, root: str, split: str, options: str) -> bool:
+    """:func:`_split_present` for a folder that exists (cached: every config of a notebook asks)."""
+    try:
+        load_dataset(dataset, root, split, **json.loads(options))
+    except DataRootError:
+        return False
+    except FernbDataError:  # the split is there but cannot be read: the run says why
+        return True
+    return True
+
+
+def fit_splits_to_data(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its splits fitted to a data folder that lacks the test split, so that models are still selected
+    on data the test figure never sees.
+
+    With the published splits present (or the folder missing, or cross-validation) ``cfg`` is returned as it is.
+    Without ``data.test_split`` (the shared FER+ subset: a train subset and the valid split, no test split) the model
+    is selected on a seeded holdout of the training split (``data.valid_split=None``, ``data.valid_fraction`` of it,
+    drawn with the run seed) and the published validation split becomes the test split (``data.test_split``), read
+    once at the end by :func:`fernb.engine.evaluate`. A folder with neither keeps the holdout and has no test figure.
+    The splits present are what the dataset's reader reports (:func:`_split_present`), not a list of datasets.
+    """
+    d = cfg.data
+    if d.folds or _split_present(cfg, d.test_split) is not False:
+        return cfg
+    changes: dict[str, Any] = {"data.valid_split": None}
+    if d.valid_split is not None and _split_present(cfg, d.valid_split):
+        changes["data.test_split"] = d.valid_split
+    return apply_overrides(cfg, changes)
+
+
+def protocol_note(cfg: TrainConfig) -> str:
+    """One line for a results table's header: where a run selects its model and which split gives its test figure,
+    e.g. ``"model selection on a seeded 10 % holdout of 'train'; test figure on the 'valid' split, read once at the
+    end (this ferplus folder has no 'test' split: its 'valid' split stands in for it, and nothing selects on it)"``.
+    """
+    d = cfg.data
+    if d.folds:
+        return (
+            f"subject-independent {d.folds}-fold cross-validation of {d.fold_split!r}: fold {d.fold} gives the test "
+            "figure, the next fold selects the model"
+        )
+    select = (
+        f"the {d.valid_split!r} split"
+        if d.valid_split is not None
+        else f"a seeded {100 * d.valid_fraction:g} % holdout of {d.train_split!r}"
+    )
+    if _split_present(cfg, d.test_split) is False:
+        return f"model selection on {select}; no test figure (this {d.dataset} folder has no {d.test_split!r} split)"
+    note = f"model selection on {select}; test figure on the {d.test_split!r} split, read once at the end"
+    if d.test_split != "test" and _split_present(cfg, "test") is False:
+        note += (
+            f" (this {d.dataset} folder has no 'test' split: its {d.test_split!r} split stands in for it, and nothing "
+            "selects on it)"
+        )
+    return note
 
 
 def _with_overwrite(cfg: TrainConfig) -> TrainConfig:
@@ -441,6 +523,9 @@ def method_config(
 
     The run is named ``<method>-<dataset>-s<seed>`` (then ``-<noise_tag>`` with label noise, and ``-smoke`` in smoke
     mode) under ``runs``, so that a noisy run never overwrites the clean one.
+
+    A data folder without the test split (the shared FER+ subset) gets the protocol of :func:`fit_splits_to_data`:
+    selection on a seeded holdout of train, the published validation split as the test split.
     """
     noise = _effective_noise(label_noise)
     recipe = pick_recipe(recipe, device)
@@ -454,7 +539,7 @@ def method_config(
     if model_kwargs:
         base = budget_overrides(method, dataset)["model.kwargs"] if recipe == "budget" else {}
         kwargs = merge_model_kwargs(base, model_kwargs)
-    return notebook_config(
+    cfg = notebook_config(
         f"{method}/{dataset}" + ("@budget" if recipe == "budget" else ""),
         smoke,
         data__root=root,
@@ -477,6 +562,7 @@ def method_config(
         + (f"-{noise_tag(noise)}" if noise else "")
         + ("-smoke" if smoke else ""),
     )
+    return fit_splits_to_data(cfg)
 
 
 def _effective_noise(label_noise: Mapping[str, Any] | None) -> dict[str, Any] | None:
