@@ -334,7 +334,10 @@ def build_datasets(
         if d.valid_split is None:
             tr, va = _holdout(train, d.valid_fraction, seed)
             train, valid = train.subset(tr), train.subset(va, split="holdout")
-            notes.append(f"validation = {len(va)} samples held out of {d.train_split!r} (no validation split)")
+            notes.append(
+                f"validation = {len(va)} samples held out of {d.train_split!r} (data.valid_split is null; "
+                f"{d.valid_fraction:.0%} seeded holdout)"
+            )
         else:
             if d.valid_split == d.test_split:
                 raise ValueError(
