@@ -1,6 +1,8 @@
 """The explorers in a real browser: JupyterLab + Debian's headless Chromium, driven by Playwright. Notebook 05 runs
 and its embedding map is used: a control re-draws it, a hover shows a face, a click and a lasso select samples in the
-kernel; 06 and 07 run top to bottom without an error and show their figures.
+kernel; 06 and 07 run top to bottom without an error and show their figures; in 06 another CAM method is chosen in
+the Grad-CAM explorer and the displayed maps change; in 07 a point of the reliability map is hovered (its face and
+labels), clicked (the kernel shows that sample's distributions) and lassoed (the kernel lists the selection).
 
 Skipped with a message where Chromium or Playwright is missing; ``.ci/run`` installs Chromium and sets
 ``FERNB_REQUIRE_BROWSER=1``, which turns that skip into a failure so that CI cannot pass without running it.
@@ -8,12 +10,15 @@ Skipped with a message where Chromium or Playwright is missing; ``.ci/run`` inst
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from browser import LabServer, cell_errors, missing_requirements, open_lab, open_page, run_all_cells, wait_idle
 
@@ -210,16 +215,119 @@ def test_embedding_map_redraws_5000_points_in_the_browser(browser_ready):
     REPORT.append(f"map of 5,000 points drawn in {first:.1f} ms; re-drawn (colouring) in {max(times):.1f} ms at most")
 
 
+def _png(src: str) -> np.ndarray:
+    """The pixels of a ``data:image/png;base64`` image source."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"), dtype=np.int16)
+
+
+def _choose_cam_method(page) -> str:
+    """06's Grad-CAM explorer: choose another CAM method; the figure it shows must change (its maps, not only the
+    title: the image below the title strip is compared)."""
+    explorer = page.locator(".widget-vbox", has=page.locator("label", has_text="CAM")).first
+    explorer.scroll_into_view_if_needed()
+    select = explorer.locator(".widget-dropdown", has=page.locator("label", has_text="CAM")).locator("select")
+    image = explorer.locator(".jp-OutputArea-output img").first
+    image.wait_for(timeout=30_000)
+    before = image.get_attribute("src") or ""
+    options = select.locator("option").all_inner_texts()
+    current = select.evaluate("s => s.selectedIndex")
+    pick = next(
+        (k for k, t in enumerate(options) if k != current and "Eigen" in t),
+        next(k for k, t in enumerate(options) if k != current and "Score" not in t),
+    )
+    explorer.screenshot(path=str(SHOTS / "06_cam_before.png"))
+    t0 = time.perf_counter()
+    select.select_option(index=pick)
+    # the Output widget replaces its image element: look it up again until its source differs
+    page.wait_for_function(
+        """([box, old]) => {
+            const img = box.querySelector('.jp-OutputArea-output img');
+            return img !== null && img.getAttribute('src') !== old;
+        }""",
+        arg=[explorer.element_handle(), before],
+        timeout=120_000,
+    )
+    seconds = time.perf_counter() - t0
+    after = explorer.locator(".jp-OutputArea-output img").first.get_attribute("src") or ""
+    explorer.screenshot(path=str(SHOTS / "06_cam_after.png"))
+    assert options[pick] in explorer.inner_text(), "the explorer does not name the chosen CAM method"
+    a, b = _png(before), _png(after)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    top = a.shape[0] // 6  # the title strip names the method: leave it out
+    change = float(np.abs(a[top:] - b[top:]).mean())
+    assert change > 1.0, f"the maps did not change with the CAM method (mean pixel change {change:.2f})"
+    return f"CAM method {options[current]} -> {options[pick]}: new maps shown after {seconds:.1f} s"
+
+
+def _use_reliability_map(page) -> str:
+    """07's reliability map: hover a point (face, labels, predictions, confidences), click it (the kernel shows its
+    per-branch distributions beside the map and steps the figure to it), lasso a region (the kernel lists it)."""
+    map_ = page.locator(".fernb-map").first
+    map_.wait_for(timeout=30_000)
+    map_.scroll_into_view_if_needed()
+    page.wait_for_function("m => Number(m.dataset.draws) > 0", arg=map_.element_handle(), timeout=30_000)
+    explorer = page.locator(".widget-vbox", has=map_).first
+    n = map_.evaluate("m => m.fernbCount()")
+    assert n >= 20, f"the map shows {n} points"
+    points = [map_.evaluate(f"m => m.fernbScreen({i})") for i in range(n)]
+    page.mouse.move(points[n // 3]["x"], points[n // 3]["y"])
+    tip = map_.locator(".fernb-map-tip")
+    tip.wait_for(state="visible", timeout=10_000)
+    row = int(tip.get_attribute("data-index"))
+    text = tip.inner_text()
+    assert all(word in text for word in ("given:", "primary:", "corrected:", "c_p", "c_g", "c_a")), text
+    assert (tip.locator("img").get_attribute("src") or "").startswith("data:image/"), "no face in the tooltip"
+    sample = int(text.split()[0].lstrip("#"))
+    page.screenshot(path=str(SHOTS / "07_hover.png"), full_page=True)
+
+    t0 = time.perf_counter()
+    page.mouse.click(points[row]["x"], points[row]["y"])
+    panel = explorer.locator(f".fernb-rel-sample[data-sample='{sample}']")
+    panel.wait_for(timeout=20_000)
+    clicked = time.perf_counter() - t0
+    assert all(b in panel.inner_text() for b in ("primary", "anchor", "attention", "corrected"))
+    assert panel.locator("img").count() == 1, "no face beside the distributions"
+    explorer.locator(".widget-html", has_text=f"showing split position {sample} ").first.wait_for(timeout=20_000)
+    page.screenshot(path=str(SHOTS / "07_click.png"), full_page=True)
+
+    box = map_.locator("canvas.fernb-map-overlay").bounding_box()
+    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 4, box["height"] / 4
+    poly = [
+        (float(round(cx + u * rx)), float(round(cy + v * ry))) for u, v in [(-1, -1), (1, -0.7), (0.9, 1), (-1, 0.9)]
+    ]
+    inside = [j for j, p in enumerate(points) if _inside(p["x"], p["y"], poly)]
+    assert inside, "no point inside the lasso"
+    page.mouse.move(*poly[0])
+    page.mouse.down()
+    for x, y in poly[1:] + poly[:1]:
+        page.mouse.move(x, y)
+    page.mouse.up()
+    table = explorer.locator(f"table.fernb-selection[data-count='{len(inside)}']")
+    table.wait_for(timeout=20_000)
+    assert table.locator("img").count() == min(len(inside), 60), "the selection table lacks the faces"
+    page.screenshot(path=str(SHOTS / "07_lasso.png"), full_page=True)
+    return f"reliability map of {n} points: hover, click (panel after {clicked:.2f} s) and a lasso of {len(inside)}"
+
+
+INTERACTIONS = {"06": _choose_cam_method, "07": _use_reliability_map}
+
+
 @pytest.mark.parametrize("name", EXPLORERS[1:])
 def test_explorer_notebook_runs_in_jupyterlab(lab, name: str):
+    """06 and 07 run top to bottom in JupyterLab without an error and show their figures; then their explorers are
+    used (:data:`INTERACTIONS`)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with open_lab(lab, name) as page:
         t0 = time.perf_counter()
         run_all_cells(page)
-        page.locator(".widget-vbox img, .widget-hbox img").first.wait_for(timeout=300_000)
+        page.locator(".widget-vbox img:visible, .widget-hbox img:visible").first.wait_for(timeout=300_000)
         wait_idle(page, timeout_s=300)
+        ran = time.perf_counter() - t0
         errors = cell_errors(page)
         page.screenshot(path=str(SHOTS / f"{name[:2]}.png"), full_page=True)
         assert not errors, f"{name}: cells raised in JupyterLab:\n{errors[0]}"
         assert page.locator(".jp-OutputArea-output img").count() >= 2, "no figures rendered"
-    REPORT.append(f"{name[:2]} ran in {time.perf_counter() - t0:.1f} s in JupyterLab")
+        used = INTERACTIONS[name[:2]](page)
+    REPORT.append(f"{name[:2]} ran in {ran:.1f} s in JupyterLab; {used}")

@@ -26,9 +26,12 @@ from fernb.viz.reliability import (
     plot_confidence_scatter,
     plot_divergence_by_class,
     plot_noise_report,
+    plot_reliability_map,
     plot_reliability_sample,
+    reliability_groups,
 )
 from fernb.widgets.reliability import reliability_explorer
+from fernb.widgets.scatter import ScatterMap
 
 CLASSES = ["a", "b", "c"]
 
@@ -285,8 +288,10 @@ def test_sample_panel_is_a_figure(truth, reference, image):
         lambda t: plot_noise_report(t.noise_report()),
         lambda t: plot_noise_report(t.noise_report(), accuracy_table({"a": t, "b": t})),
         lambda t: plot_divergence_by_class(t.divergence_by_class(("primary", "anchor", "corrected"))),
+        lambda t: plot_reliability_map(t.frame),
+        lambda t: plot_reliability_map(t.frame, "c_primary", "gain", colour="given"),
     ],
-    ids=["scatter", "scatter-hue", "noise", "noise-accuracy", "divergence"],
+    ids=["scatter", "scatter-hue", "noise", "noise-accuracy", "divergence", "map", "map-given"],
 )
 def test_summary_plots_are_figures(make):
     assert isinstance(make(_fake_table()), Figure)
@@ -332,3 +337,103 @@ def test_explorer_offers_only_known_filters():
     assert "noisy" not in state.filters
     with pytest.raises(ValueError, match="unknown filter"):
         state.set_filter("noisy")
+
+
+# -- the explorer's map -----------------------------------------------------------------------------------------------
+def _map(widget) -> ScatterMap:
+    return next(c for c in _walk(widget) if isinstance(c, ScatterMap))
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+@pytest.mark.parametrize("truth", [True, False])
+@pytest.mark.parametrize("colour", ["auto", "outcome", "changed", "flagged", "given", "corrected"])
+def test_map_groups_put_every_sample_in_one_group(truth, colour):
+    t = _fake_table(n=50, truth=truth)
+    if colour == "outcome" and not truth:
+        with pytest.raises(ValueError, match="is_noisy"):
+            reliability_groups(t.frame, colour)
+        return
+    groups = reliability_groups(t.frame, colour)
+    counts = np.sum([m for _, m, _ in groups], axis=0)
+    assert (counts == 1).all() and all(m.any() for _, m, _ in groups)
+    if colour == "auto":
+        assert {n for n, _, _ in groups} <= (
+            {"clean, kept", "clean, broken", "flipped, repaired", "flipped, flagged (wrong class)", "flipped, missed"}
+            if truth
+            else {"changed", "unchanged"}
+        )
+
+
+def test_map_draws_one_point_per_sample_at_its_columns():
+    t = _fake_table(n=40)
+    widget, state = reliability_explorer(t, x="c_primary", y="p_given")
+    m = _map(widget)
+    assert len(m.x) == len(m.tips) == len(m.thumbs) == 40
+    np.testing.assert_allclose(m.x, t.frame.c_primary.to_numpy())
+    np.testing.assert_allclose(m.y, t.frame.p_given.to_numpy())
+    assert m.ring == t.frame.changed.tolist() and m.xlabel and m.ylabel and m.aspect == "free"
+    assert m.bounds == pytest.approx(
+        [t.frame.c_primary.min(), t.frame.c_primary.max(), *t.frame.p_given.agg(["min", "max"])]
+    )
+    noisy = int(np.flatnonzero(t.frame.is_noisy.to_numpy())[0])
+    tip = m.tips[noisy]
+    row = t.frame.iloc[noisy]
+    assert all(f"{k}: {row[k]}" in tip for k in ("given", "true", "primary", "corrected")) and "(flipped)" in tip
+    state.set_axes(y="c_attention")
+    np.testing.assert_allclose(m.y, t.frame.c_attention.to_numpy())
+    before = list(m.colours)
+    state.set_colour("given")
+    assert m.colours != before and len(set(m.colours)) == t.frame.given.nunique()
+    with pytest.raises(ValueError, match="unknown map column"):
+        state.set_axes(x="nope")
+
+
+def test_map_click_shows_the_sample_and_stepping_moves_the_map():
+    t = _fake_table(n=40)
+    t.frame["flagged"] = np.arange(40) % 2 == 0
+    widget, state = reliability_explorer(t, filter="flagged")
+    m = _map(widget)
+    m.selected = 7  # a click on a sample the filter hides: the filter opens to "all"
+    assert state.index == 7 and state.filter == "all" and isinstance(state.figure, Figure)
+    panel = next(c for c in _walk(widget) if "fernb-rel-sample" in str(getattr(c, "value", "")))
+    assert "data-sample='7'" in panel.value and panel.value.count("<tr>") == 1 + 3  # head + one row per class
+    state.next()
+    assert m.selected == 8 and "data-sample='8'" in panel.value
+    m.selected = -1  # a click beside every point keeps the shown sample
+    assert state.index == 8 and m.selected == 8
+
+
+def test_map_lasso_selection_comes_back_to_python():
+    t = _fake_table(n=40)
+    widget, state = reliability_explorer(t)
+    m = _map(widget)
+    m.selection = [3, 1, 5]  # what the browser sends after a lasso
+    assert state.selection == widget.selection == (1, 3, 5)
+    assert list(widget.selection_frame().index) == [1, 3, 5]
+    table = next(c for c in _walk(widget) if "fernb-selection" in str(getattr(c, "value", "")))
+    assert "data-count='3'" in table.value
+    state.set_selection([])
+    assert m.selection == []
+
+
+def test_map_limit_draws_a_sorted_subset_and_keeps_clicks_on_split_positions():
+    t = _fake_table(n=60)
+    t.frame.index = t.frame.index + 100  # split positions that are not rows
+    widget, state = reliability_explorer(t, map_limit=25)
+    m = _map(widget)
+    assert len(m.x) == 25 and (np.diff(state.map_index) > 0).all() and set(state.map_index) <= set(t.frame.index)
+    m.selected = 4
+    assert state.index == state.map_index[4]
+    m.selection = [0, 2]
+    assert state.selection == (state.map_index[0], state.map_index[2])
+
+
+def test_explorer_shows_a_png_of_its_map_where_no_widget_runs():
+    widget, _ = reliability_explorer(_fake_table(truth=False))
+    bundle = widget._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["image/png"]

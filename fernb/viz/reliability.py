@@ -12,7 +12,15 @@ from matplotlib.figure import Figure
 
 from ..explore.reliability import ReliabilitySample
 
-__all__ = ["plot_reliability_sample", "plot_confidence_scatter", "plot_noise_report", "plot_divergence_by_class"]
+__all__ = [
+    "MAP_COLOURINGS",
+    "plot_reliability_sample",
+    "plot_confidence_scatter",
+    "plot_reliability_map",
+    "plot_noise_report",
+    "plot_divergence_by_class",
+    "reliability_groups",
+]
 
 _COLORS = {
     "primary": "tab:blue",
@@ -166,6 +174,98 @@ def plot_confidence_scatter(
         ax.legend(fontsize=7, frameon=False)
         _clean(ax)
     fig.suptitle(title or "Confidences (1 - normalised entropy)", fontsize=10)
+    return fig
+
+
+# how the reliability map colours its points: name -> what it needs in the frame
+MAP_COLOURINGS: dict[str, str] = {
+    "outcome": "is_noisy",  # flipped or clean label x what the correction made of it (needs the true labels)
+    "changed": "changed",  # the correction changed the prediction
+    "flagged": "flagged",  # the corrected label differs from the given one
+    "given": "given",  # the given label's class
+    "corrected": "corrected",  # the corrected label's class
+}
+# outcome groups, drawn in this order (the rare, telling ones last, on top)
+_OUTCOMES = (
+    ("clean, kept", "#9ab8d8"),
+    ("flipped, missed", "#8c6bb1"),
+    ("flipped, flagged (wrong class)", "#f28e2b"),
+    ("clean, broken", "#d62728"),
+    ("flipped, repaired", "#2ca02c"),
+)
+
+
+def _class_colour(k: int) -> str:
+    from matplotlib import colormaps
+
+    r, g, b, _ = colormaps["tab10"](k % 10)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def reliability_groups(frame: pd.DataFrame, colour: str = "auto") -> list[tuple[str, np.ndarray, str]]:
+    """The samples of a reliability frame split into coloured groups: ``[(name, (N,) bool mask, "#rrggbb"), ...]``,
+    every sample in exactly one group, empty groups left out.
+
+    Args:
+        frame: a :class:`~fernb.explore.reliability.ReliabilityTable` frame.
+        colour: a key of :data:`MAP_COLOURINGS`, or ``"auto"``: ``outcome`` when the true labels are known, else
+            ``changed``. ``outcome`` splits the clean labels into kept / broken (flagged) and the flipped ones into
+            repaired (corrected to the true label), flagged to a wrong class, and missed (corrected label = given).
+    """
+    if colour == "auto":
+        colour = "outcome" if "is_noisy" in frame.columns else "changed"
+    if colour not in MAP_COLOURINGS:
+        raise ValueError(f"unknown colouring {colour!r}; choose from {['auto', *MAP_COLOURINGS]}")
+    need = MAP_COLOURINGS[colour]
+    if need not in frame.columns:
+        raise ValueError(f"colouring {colour!r} needs the column {need!r}, which this table lacks (no true labels?)")
+    if colour == "outcome":
+        noisy = frame["is_noisy"].to_numpy(dtype=bool)
+        flagged = frame["flagged"].to_numpy(dtype=bool)
+        repaired = frame["repaired"].to_numpy(dtype=bool)
+        masks = [~noisy & ~flagged, noisy & ~flagged, noisy & flagged & ~repaired, ~noisy & flagged, repaired]
+        groups = [(name, m, c) for (name, c), m in zip(_OUTCOMES, masks, strict=True)]
+    elif colour in ("changed", "flagged"):
+        v = frame[colour].to_numpy(dtype=bool)
+        no, yes = _HUE_NAMES[colour]
+        groups = [(no, ~v, "#9ab8d8"), (yes, v, "#d62728")]
+    else:
+        codes = frame[colour].cat.codes.to_numpy()
+        names = list(frame[colour].cat.categories)
+        groups = [(f"{colour} {n}", codes == k, _class_colour(k)) for k, n in enumerate(names)]
+    return [(name, m, c) for name, m, c in groups if m.any()]
+
+
+def plot_reliability_map(
+    frame: pd.DataFrame,
+    x: str = "c_anchor",
+    y: str = "c_attention",
+    colour: str = "auto",
+    title: str | None = None,
+    ring: str | None = "changed",
+) -> Figure:
+    """One dot per sample at two columns of a reliability frame, coloured by :func:`reliability_groups`, the
+    samples whose prediction the correction changed ringed: the static twin of the reliability explorer's map.
+
+    Args:
+        frame: a :class:`~fernb.explore.reliability.ReliabilityTable` frame.
+        x, y: numeric columns (confidences ``c_*``, ``gain``, ``p_given``, ...).
+        colour: see :func:`reliability_groups`. ring: a boolean column whose samples are ringed (None: none).
+    """
+    fig = Figure(figsize=(5.6, 4.4), layout="constrained")
+    ax = fig.subplots()
+    xs, ys = frame[x].to_numpy(dtype=float), frame[y].to_numpy(dtype=float)
+    for name, m, c in reliability_groups(frame, colour):
+        ax.scatter(xs[m], ys[m], s=12, color=c, alpha=0.85, label=f"{name} ({int(m.sum())})", edgecolors="none")
+    if ring is not None and ring in frame.columns:
+        r = frame[ring].to_numpy(dtype=bool)
+        if r.any():
+            ax.scatter(xs[r], ys[r], s=40, facecolors="none", edgecolors="black", lw=0.6, label=f"{ring} ({r.sum()})")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    _clean(ax)
+    ax.set_title(title or f"{len(frame)} samples: {y} against {x}", fontsize=10)
     return fig
 
 

@@ -1,6 +1,8 @@
 // fernb's interactive scatter map (an anywidget front end; no dependencies, nothing fetched).
 // Canvas layers: the points (re-drawn when the model changes) and an overlay (hover, links, selection, lasso).
 // Hover shows a tooltip with the face; a click sets `selected`; a drag (lasso or box) sets `selection`.
+// With `xlabel` or `ylabel` set, the map is a plot: margins, a grid with ticks, axis names (`aspect` "free": the two
+// axes scaled apart, for columns of different ranges).
 
 const PAD = 0.05;
 const HIT_PX = 9;
@@ -20,6 +22,23 @@ function star(ctx, x, y, r) {
     ctx.lineTo(x + rr * Math.cos(a), y + rr * Math.sin(a));
   }
   ctx.closePath();
+}
+
+// about `n` round tick values covering [lo, hi]
+function ticks(lo, hi, n = 5) {
+  const span = hi - lo;
+  if (!(span > 0)) return [lo];
+  const raw = span / n;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((v) => span / v <= n) || 10 * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  return out;
+}
+
+function tickText(v, step) {
+  const digits = Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9)));
+  return v.toFixed(digits);
 }
 
 function inPolygon(px, py, poly) {
@@ -87,7 +106,15 @@ function render({ model, el: root }) {
     wrap.style.height = H + "px";
   }
 
-  // map coordinates -> pixels: equal aspect, the run's shared bounds (so checkpoints keep one frame)
+  const axesOn = () => Boolean(model.get("xlabel") || model.get("ylabel"));
+
+  // pixels kept free around the points: none for a map, room for ticks and axis names for a plot
+  function margins() {
+    return axesOn() ? { l: 46, r: 10, t: 8, b: 34 } : { l: 0, r: 0, t: 0, b: 0 };
+  }
+
+  // map coordinates -> pixels: equal aspect (unless `aspect` is "free"), the run's shared bounds (so checkpoints
+  // keep one frame)
   function frame() {
     let [x0, x1, y0, y1] = model.get("bounds");
     if (!(x1 > x0)) [x0, x1] = [x0 - 1, x0 + 1];
@@ -95,10 +122,62 @@ function render({ model, el: root }) {
     const px = (x1 - x0) * PAD;
     const py = (y1 - y0) * PAD;
     x0 -= px; x1 += px; y0 -= py; y1 += py;
-    const s = Math.min(W / (x1 - x0), H / (y1 - y0));
-    const ox = (W - s * (x1 - x0)) / 2 - s * x0;
-    const oy = (H - s * (y1 - y0)) / 2 + s * y1;
-    return { sx: (x) => ox + s * x, sy: (y) => oy - s * y };
+    const m = margins();
+    const w = W - m.l - m.r;
+    const h = H - m.t - m.b;
+    let kx = Math.min(w / (x1 - x0), h / (y1 - y0));
+    let ky = kx;
+    if (model.get("aspect") === "free") [kx, ky] = [w / (x1 - x0), h / (y1 - y0)];
+    const ox = m.l + (w - kx * (x1 - x0)) / 2 - kx * x0;
+    const oy = m.t + (h - ky * (y1 - y0)) / 2 + ky * y1;
+    return { sx: (x) => ox + kx * x, sy: (y) => oy - ky * y, ix: (p) => (p - ox) / kx, iy: (p) => (oy - p) / ky };
+  }
+
+  // a plot's grid, ticks and axis names (under the points)
+  function drawAxes(ctx, f) {
+    const m = margins();
+    const [left, right, top, bottom] = [m.l, W - m.r, m.t, H - m.b];
+    const xt = ticks(f.ix(left), f.ix(right));
+    const yt = ticks(f.iy(bottom), f.iy(top));
+    const xs = xt.length > 1 ? xt[1] - xt[0] : 1;
+    const ys = yt.length > 1 ? yt[1] - yt[0] : 1;
+    ctx.save();
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = "#ececec";
+    ctx.fillStyle = "#555";
+    ctx.font = "10px sans-serif";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    for (const v of xt) {
+      const x = Math.round(f.sx(v)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, bottom);
+      ctx.stroke();
+      ctx.fillText(tickText(v, xs), x, bottom + 3);
+    }
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (const v of yt) {
+      const y = Math.round(f.sy(v)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(left, y);
+      ctx.lineTo(right, y);
+      ctx.stroke();
+      ctx.fillText(tickText(v, ys), left - 4, y);
+    }
+    ctx.strokeStyle = "#999";
+    ctx.strokeRect(left + 0.5, top + 0.5, right - left - 1, bottom - top - 1);
+    ctx.fillStyle = "#222";
+    ctx.font = "11px sans-serif";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "bottom";
+    ctx.fillText(model.get("xlabel") || "", (left + right) / 2, H - 1);
+    ctx.translate(11, (top + bottom) / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textBaseline = "middle";
+    ctx.fillText(model.get("ylabel") || "", 0, 0);
+    ctx.restore();
   }
 
   function screen(i) {
@@ -111,6 +190,7 @@ function render({ model, el: root }) {
     const ctx = base.getContext("2d");
     ctx.clearRect(0, 0, W, H);
     const f = frame();
+    if (axesOn()) drawAxes(ctx, f);
     const colours = get("colours");
     const faded = get("faded");
     const ring = get("ring");
@@ -379,7 +459,9 @@ function render({ model, el: root }) {
   };
   model.on("change:x", onMove);
   model.on("change:y", onMove);
-  for (const k of ["colours", "faded", "ring", "anchors", "bounds", "title"]) model.on(`change:${k}`, redraw);
+  for (const k of ["colours", "faded", "ring", "anchors", "bounds", "title", "xlabel", "ylabel", "aspect"]) {
+    model.on(`change:${k}`, redraw);
+  }
   for (const k of ["selected", "selection", "links", "anchor_link"]) model.on(`change:${k}`, drawOverlay);
   model.on("change:mode", syncMode);
   model.on("change:width", () => (size(), redraw()));

@@ -36,7 +36,10 @@ class ScatterMap(anywidget.AnyWidget):
     per ``\\n``; ``thumbs`` face ``data:`` URIs (or ``""``); ``anchors`` ``{"x", "y", "colour", "text"}`` stars;
     ``bounds`` ``[x0, x1, y0, y1]``, the frame (shared by every checkpoint of a map, so the view does not jump);
     ``links`` rows joined to the selected point; ``anchor_link`` the anchor joined to it (-1: none); ``title``;
-    ``animate_ms`` how long a change of positions glides; ``width``, ``height`` in pixels.
+    ``animate_ms`` how long a change of positions glides; ``width``, ``height`` in pixels; ``xlabel``, ``ylabel``
+    axis names: when either is set the map is drawn as a plot, with margins, a grid, ticks and the names (default
+    ``""``: a bare map); ``aspect`` ``"equal"`` (one scale for both axes, a map's) or ``"free"`` (each axis fills the
+    frame, for columns of different ranges).
 
     Traits (browser -> kernel): ``selected`` the clicked row (-1: none); ``selection`` the rows in the last lasso or
     box; ``mode`` ``"lasso"`` or ``"box"`` (shift-drag draws a box in either); ``draw_ms`` the browser's latest
@@ -61,6 +64,9 @@ class ScatterMap(anywidget.AnyWidget):
     animate_ms = t.Int(450).tag(sync=True)
     width = t.Int(640).tag(sync=True)
     height = t.Int(480).tag(sync=True)
+    xlabel = t.Unicode("").tag(sync=True)
+    ylabel = t.Unicode("").tag(sync=True)
+    aspect = t.Unicode("equal").tag(sync=True)
     selected = t.Int(-1).tag(sync=True)
     selection = t.List(t.Int()).tag(sync=True)
     mode = t.Unicode("lasso").tag(sync=True)
