@@ -14,8 +14,15 @@ fernb in its default precision (``run.precision="auto"``: bf16 autocast on CPUs 
 forward, loss, backward, optimiser step (each method's published optimiser, the same for both sides); inference =
 eval-mode forward under ``torch.no_grad``. img/s = batch / median seconds.
 
+fernb's contenders update their weights the way fernb's engine does (``--optim-impl``, default ``auto``: torch's fused
+kernel where it has one, ``optim.impl``); the official side keeps its optimiser as its code builds it (torch's
+per-tensor loop on CPU). ``--compile`` adds a fourth contender, fernb fp32 through ``torch.compile``
+(``run.compile``), whose compilation warm-up (train: forward and backward graphs; inference: the eval graph) is
+reported in its own columns and never counted in its img/s.
+
     python benchmarks/bench_official.py --official /tmp/official
     python benchmarks/bench_official.py --official /tmp/official --methods poster_v2,arbex --batch 8 --repeats 5
+    python benchmarks/bench_official.py --official /tmp/official --compile --optim-impl fused --repeats 10
 
 What the official code needs to run on a CPU without its data and weight files is patched at import time, never in
 its files; every patch is printed with the method's rows.
@@ -47,7 +54,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fernb
+from fernb.engine.config import COMPILE_MODES
 from fernb.engine.fit import resolve_precision
+from fernb.engine.optim import resolve_impl
 from fernb.engine.predict import autocast_context, float_output
 from fernb.losses import StepInfo, create_loss
 from fernb.models._weights import load_checkpoint
@@ -133,6 +142,12 @@ class Row:
     max_abs_diff_default: float | None = None
     ref_scale: float | None = None  # max |official output| (train: |official loss|), to read the diffs against
     default_precision: str = ""
+    optim_impl: str = ""  # how fernb's contenders update (--optim-impl, resolved); the official side keeps its own
+    compile_mode: str = ""  # --compile: torch.compile's mode for the compiled contender ("" without it)
+    fernb_compiled_img_s: float | None = None  # fernb fp32 through torch.compile, after its warm-up
+    ratio_compiled: float | None = None
+    max_abs_diff_compiled: float | None = None
+    compile_warmup_s: float | None = None  # the first call's excess over the median call: the compilation
     skipped: str = ""
     patches: list[str] = field(default_factory=list)
 
@@ -443,6 +458,7 @@ class _Side:
     loss: Callable[[Tensor, Tensor], Tensor]
     precision: str
     channels_last: bool = False  # feed channels-last inputs (the model was moved there)
+    compiled: bool = False  # the model runs through torch.compile (its first calls compile)
 
     def context(self) -> contextlib.AbstractContextManager:
         return autocast_context(torch.device("cpu"), self.precision)
@@ -479,30 +495,69 @@ def _diff(a: Tensor | float, b: Tensor | float) -> float:
     return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().nan_to_num(float("inf")).max())
 
 
-def _fernb_side(method: Method, official: Official, precision: str, channels_last: bool) -> _Side:
-    """fernb's model with the official weights, its own loss and the official optimiser, at ``precision``."""
+def _with_impl(opt: torch.optim.Optimizer, params: list[nn.Parameter], impl: str) -> tuple[torch.optim.Optimizer, str]:
+    """``opt``'s class and hyper-parameters over ``params``, updating as ``impl`` says (``same``: ``opt`` itself, as
+    the official code builds it); returns the optimiser and the implementation it uses."""
+    if impl == "same":
+        fused, foreach = opt.defaults.get("fused"), opt.defaults.get("foreach")
+        return opt, "fused" if fused else "foreach" if foreach else "torch default"
+    impl = resolve_impl(impl, params)
+    kwargs = {**opt.defaults, "fused": impl == "fused", "foreach": impl == "foreach"}
+    return type(opt)(params, **kwargs), impl
+
+
+def _compiled(model: nn.Module, mode: str) -> nn.Module:
+    """``model`` through torch.compile as ``run.compile`` builds it (dynamic shapes, eager random numbers)."""
+    from torch._inductor import list_mode_options
+
+    return torch.compile(model, dynamic=True, options={**list_mode_options(mode), "fallback_random": True})
+
+
+def _fernb_side(
+    method: Method,
+    official: Official,
+    precision: str,
+    channels_last: bool,
+    optim_impl: str = "same",
+    compile_mode: str | None = None,
+) -> tuple[_Side, str]:
+    """fernb's model with the official weights, its own loss and the official optimiser (updating as ``optim_impl``
+    says), at ``precision``, compiled in ``compile_mode`` when given; and the optimiser's implementation."""
     model = _fernb_model(method, official)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    net = _compiled(model, compile_mode) if compile_mode else model
     loss = _fernb_loss(method)
 
     def infer(x: Tensor) -> Tensor:
-        return _fernb_compared(method, model(x))
+        return _fernb_compared(method, net(x))
 
     def step_loss(x: Tensor, y: Tensor) -> Tensor:
-        return loss(model(x), y)
+        return loss(net(x), y)
 
-    opt = official.optimizer([p for p in model.parameters() if p.requires_grad])
-    return _Side(model, opt, infer, step_loss, precision, channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, impl = _with_impl(official.optimizer(params), params, optim_impl)
+    return _Side(model, opt, infer, step_loss, precision, channels_last, compiled=compile_mode is not None), impl
 
 
 def measure(
-    method: Method, official: Official, batch: int, warmup: int, repeats: int, channels_last: bool = False
+    method: Method,
+    official: Official,
+    batch: int,
+    warmup: int,
+    repeats: int,
+    channels_last: bool = False,
+    optim_impl: str = "same",
+    compile_mode: str | None = None,
 ) -> list[Row]:
-    """Check the outputs, then time official / fernb fp32 / fernb default, alternating, for train and inference.
+    """Check the outputs, then time official / fernb fp32 / fernb default (/ fernb fp32 compiled), alternating, for
+    train and inference.
 
-    Each fernb contender has its own model copy and optimiser; ``channels_last`` puts the default-precision one (and
-    its inputs) in channels-last memory, as the budget recipe does (``run.channels_last``)."""
+    Each fernb contender has its own model copy and optimiser (``optim_impl``: how it updates; ``same``: as the
+    official code builds it); ``channels_last`` puts the default-precision one (and its inputs) in channels-last
+    memory, as the budget recipe does (``run.channels_last``); ``compile_mode`` adds an fp32 contender through
+    torch.compile, whose first call of each mode (the compilation) is timed on its own: ``compile_warmup_s`` is that
+    call's excess over the median call."""
     default = resolve_precision("auto", torch.device("cpu"))
     off = _Side(
         official.modules,
@@ -511,31 +566,58 @@ def measure(
         official.loss,
         "fp32",
     )
-    sides = [off, _fernb_side(method, official, "fp32", False), _fernb_side(method, official, default, channels_last)]
+    fp32, impl = _fernb_side(method, official, "fp32", False, optim_impl)
+    sides = [off, fp32, _fernb_side(method, official, default, channels_last, optim_impl)[0]]
+    if compile_mode:
+        sides.append(_fernb_side(method, official, "fp32", False, optim_impl, compile_mode)[0])
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, method.img_size, method.img_size, generator=gen)
     y = torch.randint(0, 7, (batch,), generator=gen)
 
     label = default + ("+channels_last" if channels_last else "")
-    rows = [Row(method.key, mode, batch, method.img_size, default_precision=label) for mode in ("train", "infer")]
+    rows = [
+        Row(method.key, mode, batch, method.img_size, default_precision=label, optim_impl=impl)
+        for mode in ("train", "infer")
+    ]
+    first: dict[tuple[int, str], float] = {}  # (side, mode) -> seconds of its first call (the compiled side's)
     ref = off.forward(x)
     rows[1].ref_scale = float(ref.abs().max())
-    rows[1].max_abs_diff_fp32, rows[1].max_abs_diff_default = (_diff(s.forward(x), ref) for s in sides[1:])
+    infer_diffs = []
+    for i, s in enumerate(sides[1:], 1):
+        t0 = time.perf_counter()
+        infer_diffs.append(_diff(s.forward(x), ref))
+        first[(i, "infer")] = time.perf_counter() - t0
+    rows[1].max_abs_diff_fp32, rows[1].max_abs_diff_default = infer_diffs[:2]
     ref_loss = off.first_loss(x, y)
     rows[0].ref_scale = abs(ref_loss)
-    rows[0].max_abs_diff_fp32, rows[0].max_abs_diff_default = (_diff(s.first_loss(x, y), ref_loss) for s in sides[1:])
+    train_diffs = [_diff(s.first_loss(x, y), ref_loss) for s in sides[1:]]
+    rows[0].max_abs_diff_fp32, rows[0].max_abs_diff_default = train_diffs[:2]
+    if compile_mode:
+        rows[0].max_abs_diff_compiled, rows[1].max_abs_diff_compiled = train_diffs[2], infer_diffs[2]
 
-    for row, run in ((rows[0], lambda s: s.train_step(x, y)), (rows[1], lambda s: s.forward(x))):
-        times: list[list[float]] = [[], [], []]
+    for row, mode, run in (
+        (rows[0], "train", lambda s: s.train_step(x, y)),
+        (rows[1], "infer", lambda s: s.forward(x)),
+    ):
+        times: list[list[float]] = [[] for _ in sides]
         for r in range(warmup + repeats):
             for i, side in enumerate(sides):
                 t0 = time.perf_counter()
                 run(side)
                 if r >= warmup:
                     times[i].append(time.perf_counter() - t0)
-        row.official_img_s, row.fernb_fp32_img_s, row.fernb_default_img_s = (_median_img_s(t, batch) for t in times)
+                elif r == 0 and mode == "train":
+                    first[(i, "train")] = time.perf_counter() - t0
+        row.official_img_s, row.fernb_fp32_img_s, row.fernb_default_img_s = (_median_img_s(t, batch) for t in times[:3])
         row.ratio_fp32 = row.fernb_fp32_img_s / row.official_img_s
         row.ratio_default = row.fernb_default_img_s / row.official_img_s
+        if compile_mode:
+            c = len(sides) - 1
+            row.compile_mode = compile_mode
+            row.fernb_compiled_img_s = _median_img_s(times[c], batch)
+            row.ratio_compiled = row.fernb_compiled_img_s / row.official_img_s
+            if (c, mode) in first:  # train: a --warmup 0 run has no untimed first call to read
+                row.compile_warmup_s = max(0.0, first[(c, mode)] - statistics.median(times[c]))
     return rows
 
 
@@ -558,22 +640,32 @@ def _f(v: float | None, spec: str) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    """The rows as a fixed-width table (ratios are fernb over official; > 1 is faster)."""
+    """The rows as a fixed-width table (ratios are fernb over official; > 1 is faster); with ``--compile``, the
+    compiled contender's img/s, ratio, warm-up seconds and difference too."""
+    compiled = any(r.compile_mode for r in rows)
     head = (
         f"{'method':<16} {'mode':<5} {'batch':>5} {'px':>4} {'official':>9} {'fernb fp32':>10} {'ratio':>6} "
         f"{'fernb dflt':>10} {'ratio':>6} {'diff fp32':>9} {'diff dflt':>9} {'scale':>7}"
     )
+    if compiled:
+        head += f" {'compiled':>9} {'ratio':>6} {'warm-up s':>9} {'diff comp':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.skipped:
             lines.append(f"{r.method:<16} {r.mode:<5} skipped: {r.skipped}")
             continue
-        lines.append(
+        line = (
             f"{r.method:<16} {r.mode:<5} {r.batch:>5} {r.img_size:>4} {_f(r.official_img_s, '9.2f')} "
             f"{_f(r.fernb_fp32_img_s, '10.2f')} {_f(r.ratio_fp32, '6.2f')} {_f(r.fernb_default_img_s, '10.2f')} "
             f"{_f(r.ratio_default, '6.2f')} {_f(r.max_abs_diff_fp32, '9.1e')} {_f(r.max_abs_diff_default, '9.1e')} "
             f"{_f(r.ref_scale, '7.2g')}"
         )
+        if compiled:
+            line += (
+                f" {_f(r.fernb_compiled_img_s, '9.2f')} {_f(r.ratio_compiled, '6.2f')} "
+                f"{_f(r.compile_warmup_s, '9.1f')} {_f(r.max_abs_diff_compiled, '9.1e')}"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -589,6 +681,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--channels-last", action="store_true", help="fernb's default-precision contender in channels-last memory"
     )
+    ap.add_argument(
+        "--optim-impl",
+        choices=("auto", "fused", "foreach", "loop", "same"),
+        default="auto",
+        help="how fernb's contenders update (optim.impl; default auto, as fernb trains); same: the official optimiser",
+    )
+    ap.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="add fernb fp32 through torch.compile (run.compile; MODE default: default); its warm-up is reported apart",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.methods.split(",") if k.strip()]
@@ -597,7 +704,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.repeats} repeats")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.repeats} repeats, "
+        f"fernb optimiser update {args.optim_impl}" + (f", torch.compile {args.compile}" if args.compile else "")
+    )
     rows: list[Row] = []
     for key in keys:
         method = METHODS[key]
@@ -605,7 +715,16 @@ def main(argv: list[str] | None = None) -> int:
         if not why:
             try:
                 official = OFFICIAL[key](args.official / method.repo)
-                new = measure(method, official, args.batch, args.warmup, args.repeats, args.channels_last)
+                new = measure(
+                    method,
+                    official,
+                    args.batch,
+                    args.warmup,
+                    args.repeats,
+                    args.channels_last,
+                    args.optim_impl,
+                    args.compile,
+                )
                 for r in new:
                     r.patches = official.patches
                 rows += new

@@ -204,6 +204,12 @@ class OptimConfig:
             ``param_groups(lr)`` method takes precedence.
         decay_norm_bias: apply ``weight_decay`` to every parameter; False exempts norms, biases and other 1-d
             parameters, and what the model's ``no_weight_decay()`` names (ARBEx's anchors), as timm does.
+        impl: how torch's Adam/AdamW/SGD update the weights: ``"fused"`` (one kernel over every tensor, on CPU and
+            CUDA), ``"foreach"`` (torch's multi-tensor ops), ``"loop"`` (one tensor at a time: torch's own CPU
+            choice, what runs trained before this field existed used) or ``"auto"`` (``fused`` where torch has it for
+            the optimiser and device, else torch's own choice; ``run.json`` records the choice as ``optimizer_impl``).
+            The same maths: another ``impl`` changes only the rounding, like another thread count, and each is
+            deterministic for a seed.
     """
 
     name: str = "adam"
@@ -219,6 +225,7 @@ class OptimConfig:
     clip_grad_norm: float | None = None
     lr_mult: dict[str, float] = field(default_factory=dict)
     decay_norm_bias: bool = True
+    impl: str = "auto"
 
 
 @dataclass
@@ -306,6 +313,9 @@ class ScheduleConfig:
         return [dataclasses.replace(s, epochs=e) for s, e in zip(self.stages, epochs)]
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""What ``run.compile`` may name besides true/false (torch.compile's modes)."""
+
 LOGGERS = ("tensorboard", "mlflow")
 """What ``run.loggers`` may name (:mod:`fernb.engine.loggers`)."""
 
@@ -341,6 +351,12 @@ class RunConfig:
         threads: torch intra-op threads (None: leave torch's setting).
         channels_last: keep the model and its inputs in channels-last memory (faster convolutions with oneDNN on
             CPUs; the budget recipes set it).
+        compile: train through ``torch.compile`` (False: eager). True or ``"default"``, ``"reduce-overhead"``,
+            ``"max-autotune"``, ``"max-autotune-no-cudagraphs"`` (torch's modes). Only the training forward and
+            backward are compiled, with dynamic shapes and torch's eager random numbers (dropout draws what it draws
+            eagerly), so a compiled run differs from an eager one by rounding only, like another thread count;
+            checkpoints hold the plain model's weights. The first steps pay the compilation: ``run.json`` records it
+            (``compile.warmup_seconds``). Needs a C++ compiler on CPUs (Triton on CUDA).
         ddp_find_unused_parameters: DDP option for models whose forward leaves some trainable parameters unused.
         loggers: logs that other tools read, besides ``metrics.csv``: any of ``"tensorboard"`` (``<run>/tensorboard``)
             and ``"mlflow"`` (:mod:`fernb.engine.loggers`; ``pip install 'fernb[logs]'``).
@@ -366,11 +382,23 @@ class RunConfig:
     time_budget_s: float | None = None
     threads: int | None = None
     channels_last: bool = False
+    compile: bool | str = False
     ddp_find_unused_parameters: bool = False
     loggers: list[str] = field(default_factory=list)
     mlflow_uri: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.compile, str):  # an override's text ("true", "off") or one of torch's modes
+            word = self.compile.strip().lower()
+            flags = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
+            if word in flags:
+                self.compile = flags[word]
+            elif word in COMPILE_MODES:
+                self.compile = word
+            else:
+                raise ConfigError(
+                    f"run.compile={self.compile!r}; expected true, false or one of {', '.join(COMPILE_MODES)}"
+                )
         unknown = [x for x in self.loggers if x not in LOGGERS]
         if unknown or len(set(self.loggers)) != len(self.loggers):
             raise ConfigError(
@@ -612,6 +640,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.eval_order": ("shuffled", "sequential"),
     "data.pipeline": ("pil", "tensor"),
     "optim.name": ("adam", "adamw", "sgd"),
+    "optim.impl": ("auto", "fused", "foreach", "loop"),
     "schedule.name": ("none", "exponential", "step", "cosine", "linear", "plateau"),
     "schedule.monitor_mode": ("max", "min"),
     "loss.class_weights": ("none", "inverse"),
@@ -750,6 +779,8 @@ HARMLESS_CHANGES = (
     "run.allow_config_change",
     "run.quiet",
     "run.threads",
+    "run.compile",
+    "optim.impl",
     "run.checkpoint_every_steps",
     "run.save_last",
     "run.keep_epochs",
@@ -758,7 +789,8 @@ HARMLESS_CHANGES = (
     "run.mlflow_uri",
 )
 """Fields a resumed run may change without ``run.allow_config_change``: where things are, how they are shown and
-saved, and when to stop on the clock; none of them changes what a step computes."""
+saved, and when to stop on the clock; none of them changes what a step computes (threads, ``run.compile`` and
+``optim.impl`` change how it is computed, hence its rounding only)."""
 
 
 def _flatten(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,11 @@ Hooks a model may define (all optional):
 - ``on_epoch_start(epoch, num_epochs) -> bool | None``: called before every epoch; return True when the set of
   trainable parameters changed, and the engine rebuilds the optimiser.
 - any method named by ``schedule.stages[i].call`` (e.g. ``add_branch``), called when stage i starts.
+
+The step loop reads one number per step from the device: the loss, to stop before a non-finite loss updates the
+weights (SAM: once per pass). The epoch's running sums (loss, loss terms, correct predictions) stay on the device
+(:class:`_EpochSums`) and are read at checkpoints, progress-bar refreshes (at most once a second) and the epoch's end.
+With ``run.compile`` the training forward and backward run through ``torch.compile`` (:meth:`Trainer._compile`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -55,7 +60,7 @@ from .factory import build_model, load_run
 from .loggers import build_loggers
 from .metrics import classification_metrics
 from .noise_detection import NoiseDetector
-from .optim import SAM, LRSchedule, build_optimizer
+from .optim import SAM, LRSchedule, build_optimizer, optimizer_impl
 from .predict import Predictions, autocast_context, float_output, predict
 from .rundir import (
     RunDir,
@@ -75,6 +80,7 @@ __all__ = [
     "Callback",
     "History",
     "NonFiniteLossError",
+    "CompileError",
     "Trainer",
     "seed_everything",
     "resolve_precision",
@@ -85,6 +91,92 @@ TIMING_COLUMNS = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
 
 class NonFiniteLossError(FernbError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the loss terms."""
+
+
+class CompileError(FernbError, RuntimeError):
+    """``torch.compile`` could not compile the model (``run.compile``); the message says what failed."""
+
+
+COMPILE_TIMED_STEPS = 12
+"""With ``run.compile``, the first steps of a process that are timed to measure the compilation's warm-up."""
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of a failed compilation (Dynamo's, Inductor's, a C++ compiler's)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, LoweringException
+
+    return (TorchDynamoException, CppCompileError, LoweringException)
+
+
+def compile_warmup(times: Sequence[float]) -> dict[str, Any]:
+    """The compilation's extra time from the wall times of a process's first steps (compiled on first use).
+
+    The steady step time is the median of the later half of ``times``; the warm-up is what the steps took beyond
+    it (with fewer than 4 steps: the first step's excess over the fastest other one, or the whole first step).
+    """
+    times = [float(t) for t in times]
+    if not times:
+        return {"warmup_seconds": None, "first_step_seconds": None, "steady_step_seconds": None, "steps_timed": 0}
+    steady: float | None
+    if len(times) >= 4:
+        steady = float(np.median(times[len(times) // 2 :]))
+        warmup = sum(max(0.0, t - steady) for t in times)
+    else:
+        steady = min(times[1:]) if len(times) > 1 else None
+        warmup = times[0] - (steady or 0.0)
+    return {
+        "warmup_seconds": max(0.0, warmup),
+        "first_step_seconds": times[0],
+        "steady_step_seconds": steady,
+        "steps_timed": len(times),
+    }
+
+
+class _EpochSums:
+    """An epoch's running training sums, kept on the device: no host read per step.
+
+    ``loss`` and the loss terms are float64 and add each batch's value x batch size as the Python floats of the
+    checkpoints do (the same products and sums, bit for bit), so ``metrics.csv`` is what per-step reads gave.
+    """
+
+    def __init__(self, device: torch.device, sums: Mapping[str, Any] | None = None) -> None:
+        sums = sums or {"n": 0, "loss": 0.0, "correct": 0, "terms": {}}
+        self.device = device
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.n = int(sums["n"])
+        self.loss = self._scalar(float(sums["loss"]))
+        self.correct = torch.tensor(int(sums["correct"]), dtype=torch.int64, device=device)
+        self.terms = {k: self._scalar(float(v)) for k, v in sums["terms"].items()}
+
+    def _scalar(self, value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=self.dtype, device=self.device)
+
+    def add(self, lo: Any, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch: its loss output, logits ``(B, K)`` and targets ``(B,)`` (on the device)."""
+        bs = int(target.shape[0])
+        self.n += bs
+        self.loss += lo.total.detach().to(self.device, self.dtype) * bs
+        self.correct += (logits.detach().argmax(1) == target).sum()
+        for k, v in lo.terms.items():
+            if k not in self.terms:
+                self.terms[k] = self._scalar(0.0)  # 0.0 + x, as the Python sums began (-0.0 becomes 0.0)
+            self.terms[k] += torch.as_tensor(v).detach().to(self.device, self.dtype) * bs
+
+    def mean_loss(self) -> float:
+        return float(self.loss) / max(1, self.n)
+
+    def accuracy(self) -> float:
+        return int(self.correct) / max(1, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sums as Python numbers (what checkpoints and the epoch row take)."""
+        return {
+            "n": self.n,
+            "loss": float(self.loss),
+            "correct": int(self.correct),
+            "terms": {k: float(v) for k, v in self.terms.items()},
+        }
 
 
 @dataclass
@@ -259,6 +351,12 @@ class Trainer:
         self._aside: Path | None = None  # the old run that run.overwrite replaces, until the first epoch ends
         self._config_changes: dict[str, tuple[Any, Any]] = {}
         self.last_validation: Predictions | None = None  # the latest validation's predictions (for loggers)
+        self.compile_mode: str | None = (
+            None if cfg.run.compile is False else "default" if cfg.run.compile is True else str(cfg.run.compile)
+        )
+        self.compile_info: dict[str, Any] | None = None  # the warm-up this process measured (run.json: compile)
+        self._compiled: tuple[nn.Module, nn.Module] | None = None  # (module, its compiled wrapper), reused
+        self._step_times: list[float] | None = None  # wall times of this process's first compiled steps
 
     # -- building blocks ----------------------------------------------------------------------------------------------
     def _is_better(self, value: float | None, best: float | None) -> bool:
@@ -362,6 +460,44 @@ class Trainer:
             )
         else:
             self.net = self.model
+        if self.compile_mode is not None:
+            self.net = self._compile(self.net)
+
+    def _compile(self, net: nn.Module) -> nn.Module:
+        """``net`` wrapped by ``torch.compile`` in ``run.compile``'s mode (the wrapper of the same module is reused).
+
+        Dynamic from the first call (``dynamic=True``): the batch size and Python floats the forward reads (ARBEx's
+        trust, which changes every step of its ramp) are symbols of one graph. With static shapes every new trust
+        value recompiled (8 graphs, then eager); with torch's automatic choice a run would switch from a static to a
+        dynamic graph at a point that depends on where its process started, so a resumed run would round otherwise.
+        Here the graph a step runs depends on its inputs only, and a resumed run is bit-identical. Random numbers are
+        torch's eager ones (``fallback_random``: dropout draws what it draws without compiling, and the data order
+        and augmentation follow the same random stream). Only the training pass uses the wrapper: checkpoints,
+        validation and callbacks see ``self.model``, whose ``state_dict`` has no ``_orig_mod.`` prefix.
+        """
+        if self._compiled is not None and self._compiled[0] is net:
+            return self._compiled[1]
+        mode = self.compile_mode or "default"
+        try:
+            from torch._inductor import list_mode_options
+
+            options = {**list_mode_options(mode), "fallback_random": True}
+            compiled = cast(nn.Module, torch.compile(net, dynamic=True, options=options))
+        except Exception as exc:  # torch.compile refused before compiling anything (platform, Python, options)
+            raise CompileError(self._compile_message(exc)) from exc
+        self._compiled = (net, compiled)
+        self._step_times = []  # a new wrapper compiles on its first steps: time them
+        return compiled
+
+    def _compile_message(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else ""
+        return (
+            f"run.compile={self.cfg.run.compile!r}: torch.compile could not compile {self.cfg.model.name} "
+            f"({type(self.model).__name__}) for training on {self.device} ({type(exc).__name__}: {first[:300]}).\n"
+            "  what to do: train without compiling (run.compile=false); on a CPU torch.compile needs a working C++ "
+            "compiler, on CUDA Triton."
+        )
 
     def _trainable(self) -> list[torch.Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -518,8 +654,11 @@ class Trainer:
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ts["optimizer"])
         if self._config_changes:  # accepted changes (optim.lr, ...) take effect: config.json tells the truth
+            # the update kernel stays the checkpoint's unless optim.impl changed: a run resumes as it trained (one
+            # from before optim.impl existed keeps torch's default)
+            keep = () if "optim.impl" in self._config_changes else ("fused", "foreach")
             for group, new in zip(self.optimizer.param_groups, fresh):
-                group.update(new)
+                group.update({k: v for k, v in new.items() if k not in keep})
         self.schedule.load_state_dict(ts["schedule"])
         self.scaler.load_state_dict(ts["scaler"])
         self.epoch, self.global_step = int(prog["epoch"]), int(prog["global_step"])
@@ -595,6 +734,7 @@ class Trainer:
         # stages took 21 % of a 120 s budget. The mean, not the median, so that periodic slow steps count.
         min_time = max(1.0, min(8.0, max(1.0, 0.05 * budget)) / max(1, len(self.stages)))
         stage_seconds: list[float] = []
+        compile_seconds = 0.0
         try:
             self.model, self.loss_fn = copy.deepcopy(saved["model"]), copy.deepcopy(saved["loss_fn"])
             self.scaler = LossScaler(self.device.type, cfg.run.loss_scale, enabled=self.precision == "fp16")
@@ -627,6 +767,8 @@ class Trainer:
                             break
                 timed = times[2:] or times
                 stage_seconds.append(float(np.mean(timed)))
+                if self.compile_mode is not None:  # the first two steps compiled: the run will pay that again
+                    compile_seconds += max(0.0, sum(times[:2]) - len(times[:2]) * stage_seconds[-1])
             valid = self.bundle.valid
             bs = cfg.data.eval_batch_size or cfg.data.batch_size
             m = min(len(valid), 4 * bs)
@@ -662,7 +804,7 @@ class Trainer:
             else [1.0]
         )
         step_seconds = float(sum(f * t for f, t in zip(shares, stage_seconds)))
-        avail = budget - calibration
+        avail = budget - calibration - compile_seconds
         steps = max(1, int(avail / step_seconds))
         for _ in range(8):
             epochs = -(-steps // self.steps_per_epoch)
@@ -677,6 +819,8 @@ class Trainer:
             "calibration_seconds": calibration,
             "steps_per_epoch": self.steps_per_epoch,
         }
+        if self.compile_mode is not None:
+            plan["compile_seconds"] = compile_seconds
         plan = env.broadcast_object(plan)
         return int(plan["steps"]), plan
 
@@ -695,13 +839,14 @@ class Trainer:
         extra = {} if index is None else {"index": index}  # losses with per-sample state (SCN's relabel table)
         return out, self.loss_fn(out, y, dist=dist, info=info, **extra)
 
-    def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> None:
+    def _check_finite(self, lo: Any, batch_in_epoch: int, n_batches: int, which: str = "") -> float:
+        """The loss as a float (the step's one read from the device); raises when it is not finite anywhere."""
         value = float(lo.total.detach())
         bad = not math.isfinite(value)
         if self.env.distributed:
             bad = self.env.any_true(bad)
         if not bad:
-            return
+            return value
         terms = {k: float(v.detach()) for k, v in lo.terms.items()}
         bad_terms = [f"{k}={v}" for k, v in terms.items() if not math.isfinite(v)]
         last = self.run_dir.checkpoint("last")
@@ -714,7 +859,18 @@ class Trainer:
             "  what to do: lower optim.lr, set optim.clip_grad_norm, use run.precision=fp32, or check the inputs."
         )
 
-    def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, float]:
+    def _step(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, float, Any, float]:
+        """One optimiser update on ``batch``: ``(model output, loss output, lr, targets on the device, loss value)``."""
+        try:
+            return self._update(batch, batch_in_epoch, n_batches)
+        except self._compile_errors as exc:  # empty without run.compile: nothing is caught
+            raise CompileError(self._compile_message(exc)) from exc
+
+    @property
+    def _compile_errors(self) -> tuple[type[BaseException], ...]:
+        return _compile_errors() if self.compile_mode is not None else ()
+
+    def _update(self, batch: dict[str, Any], batch_in_epoch: int, n_batches: int) -> tuple[Any, Any, float, Any, float]:
         x = batch["image"].to(self.device, non_blocking=True)
         if self.cfg.run.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -733,7 +889,7 @@ class Trainer:
             cb.on_train_step_start(self, info)
         self.optimizer.zero_grad(set_to_none=True)
         out, lo = self._forward_loss(x, y, dist, info, index)
-        self._check_finite(lo, batch_in_epoch, n_batches)
+        value = self._check_finite(lo, batch_in_epoch, n_batches)
 
         def second_pass() -> torch.Tensor:
             _, lo2 = self._forward_loss(x, y, dist, info, index)
@@ -747,7 +903,42 @@ class Trainer:
             clip_grad=self.cfg.optim.clip_grad_norm,
             second_pass=second_pass,
         )
-        return out, lo, lr
+        return out, lo, lr, y, value
+
+    def _time_compiled_step(self, tick: float) -> None:
+        """Add the wall time of a step that began at ``tick`` to the compile warm-up window (CUDA: after a sync, only
+        in this window)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        assert self._step_times is not None
+        self._step_times.append(time.perf_counter() - tick)
+        if len(self._step_times) >= COMPILE_TIMED_STEPS:
+            self._record_compile()
+
+    def _record_compile(self) -> None:
+        """Close the warm-up window: keep its numbers (``run.json``: ``compile``) and print them."""
+        times, self._step_times = self._step_times or [], None
+        info = {"mode": self.compile_mode, **compile_warmup(times), "windows": 1}
+        if self.compile_info is not None and self.compile_info.get("warmup_seconds") is not None:
+            # a later wrapper (a stage's new DDP module) compiled again: add its warm-up to the first one's numbers
+            info = {
+                **self.compile_info,
+                "warmup_seconds": self.compile_info["warmup_seconds"] + (info["warmup_seconds"] or 0.0),
+                "windows": int(self.compile_info.get("windows", 1)) + 1,
+            }
+        self.compile_info = info
+        if not self.env.is_main:
+            return
+        self.run_dir.update_record(compile=info)
+        if not self.cfg.run.quiet and info["warmup_seconds"] is not None:
+            from tqdm.auto import tqdm
+
+            steady = info["steady_step_seconds"]
+            then = f", then {steady:.3f} s a step" if steady is not None else ""
+            tqdm.write(
+                f"torch.compile ({self.compile_mode}): warm-up {info['warmup_seconds']:.1f} s over the first "
+                f"{info['steps_timed']} steps (first step {info['first_step_seconds']:.1f} s{then})"
+            )
 
     # -- validation ---------------------------------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
@@ -950,7 +1141,13 @@ class Trainer:
             self.model,
             self.train_seconds,
             self.global_step,
-            info={"precision": self.precision, "device": str(self.device), "data": self.bundle.describe()},
+            info={
+                "precision": self.precision,
+                "device": str(self.device),
+                "data": self.bundle.describe(),
+                "optimizer_impl": optimizer_impl(self.optimizer),
+                "compile": self.compile_info,
+            },
         )
         for cb in self.callbacks:
             cb.on_fit_end(result)
@@ -992,8 +1189,7 @@ class Trainer:
                 stream=env.rank,
                 first_batch=start_batch,
             )
-            if sums is None:
-                sums = {"n": 0, "loss": 0.0, "correct": 0, "terms": {}}
+            running = _EpochSums(self.device, sums)
             self.net.train()
             self.model.train()
             t0 = time.perf_counter()
@@ -1007,35 +1203,34 @@ class Trainer:
             )
             batch_in_epoch = start_batch
             lr = self.optimizer.param_groups[0]["lr"]
+            shown = -math.inf  # when the progress bar last showed the running loss
             try:
                 for batch in loader:
-                    out, lo, lr = self._step(batch, batch_in_epoch, n_batches)
+                    tick = time.perf_counter()
+                    out, lo, lr, y, loss_value = self._step(batch, batch_in_epoch, n_batches)
+                    if self._step_times is not None:
+                        self._time_compiled_step(tick)
                     if self.noise_detector is not None:
                         self.noise_detector.observe(out, batch, epoch)
-                    bs = int(batch["label"].shape[0])
-                    sums["n"] += bs
-                    sums["loss"] += float(lo.total.detach()) * bs
-                    sums["correct"] += int((out.logits.detach().argmax(1).cpu() == batch["label"]).sum())
-                    for k, v in lo.terms.items():
-                        sums["terms"][k] = sums["terms"].get(k, 0.0) + float(v.detach()) * bs
+                    running.add(lo, out.logits, y)
                     self.global_step += 1
                     batch_in_epoch += 1
-                    elapsed = self.train_seconds + (time.perf_counter() - t0)
+                    now = time.perf_counter()
+                    elapsed = self.train_seconds + (now - t0)
                     bar.update(1)
-                    if not quiet:
+                    if not quiet and (now - shown >= 1.0 or batch_in_epoch == n_batches):
+                        shown = now  # reading the sums waits for the device: once a second is enough to watch
                         bar.set_postfix(
-                            loss=f"{sums['loss'] / max(1, sums['n']):.4f}",
-                            acc=f"{sums['correct'] / max(1, sums['n']):.3f}",
-                            refresh=False,
+                            loss=f"{running.mean_loss():.4f}", acc=f"{running.accuracy():.3f}", refresh=False
                         )
                     if every and self.global_step % every == 0 and batch_in_epoch < n_batches:
-                        self._save_last(batch_in_epoch, sums, elapsed)
+                        self._save_last(batch_in_epoch, running.to_dict(), elapsed)
                     logs = {
                         "epoch": epoch,
                         "batch": batch_in_epoch,
                         "step": self.global_step,
                         "lr": lr,
-                        "loss": float(lo.total.detach()),
+                        "loss": loss_value,
                     }
                     for cb in self.callbacks:
                         cb.on_step_end(self, logs)
@@ -1048,6 +1243,9 @@ class Trainer:
                         break
             finally:
                 bar.close()
+            if self._step_times:  # a short epoch ended the timing window
+                self._record_compile()
+            sums = running.to_dict()
             partial = batch_in_epoch < n_batches
             if env.distributed:
                 self._sync_buffers()
@@ -1260,7 +1458,12 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch,
             total_epochs=self.total_epochs,
             monitor={"metric": self.cfg.schedule.monitor, "mode": self.cfg.schedule.monitor_mode},
+            optimizer_impl=optimizer_impl(self.optimizer),
         )
+        if self.compile_mode is not None:  # the warm-up is filled in once the first steps are timed
+            rec["compile"] = {"mode": self.compile_mode, "warmup_seconds": None}
+        else:
+            rec.pop("compile", None)
         # config.json, config.yaml and run.json change together: the config on disk is the one in force
         atomic_write_many(
             {

@@ -7,6 +7,12 @@ wrapped optimiser step with that gradient.
 
 The schedules are written as functions of the epoch position so that resuming needs only a few numbers (the plateau
 schedule keeps its best value and bad-epoch count).
+
+``optim.impl`` picks how torch runs the update (:func:`resolve_impl`): its fused kernels (one call over every
+tensor), its multi-tensor ``foreach`` ops or a loop over the tensors. ``auto`` takes ``fused``, which torch's
+documentation ranks fastest (fused > foreach > loop) and which is deterministic; a timing on a quiet machine is left
+to ``benchmarks/bench_official.py --optim-impl``. SAM's own perturbation uses the multi-tensor ops too (the same values
+as its per-tensor loop on CPU).
 """
 
 from __future__ import annotations
@@ -18,9 +24,19 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .config import OptimConfig, ScheduleConfig
+from .config import ConfigError, OptimConfig, ScheduleConfig
 
-__all__ = ["SAM", "build_param_groups", "build_optimizer", "no_decay_names", "LRSchedule"]
+__all__ = [
+    "SAM",
+    "build_param_groups",
+    "build_optimizer",
+    "no_decay_names",
+    "resolve_impl",
+    "optimizer_impl",
+    "LRSchedule",
+]
+
+IMPLS = ("auto", "fused", "foreach", "loop")
 
 
 class SAM:
@@ -49,35 +65,39 @@ class SAM:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
 
-    def _params(self) -> Iterable[tuple[Tensor, Tensor]]:
-        """(parameter, gradient) of the parameters that have a gradient."""
-        for g in self.base.param_groups:
-            for p in g["params"]:
-                if p.grad is not None:
-                    yield p, p.grad
+    def _params(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The parameters that have a gradient, and their gradients."""
+        params = [p for g in self.base.param_groups for p in g["params"] if p.grad is not None]
+        return params, [p.grad for p in params]  # type: ignore[misc]
 
     @torch.no_grad()
-    def _grad_norm(self) -> Tensor:
-        norms = [((p.abs() if self.adaptive else 1.0) * grad).norm(2) for p, grad in self._params()]
-        if not norms:
+    def _grad_norm(self, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+        if not params:
             return torch.tensor(0.0)
+        scaled = torch._foreach_mul(torch._foreach_abs(params), grads) if self.adaptive else grads
+        norms = torch._foreach_norm(scaled, 2)
         return torch.stack([n.to(norms[0].device) for n in norms]).norm(2)
 
     @torch.no_grad()
     def first_step(self) -> None:
-        """Move to w + e(w) using the current gradients."""
-        scale = self.rho / (self._grad_norm() + 1e-12)
+        """Move to w + e(w) using the current gradients (one multi-tensor call per operation, not one per tensor)."""
+        params, grads = self._params()
         self._e = {}
-        for p, grad in self._params():
-            e = (p.pow(2) if self.adaptive else 1.0) * grad * scale.to(p.device)
-            p.add_(e)
-            self._e[p] = e
+        if not params:
+            return
+        scale = self.rho / (self._grad_norm(params, grads) + 1e-12)
+        for device, (ps, gs) in _by_device(params, grads).items():
+            s = scale.to(device)
+            # e = (|w|^2 if adaptive) * g * scale, in that order (the per-tensor code's rounding)
+            e = torch._foreach_mul(torch._foreach_mul(torch._foreach_pow(ps, 2), gs) if self.adaptive else gs, s)
+            torch._foreach_add_(ps, e)
+            self._e.update(zip(ps, e))
 
     @torch.no_grad()
     def second_step(self) -> None:
         """Return to w and step the base optimiser with the gradients taken at w + e(w)."""
-        for p, e in self._e.items():
-            p.sub_(e)
+        if self._e:
+            torch._foreach_sub_(list(self._e), list(self._e.values()))
         self._e = {}
         self.base.step()
 
@@ -89,6 +109,16 @@ class SAM:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base.load_state_dict(state)
+
+
+def _by_device(params: list[Tensor], grads: list[Tensor]) -> dict[torch.device, tuple[list[Tensor], list[Tensor]]]:
+    """Parameters and their gradients grouped by device (the multi-tensor ops take one device per call)."""
+    out: dict[torch.device, tuple[list[Tensor], list[Tensor]]] = {}
+    for p, g in zip(params, grads):
+        ps, gs = out.setdefault(p.device, ([], []))
+        ps.append(p)
+        gs.append(g)
+    return out
 
 
 def build_param_groups(model: nn.Module, cfg: OptimConfig, lr: float) -> list[dict[str, Any]]:
@@ -156,20 +186,76 @@ def _betas(cfg: OptimConfig) -> tuple[float, float]:
     return cast("tuple[float, float]", tuple(cfg.betas))
 
 
+def _fused_devices() -> list[str]:
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return list(_get_fused_kernels_supported_devices())
+    except ImportError:  # an older torch: its fused kernels were CUDA-only
+        return ["cuda"]
+
+
+def resolve_impl(impl: str, params: Iterable[Tensor]) -> str:
+    """The update implementation ``optim.impl`` comes to for ``params``: ``"fused"``, ``"foreach"`` or ``"loop"``.
+
+    ``auto`` is ``fused`` where torch has fused kernels for every parameter's device and dtype (CPU and CUDA, float
+    parameters), else torch's own default (``foreach`` on CUDA, ``loop`` elsewhere); it depends on the device only,
+    never on timings, so a seed gives the same run on the same machine.
+
+    Raises:
+        ConfigError: an unknown ``impl``, or ``fused`` where torch has no fused kernel.
+    """
+    if impl not in IMPLS:
+        raise ConfigError(f"optim.impl={impl!r}; expected one of {', '.join(IMPLS)}")
+    params = list(params)
+    devices = {p.device.type for p in params}
+    fusable = devices <= set(_fused_devices()) and all(p.is_floating_point() for p in params)
+    if impl == "fused" and not fusable:
+        raise ConfigError(
+            f"optim.impl=fused: torch {torch.__version__} has no fused optimiser kernel for these parameters (devices "
+            f"{', '.join(sorted(devices))}; fused: {', '.join(_fused_devices())}, floating point only); "
+            "use optim.impl=auto"
+        )
+    if impl != "auto":
+        return impl
+    if fusable:
+        return "fused"
+    return "foreach" if devices == {"cuda"} else "loop"
+
+
+def _impl_kwargs(impl: str) -> dict[str, bool]:
+    return {"fused": impl == "fused", "foreach": impl == "foreach"}
+
+
+def optimizer_impl(optimizer: torch.optim.Optimizer | SAM) -> str:
+    """``"fused"``, ``"foreach"`` or ``"loop"``: how ``optimizer`` (SAM: its base) updates the weights, read from its
+    first group (a resumed optimiser takes its groups' flags from the checkpoint); ``"torch default"`` for groups
+    that leave it to torch (optimisers built before ``optim.impl`` existed)."""
+    group = optimizer.param_groups[0]
+    fused, foreach = group.get("fused"), group.get("foreach")
+    if fused:
+        return "fused"
+    if foreach:
+        return "foreach"
+    return "torch default" if fused is None and foreach is None else "loop"
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer | SAM:
-    """The optimiser ``cfg`` names over ``model``'s trainable parameters (wrapped in :class:`SAM` when asked)."""
+    """The optimiser ``cfg`` names over ``model``'s trainable parameters (wrapped in :class:`SAM` when asked), updating
+    the way ``cfg.impl`` says (:func:`resolve_impl`)."""
     lr = cfg.lr if lr is None else lr
     groups = build_param_groups(model, cfg, lr)
+    impl = _impl_kwargs(resolve_impl(cfg.impl, (p for g in groups for p in g["params"])))
     name = cfg.name.lower()
     if name == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(
-            groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay
+            groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay, **impl
         )
     elif name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=lr, betas=_betas(cfg), eps=cfg.eps, weight_decay=cfg.weight_decay, **impl)
     elif name == "sgd":
         opt = torch.optim.SGD(
-            groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+            groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **impl
         )
     else:
         raise ValueError(f"optim.name={cfg.name!r} is not supported; expected adam, adamw or sgd")
