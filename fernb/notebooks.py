@@ -448,12 +448,12 @@ def _with_overwrite(cfg: TrainConfig) -> TrainConfig:
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config dict without the run flags that do not change results (``out_dir`` included: the same runs folder
     reached by another path, as a browser test's absolute path beside a notebook's ``../runs``; ``threads``: see
-    :func:`train_many`)."""
+    :func:`train_many`; ``compile``: the same numbers up to rounding)."""
     out = dict(cfg)
     out["run"] = {
         k: v
         for k, v in (cfg.get("run") or {}).items()
-        if k not in ("quiet", "overwrite", "resume", "out_dir", "threads")
+        if k not in ("quiet", "overwrite", "resume", "out_dir", "threads", "compile")
     }
     return out
 

@@ -40,7 +40,7 @@ from .config import (
 from .evaluate import evaluate, evaluate_checkpoint, map_predictions
 from .export import ExportError, ExportResult, export_onnx, write_model_card
 from .factory import load_run
-from .fit import FitResult, NonFiniteLossError, Trainer, fit, seed_everything
+from .fit import CompileError, FitResult, NonFiniteLossError, Trainer, fit, seed_everything
 from .optim import SAM, LRSchedule, build_optimizer
 from .overrides import apply_overrides, parse_overrides
 from .predict import Predictions, predict
@@ -55,6 +55,7 @@ __all__ = [
     "History",
     "TrustRamp",
     "NonFiniteLossError",
+    "CompileError",
     "Trainer",
     "seed_everything",
     "evaluate",

@@ -97,6 +97,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -327,7 +328,7 @@ def normalized_entropy(p: Tensor, eps: float | None = None) -> Tensor:
 
     The normaliser log C is rounded to float32 as the official ``torch.log(torch.tensor([C])).item()``.
     """
-    norm = float(torch.tensor(math.log(p.shape[-1]), dtype=torch.float32))
+    norm = float(np.float32(math.log(p.shape[-1])))  # a Python constant: no tensor op inside a compiled graph
     logp = p.log() if eps is None else p.clamp_min(eps).log()
     return -(logp * p).sum(-1) / norm
 
