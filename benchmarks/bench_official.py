@@ -685,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         "--optim-impl",
         choices=("auto", "fused", "foreach", "loop", "same"),
         default="auto",
-        help="how fernb's contenders update (optim.impl; default auto, as fernb trains); same: the official optimiser",
+        help="how fernb's contenders update (optim.impl; default auto: fused; fernb's config default is loop); "
+        "same: the official optimiser",
     )
     ap.add_argument(
         "--compile",

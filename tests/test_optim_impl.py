@@ -115,12 +115,12 @@ def test_run_records_the_impl_and_resumes_across_a_change_of_impl(tmp_path):
             if logs["step"] == 5:
                 raise KeyboardInterrupt
 
-    over = {"schedule.epochs": 2, "run.checkpoint_every_steps": 2}
+    over = {"schedule.epochs": 2, "run.checkpoint_every_steps": 2, "optim.impl": "auto"}
     with pytest.raises(KeyboardInterrupt):
         fit(toy_config(tmp_path, **over), train_data=toy_data(32), valid_data=toy_data(14, 1), callbacks=[Stop()])
     assert json.loads((tmp_path / "toy" / "run.json").read_text())["optimizer_impl"] == "fused"  # auto on CPU
     res = fit(
-        toy_config(tmp_path, **over, **{"run.resume": True, "optim.impl": "loop"}),
+        toy_config(tmp_path, **{**over, "run.resume": True, "optim.impl": "loop"}),
         train_data=toy_data(32),
         valid_data=toy_data(14, 1),
     )
@@ -142,7 +142,7 @@ def test_a_resumed_run_keeps_the_update_kernel_it_trained_with(tmp_path, monkeyp
             if logs["step"] == 5:
                 raise KeyboardInterrupt
 
-    over = {"schedule.epochs": 2, "run.checkpoint_every_steps": 2}
+    over = {"schedule.epochs": 2, "run.checkpoint_every_steps": 2, "optim.impl": "auto"}
     data = {"train_data": toy_data(32), "valid_data": toy_data(14, 1)}
     plain = fit(toy_config(tmp_path, **over, **{"run.name": "plain"}), **data)
     with pytest.raises(KeyboardInterrupt):

@@ -10,9 +10,9 @@ schedule keeps its best value and bad-epoch count).
 
 ``optim.impl`` picks how torch runs the update (:func:`resolve_impl`): its fused kernels (one call over every
 tensor), its multi-tensor ``foreach`` ops or a loop over the tensors. ``auto`` takes ``fused``, which torch's
-documentation ranks fastest (fused > foreach > loop) and which is deterministic; a timing on a quiet machine is left
-to ``benchmarks/bench_official.py --optim-impl``. SAM's own perturbation uses the multi-tensor ops too (the same values
-as its per-tensor loop on CPU).
+documentation ranks fastest (fused > foreach > loop) and which is deterministic. The default is ``loop``, the update
+every recorded figure was trained with (:class:`fernb.engine.config.OptimConfig` says why). SAM's own perturbation
+uses the multi-tensor ops too (the same values as its per-tensor loop on CPU).
 """
 
 from __future__ import annotations
