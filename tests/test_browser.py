@@ -77,6 +77,22 @@ def _inside(x: float, y: float, poly: list[tuple[float, float]]) -> bool:
     return inside
 
 
+def _lasso(page, explorer, points: list[dict], poly: list[tuple[float, float]], timeout: int) -> list[int]:
+    """Draw the polygon ``poly`` with the mouse and wait for the kernel's selection table listing the points inside;
+    returns their indices."""
+    inside = [j for j, p in enumerate(points) if _inside(p["x"], p["y"], poly)]
+    assert inside, "no point inside the lasso"
+    page.mouse.move(*poly[0])
+    page.mouse.down()
+    for x, y in poly[1:] + poly[:1]:
+        page.mouse.move(x, y)
+    page.mouse.up()
+    table = explorer.locator(f"table.fernb-selection[data-count='{len(inside)}']")
+    table.wait_for(timeout=timeout)
+    assert table.locator("img").count() == min(len(inside), 60), "the selection table lacks the faces"
+    return inside
+
+
 def test_embedding_map_hovers_selects_and_lassos(lab):
     """05's explorer in JupyterLab: the map re-draws when "Colour by" moves; hovering a point shows its face and
     numbers; a click selects the sample in the kernel (its neighbours listed beside the map); a lasso lists the
@@ -140,16 +156,7 @@ def test_embedding_map_hovers_selects_and_lassos(lab):
         cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 3, box["height"] / 3
         corners = [(-1, -1), (1, -0.6), (0.8, 1), (-0.9, 0.8)]
         poly = [(float(round(cx + u * rx)), float(round(cy + v * ry))) for u, v in corners]  # whole pixels: as sent
-        inside = [j for j, p in enumerate(points) if _inside(p["x"], p["y"], poly)]
-        assert inside, "no point inside the lasso"
-        page.mouse.move(*poly[0])
-        page.mouse.down()
-        for x, y in poly[1:] + poly[:1]:
-            page.mouse.move(x, y)
-        page.mouse.up()
-        table = explorer.locator(f"table.fernb-selection[data-count='{len(inside)}']")
-        table.wait_for(timeout=15_000)
-        assert table.locator("img").count() == min(len(inside), 60), "the table lacks the faces"
+        inside = _lasso(page, explorer, points, poly, timeout=15_000)
         page.screenshot(path=str(SHOTS / "05_lasso.png"), full_page=True)
         interact = time.perf_counter() - t_interact
     REPORT.append(
@@ -297,16 +304,7 @@ def _use_reliability_map(page) -> str:
     poly = [
         (float(round(cx + u * rx)), float(round(cy + v * ry))) for u, v in [(-1, -1), (1, -0.7), (0.9, 1), (-1, 0.9)]
     ]
-    inside = [j for j, p in enumerate(points) if _inside(p["x"], p["y"], poly)]
-    assert inside, "no point inside the lasso"
-    page.mouse.move(*poly[0])
-    page.mouse.down()
-    for x, y in poly[1:] + poly[:1]:
-        page.mouse.move(x, y)
-    page.mouse.up()
-    table = explorer.locator(f"table.fernb-selection[data-count='{len(inside)}']")
-    table.wait_for(timeout=20_000)
-    assert table.locator("img").count() == min(len(inside), 60), "the selection table lacks the faces"
+    inside = _lasso(page, explorer, points, poly, timeout=20_000)
     page.screenshot(path=str(SHOTS / "07_lasso.png"), full_page=True)
     return f"reliability map of {n} points: hover, click (panel after {clicked:.2f} s) and a lasso of {len(inside)}"
 

@@ -41,6 +41,7 @@ from ..explore.embeddings import (
     run_maps,
 )
 from ..viz.embeddings import CONFIDENCE_CMAP, class_colours, plot_embedding_map
+from ._common import guard
 from .scatter import ScatterMap, face_uri, to_hex
 
 __all__ = [
@@ -575,18 +576,7 @@ def embedding_explorer(
     state.listeners.append(redraw)
     state.selection_listeners.append(show_selection)
 
-    def guarded(action: Callable[[Any], Any]) -> Callable[[dict[str, Any]], None]:
-        def handler(change: dict[str, Any]) -> None:
-            if syncing[0]:
-                return
-            try:
-                action(change["new"])
-            except Exception as exc:  # noqa: BLE001 - show the problem next to the controls, keep the widget alive
-                status.value = (
-                    f"<span style='color:crimson'>{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</span>"
-                )
-
-        return handler
+    guarded = guard(status, lambda: syncing[0])
 
     def on_run(name: str) -> None:
         if name not in state._maps:

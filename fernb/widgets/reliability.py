@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..explore.reliability import ReliabilityTable
 from ..viz.reliability import MAP_COLOURINGS, plot_reliability_map, plot_reliability_sample, reliability_groups
-from ._common import show
+from ._common import guard, show
 from .scatter import ScatterMap, face_uri
 
 __all__ = [
@@ -537,18 +537,7 @@ def reliability_explorer(
             finally:
                 syncing["on"] = False
 
-    def guarded(action: Callable[[Any], Any]) -> Callable[[dict[str, Any]], None]:
-        def handler(change: dict[str, Any]) -> None:
-            if syncing["on"]:
-                return
-            try:
-                action(change["new"])
-            except Exception as exc:  # noqa: BLE001 - show the problem next to the controls, keep the widget alive
-                status.value = (
-                    f"<span style='color:crimson'>{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</span>"
-                )
-
-        return handler
+    guarded = guard(status, lambda: syncing["on"])
 
     def on_click(row: int) -> None:
         if 0 <= row < len(state.map_index):
