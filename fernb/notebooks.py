@@ -22,7 +22,6 @@ from .data import dataset_info, load_dataset
 from .data.base import resolve_root
 from .data.errors import DataRootError, FernbDataError
 from .engine import TrainConfig, apply_overrides, config_from_preset, config_to_dict, evaluate, fit
-from .engine.data import build_test_dataset
 from .engine.distributed import resolve_device
 from .engine.metrics import mean_std
 from .engine.presets import budget_overrides, merge_model_kwargs, smoke_overrides, split_recipe
@@ -354,14 +353,10 @@ def train_many(
 
 
 def _has_test_split(cfg: TrainConfig) -> bool:
-    """False when the dataset's folder exists but has no test split (a folder with a train split only; the shared
-    FER+ subset's valid split is its test split, :func:`fit_splits_to_data`); True otherwise (a missing folder is
-    left to the run, which falls back or explains)."""
-    try:
-        build_test_dataset(cfg, "test")
-    except DataRootError as exc:
-        return not (exc.root is not None and Path(exc.root).is_dir())
-    return True
+    """False when the dataset's folder exists but has no ``data.test_split`` (a folder with a train split only; the
+    shared FER+ subset's valid split is its test split, :func:`fit_splits_to_data`); True otherwise: cross-validation
+    folds, and a missing folder (left to the run, which falls back or explains)."""
+    return bool(cfg.data.folds) or _split_present(cfg, cfg.data.test_split) is not False
 
 
 def _split_present(cfg: TrainConfig, split: str) -> bool | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fakes import make_ferplus_shared
 
-from fernb.notebooks import RunSpec, list_notebooks, protocol_note, run_notebook
+from fernb.engine import apply_overrides
+from fernb.notebooks import RunSpec, _has_test_split, _split_present, list_notebooks, protocol_note, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "outputs" / "test-notebooks"
@@ -92,6 +93,24 @@ def test_a_folder_without_a_test_split_selects_on_a_holdout_and_tests_on_valid(t
     cfg = RunSpec(dataset="ferplus", data_root=str(train_only), smoke=True).config("resnet18")
     assert (cfg.data.valid_split, cfg.data.test_split) == (None, "test")
     assert "no test figure" in protocol_note(cfg)
+
+
+def test_test_split_checks_agree_on_every_kind_of_folder(tmp_path: Path):
+    """``train_and_test(test="auto")`` and the protocol line ask the same question of the reader."""
+    full = _fake_ferplus(tmp_path / "full", {"train": 3, "valid": 1, "test": 1})
+    train_only = _fake_ferplus(tmp_path / "train-only", {"train": 3})
+    cases = {
+        "full": (str(full), {}, True),
+        "train only": (str(train_only), {}, False),
+        "missing folder": (str(tmp_path / "nowhere"), {}, True),  # left to the run, which explains
+        "folds of a train-only folder": (str(train_only), {"data.folds": 3}, True),
+    }
+    for name, (root, extra, expected) in cases.items():
+        cfg = apply_overrides(RunSpec(dataset="ferplus", data_root=root, smoke=True).config("resnet18"), extra)
+        cfg = apply_overrides(cfg, {"data.test_split": "test"})
+        assert _has_test_split(cfg) is expected, name
+        if not extra:
+            assert (_split_present(cfg, "test") is not False) is expected, name
 
 
 def test_compare_notebook_on_ferplus_without_a_test_split(tmp_path: Path):
