@@ -332,6 +332,53 @@ def test_trust_ramp_follows_progress():
     assert loss.trust(None) == 1.0
 
 
+def test_reliability_weighting_matches_a_hand_computed_case(tiny_pair: dict):
+    model = tiny_pair["fixed"]
+    torch.manual_seed(3)
+    out = model.reliability(torch.randn(5, model.config.embed_dim))
+    y = torch.tensor([0, 3, 3, 5, 7])
+    w = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0, 1.0, 0.7, 1.2])
+    plain = ARBExLoss(class_weights=w, label_smoothing=0.1, lambda_branch=1.0)
+    weighted = ARBExLoss(class_weights=w, label_smoothing=0.1, lambda_branch=1.0, reliability_weighting=2.0)
+    # no trust, no weighting: the same loss to the bit
+    for a, b in zip(
+        plain(out, y, info=StepInfo(progress=0.0)).terms.values(),
+        weighted(out, y, info=StepInfo(progress=0.0)).terms.values(),
+    ):
+        assert torch.equal(a, b)
+    t = 0.6
+    r = out.mixed_dist.detach()[torch.arange(5), y] ** 2
+    sw = (1 - t) + t * r / r.mean()
+    assert sw.mean().item() == pytest.approx(1.0, rel=1e-6)
+    torch.testing.assert_close(weighted.sample_weights(out.mixed_dist, y, t), sw)
+    final = (1 - t) * out.primary_dist + t * out.mixed_dist
+    logp = final.clamp_min(1e-8).log()
+    nll = -(sw * w[y] * logp[torch.arange(5), y]).sum() / w[y].sum()
+    expected = 0.9 * nll - 0.1 * (sw * logp.mean(-1)).mean()
+    terms = weighted(out, y, info=StepInfo(progress=t)).terms
+    torch.testing.assert_close(terms["ce"], expected)
+    picked = out.distances[torch.arange(5), y].min(1).values
+    center = (picked * out.confidence_primary.detach().reshape(-1) * sw).sum() / 5 / model.config.embed_dim**0.5
+    torch.testing.assert_close(terms["center"], center)
+    # a doubted label (low m[y]) teaches less than a trusted one
+    assert sw[r.argmin()] < 1 < sw[r.argmax()]
+    with pytest.raises(ValueError, match="reliability_weighting"):
+        ARBExLoss(reliability_weighting=-1.0)
+
+
+def test_reliability_weighting_with_vote_distributions(tiny_pair: dict):
+    model = tiny_pair["fixed"]
+    torch.manual_seed(4)
+    out = model.reliability(torch.randn(3, model.config.embed_dim))
+    y = torch.tensor([1, 2, 4])
+    votes = torch.softmax(torch.randn(3, 8), -1)
+    loss = ARBExLoss(use_dist=True, reliability_weighting=1.0)
+    sw = loss.sample_weights(out.mixed_dist, y, 1.0)
+    logp = out.mixed_dist.clamp_min(1e-8).log()
+    expected = -(sw[:, None] * votes * logp).sum() / votes.sum()
+    torch.testing.assert_close(loss(out, y, dist=votes, info=StepInfo(progress=1.0)).terms["ce"], expected)
+
+
 def test_output_names_every_intermediate(tiny_pair: dict):
     model = tiny_pair["fixed"]
     out = model(torch.randn(2, 3, 48, 48))

@@ -120,6 +120,11 @@ class ARBExLoss(FERLoss):
             step. Why: with confidences used as constants (``fixed``) a branch reaches the loss only through its
             share c / (c_g + c_a) of the correction, times (1 - c_p); a branch that starts uniform (c ~ 0) gets
             neither weight nor gradient and stays uniform (measured: median c_a 0.0004 after a from-scratch run).
+        reliability_weighting: exponent q of a fernb addition (0 = off, as in ``train.py``): every label-fitted term
+            (the NLLs and the center loss) weighs sample b by (1 - t) + t r_b^q / mean_batch(r^q), with r_b = m_b[y_b]
+            the corrected distribution's probability of the given label (a constant) and t the trust. A label that
+            the corrected distribution doubts (ARBEx's noisy-label score, ``fernb.engine.noise_detection``) then
+            teaches less, increasingly as the trust grows.
     """
 
     class_weights: Tensor | None
@@ -138,6 +143,7 @@ class ARBExLoss(FERLoss):
         ramp_start: float = 0.0,
         label_smoothing: float = 0.0,
         lambda_branch: float = 0.0,
+        reliability_weighting: float = 0.0,
     ) -> None:
         super().__init__()
         if behaviour not in (None, "official", "fixed"):
@@ -153,6 +159,9 @@ class ARBExLoss(FERLoss):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.eps, self.use_dist, self.label_smoothing = eps, use_dist, float(label_smoothing)
         self.lambda_branch = float(lambda_branch)
+        if reliability_weighting < 0:
+            raise ValueError(f"reliability_weighting must be >= 0, got {reliability_weighting}")
+        self.reliability_weighting = float(reliability_weighting)
 
     def trust(self, info: StepInfo | None) -> float:
         """t = clip((progress - ramp_start) / (ramp_end - ramp_start), 0, 1); 1 when no StepInfo is given (a trained
@@ -167,7 +176,8 @@ class ARBExLoss(FERLoss):
         official = behaviour == "official"
         t = self.trust(info)
         final = (1 - t) * output.primary_dist + t * output.mixed_dist
-        ce = self._nll(final, target, dist, official)
+        sw = self.sample_weights(output.mixed_dist, target, t)
+        ce = self._nll(final, target, dist, official, sw)
         anchors = output.anchors
         if official:
             anchor = anchor_loss_official(anchors)
@@ -175,18 +185,28 @@ class ARBExLoss(FERLoss):
         else:
             anchor = anchor_loss_bounded(anchors, self.anchor_margin, self.eps)
             conf = output.confidence_primary.detach()
-        center = center_loss(output.distances, target, conf, anchors.shape[-1])
+        center = center_loss(output.distances, target, conf if sw is None else conf.reshape(-1) * sw, anchors.shape[-1])
         total = self.lambda_ce * ce + t * self.lambda_anchor * anchor + t * self.lambda_center * center
         terms = {"ce": ce, "anchor": anchor, "center": center}
         if self.lambda_branch:
-            terms["ce_anchor"] = self._nll(output.anchor_dist, target, dist, official)
-            terms["ce_attention"] = self._nll(output.attention_dist, target, dist, official)
+            terms["ce_anchor"] = self._nll(output.anchor_dist, target, dist, official, sw)
+            terms["ce_attention"] = self._nll(output.attention_dist, target, dist, official, sw)
             total = total + self.lambda_branch * (terms["ce_anchor"] + terms["ce_attention"])
         terms["trust"] = torch.tensor(t, device=total.device)
         return LossOutput(total=total, terms=terms)
 
-    def _nll(self, probs: Tensor, target: Tensor, dist: Tensor | None, official: bool) -> Tensor:
-        """The (class-weighted, optionally smoothed, optionally soft-target) NLL of a distribution (B, C)."""
+    def sample_weights(self, mixed: Tensor, target: Tensor, t: float) -> Tensor | None:
+        """(B,) weights of ``reliability_weighting`` (mean 1), or None when it is off or the trust is 0."""
+        if not self.reliability_weighting or t == 0:
+            return None
+        r = mixed.detach().gather(1, target[:, None]).squeeze(1).clamp_min(self.eps).pow(self.reliability_weighting)
+        return (1 - t) + t * r / r.mean()
+
+    def _nll(
+        self, probs: Tensor, target: Tensor, dist: Tensor | None, official: bool, sw: Tensor | None = None
+    ) -> Tensor:
+        """The (class-weighted, optionally smoothed, optionally soft-target) NLL of a distribution (B, C); ``sw``:
+        per-sample weights (B,) or None."""
         logp = probs.log() if official else probs.clamp_min(self.eps).log()
         w = self.class_weights
         if w is not None:
@@ -195,11 +215,15 @@ class ARBExLoss(FERLoss):
             q = dist.to(logp.dtype)
             q = q / q.sum(-1, keepdim=True)
             wq = q * (w if w is not None else 1.0)
-            ce = -(wq * logp).sum() / wq.sum()
-        else:
+            ce = -(wq * logp if sw is None else sw[:, None] * wq * logp).sum() / wq.sum()
+        elif sw is None:
             ce = F.nll_loss(logp, target, weight=w)
+        else:
+            cw = w[target] if w is not None else torch.ones_like(sw)
+            ce = -(sw * cw * logp.gather(1, target[:, None]).squeeze(1)).sum() / cw.sum()
         if self.label_smoothing:
-            ce = (1 - self.label_smoothing) * ce - self.label_smoothing * logp.mean(-1).mean()
+            smooth = logp.mean(-1) if sw is None else sw * logp.mean(-1)
+            ce = (1 - self.label_smoothing) * ce - self.label_smoothing * smooth.mean()
         return ce
 
 
