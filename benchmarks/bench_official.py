@@ -148,6 +148,7 @@ class Row:
     ratio_compiled: float | None = None
     max_abs_diff_compiled: float | None = None
     compile_warmup_s: float | None = None  # the first call's excess over the median call: the compilation
+    channels_last: bool = False  # --channels-last: fernb's contenders ran in channels-last memory
     skipped: str = ""
     patches: list[str] = field(default_factory=list)
 
@@ -554,10 +555,10 @@ def measure(
     train and inference.
 
     Each fernb contender has its own model copy and optimiser (``optim_impl``: how it updates; ``same``: as the
-    official code builds it); ``channels_last`` puts the default-precision one (and its inputs) in channels-last
-    memory, as the budget recipe does (``run.channels_last``); ``compile_mode`` adds an fp32 contender through
-    torch.compile, whose first call of each mode (the compilation) is timed on its own: ``compile_warmup_s`` is that
-    call's excess over the median call."""
+    official code builds it); ``channels_last`` puts the fp32 and the default-precision ones (and their inputs) in
+    channels-last memory, as the budget recipe does (``run.channels_last``); ``compile_mode`` adds an fp32 contender
+    through torch.compile, whose first call of each mode (the compilation) is timed on its own: ``compile_warmup_s``
+    is that call's excess over the median call."""
     default = resolve_precision("auto", torch.device("cpu"))
     off = _Side(
         official.modules,
@@ -566,7 +567,7 @@ def measure(
         official.loss,
         "fp32",
     )
-    fp32, impl = _fernb_side(method, official, "fp32", False, optim_impl)
+    fp32, impl = _fernb_side(method, official, "fp32", channels_last, optim_impl)
     sides = [off, fp32, _fernb_side(method, official, default, channels_last, optim_impl)[0]]
     if compile_mode:
         sides.append(_fernb_side(method, official, "fp32", False, optim_impl, compile_mode)[0])
@@ -576,7 +577,15 @@ def measure(
 
     label = default + ("+channels_last" if channels_last else "")
     rows = [
-        Row(method.key, mode, batch, method.img_size, default_precision=label, optim_impl=impl)
+        Row(
+            method.key,
+            mode,
+            batch,
+            method.img_size,
+            default_precision=label,
+            optim_impl=impl,
+            channels_last=channels_last,
+        )
         for mode in ("train", "infer")
     ]
     first: dict[tuple[int, str], float] = {}  # (side, mode) -> seconds of its first call (the compiled side's)
@@ -679,7 +688,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
-        "--channels-last", action="store_true", help="fernb's default-precision contender in channels-last memory"
+        "--channels-last",
+        action="store_true",
+        help="fernb's fp32 and default-precision contenders in channels-last memory (run.channels_last)",
     )
     ap.add_argument(
         "--optim-impl",
@@ -739,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = sorted({r.default_precision for r in rows if r.default_precision})
     if labels:
         print(f"fernb default = {', '.join(labels)}; ratio = fernb img/s / official img/s; diff vs official")
+    if args.channels_last:
+        print("fernb fp32 and fernb default ran in channels-last memory (--channels-last); the official code as it is")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     return 0
