@@ -508,10 +508,11 @@ def _with_impl(opt: torch.optim.Optimizer, params: list[nn.Parameter], impl: str
 
 
 def _compiled(model: nn.Module, mode: str) -> nn.Module:
-    """``model`` through torch.compile as ``run.compile`` builds it (dynamic shapes, eager random numbers)."""
+    """``model`` through torch.compile as ``run.compile`` builds it (static sizes, eager random numbers; the batch is
+    the same every call here)."""
     from torch._inductor import list_mode_options
 
-    return torch.compile(model, dynamic=True, options={**list_mode_options(mode), "fallback_random": True})
+    return torch.compile(model, dynamic=None, options={**list_mode_options(mode), "fallback_random": True})
 
 
 def _fernb_side(

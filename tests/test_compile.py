@@ -160,3 +160,45 @@ def test_a_refused_compile_call_is_a_compile_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", refuse)
     with pytest.raises(CompileError, match=r"(?s)not supported on this Python.*run.compile=false"):
         _fit(tmp_path, "refused", **{"run.compile": "reduce-overhead"})
+
+
+def test_arbex_trust_ramp_and_batch_sizes_need_one_graph():
+    """ARBEx's trust is a tensor the forward reads, and the engine marks the batch dynamic: a ramp that sets a new
+    trust every step and a partial last batch run through the graph of the first call (dynamo's eager backend, which
+    counts the frames it compiles)."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    import fernb
+
+    torch.manual_seed(0)
+    model = fernb.create_model(
+        "arbex", preset="tiny", backbone="resnet18", backbone_kwargs={"width": 4, "stem": "small"}, num_classes=7
+    ).train()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, dynamic=None)
+    torch._dynamo.reset()
+    frames = None
+    for step, batch in enumerate((6, 6, 6, 3, 6)):
+        x = torch.randn(batch, 3, 24, 24)
+        torch._dynamo.mark_dynamic(x, 0)
+        model.trust = step / 4
+        torch.manual_seed(step)
+        out = compiled(x)
+        torch.manual_seed(step)
+        ref = model(x)
+        torch.testing.assert_close(out.final_dist, ref.final_dist)
+        frames = counter.frame_count if frames is None else frames
+        assert counter.frame_count == frames, f"step {step} (trust {model.trust}, batch {batch}) compiled again"
+    assert model.trust == 1.0 and "_trust" not in model.state_dict()
+
+
+@pytest.mark.slow
+def test_arm_trains_compiled(tmp_path):
+    """ARM's de-albino pooling computes with the image size; with only the batch dynamic Inductor compiles it (with
+    every size symbolic it raised an error on a symbolic comparison)."""
+    from toys import spec_config
+
+    cfg = spec_config("arm", [], **{"run.out_dir": str(tmp_path), "run.name": "arm", "run.compile": True})
+    res = fit(cfg)
+    assert res.stop_reason == "completed" and res.info["compile"]["warmup_seconds"] is not None

@@ -356,10 +356,10 @@ class RunConfig:
             CPUs; the budget recipes set it).
         compile: train through ``torch.compile`` (False: eager). True or ``"default"``, ``"reduce-overhead"``,
             ``"max-autotune"``, ``"max-autotune-no-cudagraphs"`` (torch's modes). Only the training forward and
-            backward are compiled, with dynamic shapes and torch's eager random numbers (dropout draws what it draws
-            eagerly), so a compiled run differs from an eager one by rounding only, like another thread count;
-            checkpoints hold the plain model's weights. The first steps pay the compilation: ``run.json`` records it
-            (``compile.warmup_seconds``). Needs a C++ compiler on CPUs (Triton on CUDA).
+            backward are compiled, with a dynamic batch size (other sizes static) and torch's eager random numbers
+            (dropout draws what it draws eagerly), so a compiled run differs from an eager one by rounding only, like
+            another thread count; checkpoints hold the plain model's weights. The first steps pay the compilation:
+            ``run.json`` records it (``compile.warmup_seconds``). Needs a C++ compiler on CPUs (Triton on CUDA).
         ddp_find_unused_parameters: DDP option for models whose forward leaves some trainable parameters unused.
         loggers: logs that other tools read, besides ``metrics.csv``: any of ``"tensorboard"`` (``<run>/tensorboard``)
             and ``"mlflow"`` (:mod:`fernb.engine.loggers`; ``pip install 'fernb[logs]'``).

@@ -466,11 +466,13 @@ class Trainer:
     def _compile(self, net: nn.Module) -> nn.Module:
         """``net`` wrapped by ``torch.compile`` in ``run.compile``'s mode (the wrapper of the same module is reused).
 
-        Dynamic from the first call (``dynamic=True``): the batch size and Python floats the forward reads (ARBEx's
-        trust, which changes every step of its ramp) are symbols of one graph. With static shapes every new trust
-        value recompiled (8 graphs, then eager); with torch's automatic choice a run would switch from a static to a
-        dynamic graph at a point that depends on where its process started, so a resumed run would round otherwise.
-        Here the graph a step runs depends on its inputs only, and a resumed run is bit-identical. Random numbers are
+        The batch dimension is dynamic from the first call (:meth:`_forward_loss` marks it), every other size is
+        static: one graph serves full and partial batches, and the image size stays a number that models may compute
+        with (with every size symbolic, ``dynamic=True``, Inductor could not compile ARM's de-albino pooling). Models
+        read what changes between steps from tensors, never from Python floats (ARBEx's trust is a buffer), since a new
+        float recompiles. With torch's automatic choice a run would switch from a static to a dynamic graph at a point
+        that depends on where its process started, so a resumed run would round otherwise; here the graph a step runs
+        depends on its input's shape only, and a resumed run is bit-identical. Random numbers are
         torch's eager ones (``fallback_random``: dropout draws what it draws without compiling, and the data order
         and augmentation follow the same random stream). Only the training pass uses the wrapper: checkpoints,
         validation and callbacks see ``self.model``, whose ``state_dict`` has no ``_orig_mod.`` prefix.
@@ -482,7 +484,7 @@ class Trainer:
             from torch._inductor import list_mode_options
 
             options = {**list_mode_options(mode), "fallback_random": True}
-            compiled = cast(nn.Module, torch.compile(net, dynamic=True, options=options))
+            compiled = cast(nn.Module, torch.compile(net, dynamic=None, options=options))
         except Exception as exc:  # torch.compile refused before compiling anything (platform, Python, options)
             raise CompileError(self._compile_message(exc)) from exc
         self._compiled = (net, compiled)
@@ -833,6 +835,8 @@ class Trainer:
         info: StepInfo,
         index: torch.Tensor | None = None,
     ):
+        if self.compile_mode is not None and x.shape[0] > 1:
+            torch._dynamo.mark_dynamic(x, 0)  # one graph for every batch size (_compile)
         with autocast_context(self.device, self.precision):
             out = self.net(x)
         out = float_output(out)

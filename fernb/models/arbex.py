@@ -430,7 +430,22 @@ class ARBEx(FERModel):
         self.head = MLPHead(d, tuple(cfg.hidden_sizes), cfg.num_classes, cfg.head_batch_norm, cfg.head_dropout)
         self.anchors = self._new_anchors(cfg.num_classes)
         self.attention = self._new_attention(cfg.num_classes)
+        # t and 1 - t as tensors (rounded from Python floats, as a float operand would be): a compiled forward reads
+        # them as inputs, so a new trust every step of the ramp needs no new graph
+        self.register_buffer("_trust", torch.zeros(()), persistent=False)
+        self.register_buffer("_distrust", torch.zeros(()), persistent=False)
         self.trust = float(cfg.trust)
+
+    @property
+    def trust(self) -> float:
+        """The trust t of ``forward`` (float in [0, 1])."""
+        return float(self._trust)
+
+    @trust.setter
+    def trust(self, value: float) -> None:
+        with torch.no_grad():
+            self._trust.fill_(float(value))
+            self._distrust.fill_(1.0 - float(value))
 
     def _new_anchors(self, num_classes: int, like: Tensor | None = None) -> nn.Parameter:
         """(C, k, D) anchors, initialised as ``anchor_init`` says (on ``like``'s device and dtype)."""
@@ -546,14 +561,14 @@ class ARBEx(FERModel):
         else:
             correction = (l_g * (w_g + cfg.eps) + l_a * (w_a + cfg.eps)) / (w_g + w_a + 2 * cfg.eps)
         mixed = w_p * p + (1 - w_p) * correction
-        t = float(self.trust)
-        final = (1 - t) * p + t * mixed
+        t, not_t = self._trust, self._distrust
+        final = not_t * p + t * mixed
         if self.training:
             pred = final
         elif not cfg.eval_correction:
             pred = p
         elif official:  # train.py's validation branch: anchors only, l_g scaled by c_p and not renormalised
-            pred = (1 - t) * p + t * (c_p * p + (1 - c_p) * (l_g * c_p))
+            pred = not_t * p + t * (c_p * p + (1 - c_p) * (l_g * c_p))
         else:
             pred = final
         logits = head_logits if pred is p else pred.clamp_min(cfg.eps).log()
