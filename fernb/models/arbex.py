@@ -412,6 +412,8 @@ class ARBEx(FERModel):
 
     config: ARBExConfig
     pretrained_tag = "arbex"
+    _trust: Tensor
+    _distrust: Tensor
 
     def __init__(self, cfg: ARBExConfig) -> None:
         super().__init__()
