@@ -256,7 +256,7 @@ def test_budget_recipe_fields_and_what_replaces_its_time_budget():
     assert cfg.preset == "resnet18/ferplus@budget" and cfg.data.pipeline == "tensor"
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.decay_norm_bias) == (
         "adamw",
-        1e-3,
+        2e-3,
         0.05,
         False,
     )

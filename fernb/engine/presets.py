@@ -34,7 +34,7 @@ Model selection is always on a validation split (the official codes select on th
 **Recipes.** ``recipe="published"`` (the default) is the method's recipe above. ``recipe="budget"`` (or a name
 ending in ``@budget``: ``"resnet18/ferplus@budget"``) trains the method's small CPU model for a wall-clock budget
 (``schedule.budget_s``, 480 s unless given; or a step count, ``schedule.steps``; or epochs, ``schedule.epochs``):
-AdamW 1e-3 with weight decay 0.05 off norms and biases, label smoothing 0.1, a 5 % linear warm-up and a cosine that
+AdamW 2e-3 with weight decay 0.05 off norms and biases, label smoothing 0.1, a 5 % linear warm-up and a cosine that
 reaches zero exactly at the budget's last step, batch 128, the ``tensor`` input pipeline (each split decoded once
 into a uint8 array, whole-batch flip / rotation +-10 deg / zoom 0.9-1.1 / shift +-10 % / random erasing), bf16 where
 the CPU has it, the best epoch on validation. Each method keeps its own model, loss and normalisation;
@@ -260,7 +260,10 @@ _BUDGET_COMMON: dict[str, Any] = {
     "data.transform": "auto",
     "data.batch_augment": {},
     "optim.name": "adamw",
-    "optim.lr": 1e-3,
+    # a short plan wants a larger step than the 1e-3 of the issue's reference loop: FER+ valid accuracy after 1,150
+    # steps (seeds 1 and 2), ResNet-18 73.1 / 74.4 % at 1e-3 and 76.2 / 76.9 % at 2e-3, ARBEx 71.5 / 69.9 % and
+    # 75.4 / 74.5 %; the synthetic faces: 62.1 % against 69.3 % (120 s, one seed)
+    "optim.lr": 2e-3,
     "optim.weight_decay": 0.05,
     "optim.decay_norm_bias": False,
     "optim.sam": False,
@@ -302,12 +305,13 @@ BUDGET_OVERRIDES: dict[str, dict[str, Any]] = {
     # the tiny POSTER_V2 from scratch diverges at the CNNs' rates: synthetic test accuracy after 500 steps (seed 0)
     # 14.7 % at lr 2e-3 (chance), 35.3 % at 1e-3, 36.3 % at 5e-4, 31.1 % at 2.5e-4
     "poster_v2": {"optim.lr": 5e-4},
-    # relabelling starts halfway through training. The official run starts from a pretrained ResNet-18 that is already
-    # accurate at its 10th of 70 epochs; from scratch the model is not: relabelling from 9/70 of the run on changed
-    # about 20 % of every batch to the wrong class of a model at 30 % accuracy and training collapsed (synthetic test
-    # accuracy 41.8 % after 850 steps, seed 0), from 1/2 it reached 71.2 % (without relabelling 72.6 %)
+    # no relabelling. The official run starts from a pretrained ResNet-18 that is already accurate at its 10th of 70
+    # epochs; from scratch the model is not: relabelling from 9/70 of the run on changed about 20 % of every batch to
+    # the wrong class of a model at 30 % accuracy and training collapsed (synthetic test accuracy 41.8 % after 850
+    # steps, seed 0); from 1/2 it reached 71.2 %, without relabelling 72.6 %. On FER+ with 30 % symmetric noise (1,150
+    # steps, lr 1e-3, seeds 0-2) relabelling from 1/2 gave 62.9 % valid accuracy, none 66.5 % (cross-entropy: 65.5 %)
     "scn": {
-        "loss.kwargs": {**_SCN_LOSS, "label_smoothing": 0.1, "relabel_epoch": None, "relabel_progress": 0.5},
+        "loss.kwargs": {**_SCN_LOSS, "label_smoothing": 0.1, "relabel_epoch": None, "relabel_progress": None},
     },
 }
 
@@ -326,13 +330,11 @@ def split_recipe(name: str, recipe: str | None = None) -> tuple[str, str]:
 # with batch 64 and a stride-2 stem (layer4 at 4x4) 49.0 % (measured, one seed each). The faces already vary in pose,
 # scale, position, lighting and occluders, so their batch augmentation stays light: in 120 s runs of ResNet-18 the
 # default warp with erasing reached 57.2 % test accuracy, flips with +-5 deg and +-5 % shifts 62.1 %, flips and shifts
-# alone 58.2 %, batch 32 instead of 64 54.6 %; with the light augmentation a learning rate of 2e-3 reached 69.3 %
-# (one seed each).
+# alone 58.2 %, batch 32 instead of 64 54.6 % (at lr 1e-3; the recipe's 2e-3 then reached 69.3 %; one seed each).
 BUDGET_DATA: dict[str, dict[str, Any]] = {
     "synthetic": {
         "data.img_size": 64,
         "data.batch_size": 64,
-        "optim.lr": 2e-3,
         "data.batch_augment": {"degrees": 5.0, "translate": 0.05, "erase_p": 0.0},
     },
 }
@@ -354,7 +356,7 @@ BUDGET_STEPS: dict[str, dict[str, int]] = {
         "adcorre": 1300,  # 68.6 (888: 60.8)
         "esr": 600,  # 71.2 (941: 76.8)
         "manet": 1000,  # 67.0 (700: 61.8)
-        "scn": 850,  # 71.2
+        "scn": 850,  # 72.6 (relabelling from 1/2: 71.2)
         "poster_v2": 200,
     },
 }
