@@ -275,7 +275,7 @@ def test_the_ms_celeb_resnet18_loads_without_its_embedding_and_identity_layers()
 # ------------------------------------------------------------------------------------------------ engine
 
 
-def test_presets_carry_the_official_recipe_and_the_budget_relabels_by_share():
+def test_presets_carry_the_official_recipe_and_the_budget_does_not_relabel():
     from fernb.engine import config_from_preset
 
     cfg = config_from_preset("scn/rafdb")
