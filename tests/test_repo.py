@@ -85,6 +85,9 @@ def test_notebook_has_a_parameters_cell_with_smoke(nb: Path):
 
     params = pm.inspect_notebook(str(nb))
     assert "SMOKE" in params, f"{nb.name}: the cell tagged 'parameters' must define SMOKE"
+    # papermill skips (with a warning) an assignment line holding a second "=", e.g. in its comment
+    missing = sorted(set(_parameters(nb)) - set(params))
+    assert not missing, f"{nb.name}: papermill cannot read {missing}; keep '=' out of those lines' comments"
 
 
 def test_there_are_notebooks():
