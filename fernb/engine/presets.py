@@ -348,7 +348,8 @@ _BUDGET_MIN_SIZE = {"esr": 64}
 # Step plans: on these datasets the budget recipe trains a fixed number of optimiser steps per method instead of a
 # wall-clock budget, so that the main job (``make run``, the synthetic data) reaches the same numbers on every
 # machine; a slower machine takes longer instead of learning less. Each plan was measured to reach at least 65 %
-# synthetic test accuracy (seed 0; test accuracy in brackets, and at a shorter plan), 1.5-3 minutes each on 2 cores. A
+# synthetic test accuracy (seed 0; test accuracy in brackets, and at a shorter plan; 2026-12-06), 1.5-3 minutes each on
+# 2 cores. On another machine with a later tree (2026-12-07) Ad-Corre reached 61.4 % and MA-Net 62.1 % (README). A
 # ``schedule.budget_s`` (or ``schedule.epochs``) given by the user replaces the plan. POSTER_V2 from scratch learns
 # far slower than the CNNs (about 36 % after 500 steps at 0.6 s a step) and gets a short plan: it cannot reach the
 # bar in the main job's time.
