@@ -59,6 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[DEVICE] = torch_device(config.getoption("--device"))
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``shared`` skips where ``../shared`` is absent, whether or not it takes a fixture that needs it."""
+    if item.get_closest_marker("shared") is not None:
+        _need(SHARED, "the shared folder")
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.skip(f"{what} not found at {path} (it lives in ../shared beside the checkout; CI has it)")

@@ -31,15 +31,14 @@ Where each recipe comes from (tags as in ``shared/specs``):
 
 Model selection is always on a validation split (the official codes select on the test set; fernb does not).
 
-**Recipes.** ``recipe="published"`` (the default) is the method's recipe above. ``recipe="budget"`` (or a name
-ending in ``@budget``: ``"resnet18/ferplus@budget"``) trains the method's small CPU model for a wall-clock budget
-(``schedule.budget_s``, 480 s unless given; or a step count, ``schedule.steps``; or epochs, ``schedule.epochs``):
-AdamW 3e-3 with weight decay 0.05 off norms and biases, label smoothing 0.1, a 5 %
-linear warm-up and a cosine that reaches zero exactly at the budget's last step, batch 128, the ``tensor`` input
-pipeline (each split decoded once into a uint8 array, whole-batch flip / rotation +-10 deg / zoom 0.9-1.1 / shift
-+-10 % / random erasing), bf16 where the CPU has it, the best epoch on validation. Each method keeps its own model,
-loss and normalisation; :data:`BUDGET_MODELS` and :data:`BUDGET_OVERRIDES` list what the budget recipe changes per
-method, and why.
+**Recipes.** ``recipe="published"`` (the default) is the method's recipe above. ``recipe="budget"`` (or a name ending in
+``@budget``: ``"resnet18/ferplus@budget"``) trains the method's small CPU model for a wall-clock budget
+(``schedule.budget_s``, 480 s unless given; or a step count, ``schedule.steps``; or epochs, ``schedule.epochs``): AdamW
+3e-3 with weight decay 0.05 off norms and biases, label smoothing 0.1, a 5 % linear warm-up and a cosine that reaches
+zero exactly at the budget's last step, batch 128, the ``tensor`` input pipeline (each split decoded once into a uint8
+array, whole-batch flip / rotation +-10 deg / zoom 0.9-1.1 / shift +-10 % / random erasing), bf16 where the CPU has it,
+the best epoch on validation. Each method keeps its own model, loss and normalisation; :data:`BUDGET_MODELS` and
+:data:`BUDGET_OVERRIDES` list what the budget recipe changes per method, and why.
 """
 
 from __future__ import annotations
