@@ -115,3 +115,12 @@ def test_stem_stride_keeps_a_small_face_s_resolution_in_a_timm_resnet(stride: in
         assert model.forward_features(torch.rand(2, 3, 48, 48)).shape[-2:] == (side, side)
     with pytest.raises(ValueError, match="timm ResNet"):
         create_model("adcorre", "tiny", backbone="mobilenetv3_small_050", backbone_kwargs={}, stem_stride=1)
+
+
+def test_stem_stride_reaches_the_first_convolution_of_a_deep_stem():
+    deep = {"channels": (16, 32, 64, 128), "stem_type": "deep", "stem_width": 8}
+    model = create_model("adcorre", "tiny", stem_stride=1, backbone_kwargs=deep).eval()
+    first, last = model.backbone.conv1[0], model.backbone.conv1[-1]
+    assert first.stride == (1, 1) and last.out_channels == 16 and isinstance(model.backbone.maxpool, torch.nn.Identity)
+    with torch.no_grad():
+        assert model.forward_features(torch.rand(2, 3, 48, 48)).shape[-3:] == (128, 6, 6)

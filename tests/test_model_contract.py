@@ -236,6 +236,7 @@ def test_feature_info_num_features_and_head_size_describe_what_the_model_compute
         ("arbex", "tiny", {"backbone": "timm:resnet10t", "img_size": 32}),
         ("adcorre", "tiny", {"stem_stride": 1, "img_size": 48}),
         ("adcorre", "tiny", {"stem_stride": 2, "img_size": 48}),
+        ("adcorre", "tiny", {"stem_stride": 1, "img_size": 48, "backbone_kwargs": {"stem_type": "deep"}}),
         ("manet", "tiny", {"stem": "small", "stem_stride": 2, "img_size": 48}),
         ("resnet18", "tiny", {"stem": "imagenet", "img_size": 64}),
         ("poster_v2", "tiny", {"img_size": 64, "backbone_size": 32}),

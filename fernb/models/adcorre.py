@@ -92,11 +92,13 @@ class AdCorreConfig:
 
     @classmethod
     def tiny(cls) -> AdCorreConfig:
-        """timm ResNet-18 at width 16, k = 3 heads of 64, 64 px, 8 classes."""
+        """timm ResNet-18 with stages of 16-128 channels after timm's 64-channel 7x7 stem, k = 3 heads of 64, 64 px,
+        8 classes. (timm sizes a plain stem at 64 whatever ``stem_width`` says; ``stem_type="deep"`` with
+        ``stem_width=8`` gives a 16-channel one.)"""
         return cls(
             num_classes=8,
             backbone="resnet18",
-            backbone_kwargs={"channels": (16, 32, 64, 128), "stem_width": 16},
+            backbone_kwargs={"channels": (16, 32, 64, 128)},
             num_embeddings=3,
             embedding_dim=64,
             img_size=64,
@@ -208,6 +210,9 @@ class AdCorre(FERModel):
         """The registered cfg for this model, with the first convolution of its timm backbone."""
         first = cast(TimmModel, self.backbone).pretrained_cfg.get("first_conv") or ()
         first = (first,) if isinstance(first, str) else tuple(first)
+        modules = dict(self.backbone.named_modules())
+        # timm names a ResNet's conv1 whatever its stem; a deep stem's conv1 is a Sequential that starts with the conv
+        first = tuple(f"{n}.0" if isinstance(modules.get(n), nn.Sequential) else n for n in first)
         return super().resolve_pretrained_cfg(cfg).replace(first_conv=tuple(f"backbone.{n}" for n in first))
 
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
@@ -224,8 +229,11 @@ class AdCorre(FERModel):
 
 
 def _set_stem_stride(backbone: nn.Module, name: str, stride: int) -> None:
-    """In place: a timm ResNet's ``conv1`` gets ``stride`` and its ``maxpool`` becomes the identity."""
+    """In place: a timm ResNet's ``conv1`` (the first convolution of a ``deep`` stem) gets ``stride`` and its
+    ``maxpool`` becomes the identity."""
     conv = getattr(backbone, "conv1", None)
+    if isinstance(conv, nn.Sequential) and len(conv) > 0:
+        conv = conv[0]
     if not isinstance(conv, nn.Conv2d) or not isinstance(getattr(backbone, "maxpool", None), nn.MaxPool2d):
         raise ValueError(
             f"AdCorreConfig.stem_stride needs a timm ResNet backbone (a 'conv1' convolution and a "
