@@ -211,8 +211,7 @@ class AdCorre(FERModel):
         first = cast(TimmModel, self.backbone).pretrained_cfg.get("first_conv") or ()
         first = (first,) if isinstance(first, str) else tuple(first)
         modules = dict(self.backbone.named_modules())
-        # timm names a ResNet's conv1 whatever its stem; a deep stem's conv1 is a Sequential that starts with the conv
-        first = tuple(f"{n}.0" if isinstance(modules.get(n), nn.Sequential) else n for n in first)
+        first = tuple(_stem_conv_name(modules, n) for n in first)
         return super().resolve_pretrained_cfg(cfg).replace(first_conv=tuple(f"backbone.{n}" for n in first))
 
     def cam_reshape_transform(self) -> Callable[[Tensor], Tensor] | None:
@@ -228,12 +227,17 @@ class AdCorre(FERModel):
         return reshape
 
 
+def _stem_conv_name(modules: Mapping[str, nn.Module], name: str) -> str:
+    """``name``, or ``name.0`` where it is a Sequential: timm names a ResNet's ``conv1`` whatever its stem, and a deep
+    stem's ``conv1`` is a Sequential that starts with the convolution."""
+    return f"{name}.0" if isinstance(modules.get(name), nn.Sequential) else name
+
+
 def _set_stem_stride(backbone: nn.Module, name: str, stride: int) -> None:
     """In place: a timm ResNet's ``conv1`` (the first convolution of a ``deep`` stem) gets ``stride`` and its
     ``maxpool`` becomes the identity."""
-    conv = getattr(backbone, "conv1", None)
-    if isinstance(conv, nn.Sequential) and len(conv) > 0:
-        conv = conv[0]
+    modules = dict(backbone.named_modules())
+    conv = modules.get(_stem_conv_name(modules, "conv1"))
     if not isinstance(conv, nn.Conv2d) or not isinstance(getattr(backbone, "maxpool", None), nn.MaxPool2d):
         raise ValueError(
             f"AdCorreConfig.stem_stride needs a timm ResNet backbone (a 'conv1' convolution and a "
