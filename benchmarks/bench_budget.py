@@ -167,6 +167,16 @@ def run_reference(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
 
 
+def _paired(rows: list[dict[str, Any]], ref: list[dict[str, Any]]) -> str:
+    """Per-seed img/s ratios to the reference run of the same seed (run next to it), when there are any."""
+    by_seed = {r["seed"]: r["img_s"] for r in ref}
+    ratios = [r["img_s"] / by_seed[r["seed"]] for r in rows if r["seed"] in by_seed]
+    if len(ratios) < 2:
+        return ""
+    each = ", ".join(f"{x:.3f}" for x in ratios)
+    return f"  (img/s per seed x{each}; geometric mean x{float(np.exp(np.mean(np.log(ratios)))):.3f})"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'method':<18} {'seed':>4} {'img/s':>7} {'steps':>6} {'epochs':>6} {'sec':>6} {'best':>4} "
@@ -197,7 +207,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             if m != "reference":
                 print(
                     f"{m:<18} acc x{np.mean([r['acc'] for r in rs]) / acc:.3f}  "
-                    f"img/s x{np.mean([r['img_s'] for r in rs]) / speed:.3f}"
+                    f"img/s x{np.mean([r['img_s'] for r in rs]) / speed:.3f}" + _paired(rs, ref)
                 )
     for r in rows:
         if "arbex" not in r:
@@ -234,8 +244,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.out or Path(tmp)
-        for spec in [m.strip() for m in args.methods.split(",") if m.strip()]:
-            for seed in seeds:
+        specs = [m.strip() for m in args.methods.split(",") if m.strip()]
+        for seed in seeds:  # methods alternate within a seed, so a slow spell of the machine hits each of them
+            for spec in specs:
                 row = run_reference(args, seed) if spec == "reference" else run_fernb(spec, args, out_dir, seed)
                 rows.append(row)
                 print(

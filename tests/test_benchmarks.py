@@ -227,3 +227,35 @@ def test_official_benchmark_without_official_sources_says_what_is_missing(bench_
     printed = capsys.readouterr().out
     assert f"missing folder {tmp_path / 'POSTER_V2'}" in printed and "model/manet.py" in printed
     assert bench_official.main(["--methods", "arbex"]) == 0 and "no --official folder given" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def bench_budget(repo_root: Path):
+    return _load_benchmark(repo_root, "bench_budget")
+
+
+def test_budget_benchmark_pairs_each_seed_with_its_reference_run(bench_budget, capsys):
+    def row(method: str, seed: int, img_s: float, acc: float) -> dict:
+        return {
+            "method": method,
+            "seed": seed,
+            "img_s": img_s,
+            "steps": 10,
+            "epochs": 1,
+            "seconds": 1.0,
+            "best_epoch": 1,
+            "acc": acc,
+            "mca": acc,
+            "f1": acc,
+        }
+
+    rows = [
+        row("reference", 0, 500.0, 0.70),
+        row("resnet18", 0, 450.0, 0.77),
+        row("reference", 1, 400.0, 0.72),
+        row("resnet18", 1, 400.0, 0.79),
+    ]
+    bench_budget.print_table(rows)
+    out = capsys.readouterr().out
+    assert "acc x1.099" in out and "img/s x0.944" in out  # ratios of the means: 0.78 / 0.71, 425 / 450
+    assert "per seed x0.900, 1.000" in out and "geometric mean x0.949" in out  # sqrt(0.9 * 1.0)
