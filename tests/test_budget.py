@@ -269,6 +269,10 @@ def test_budget_recipe_fields_and_what_replaces_its_time_budget():
     )
     assert cfg.schedule.name == "cosine" and cfg.schedule.warmup_fraction == 0.05 and cfg.schedule.budget_s == 480
     assert cfg.loss.kwargs["label_smoothing"] == 0.1 and cfg.model.kwargs["stem_stride"] == 1
+    real = build_batch_transform(cfg, train=True)  # the warp, without random erasing
+    assert (real.degrees, real.scale, real.translate, real.hflip, real.erase_p) == (10.0, (0.9, 1.1), 0.1, 0.5, 0.0)
+    synthetic = build_batch_transform(config_from_preset("resnet18/synthetic@budget"), train=True)
+    assert (synthetic.degrees, synthetic.translate, synthetic.erase_p) == (5.0, 0.05, 0.0)
     assert config_from_preset("resnet18/ferplus", recipe="budget").to_dict() == cfg.to_dict()
     assert config_from_preset("resnet18/ferplus@budget", schedule__steps=50).schedule.budget_s is None
     assert config_from_preset("resnet18/ferplus@budget", schedule__epochs=3).schedule.budget_s is None

@@ -36,7 +36,7 @@ Model selection is always on a validation split (the official codes select on th
 (``schedule.budget_s``, 480 s unless given; or a step count, ``schedule.steps``; or epochs, ``schedule.epochs``): AdamW
 3e-3 with weight decay 0.05 off norms and biases, label smoothing 0.1, a 5 % linear warm-up and a cosine that reaches
 zero exactly at the budget's last step, batch 128, the ``tensor`` input pipeline (each split decoded once into a uint8
-array, whole-batch flip / rotation +-10 deg / zoom 0.9-1.1 / shift +-10 % / random erasing), bf16 where the CPU has it,
+array, whole-batch flip / rotation +-10 deg / zoom 0.9-1.1 / shift +-10 %, no erasing), bf16 where the CPU has it,
 the best epoch on validation. Each method keeps its own model, loss and normalisation; :data:`BUDGET_MODELS` and
 :data:`BUDGET_OVERRIDES` list what the budget recipe changes per method, and why.
 """
@@ -258,7 +258,11 @@ _BUDGET_COMMON: dict[str, Any] = {
     "data.sampler_kwargs": {},
     "data.pipeline": "tensor",
     "data.transform": "auto",
-    "data.batch_augment": {},
+    # the issue's warp without its random erasing: after 1,150 steps on FER+ (lr 3e-3, seeds 0-2) ResNet-18 reached
+    # 77.9 % valid accuracy / 59.0 % mean class accuracy without erasing and 76.3 / 56.4 with it, ARBEx 77.0 / 57.4
+    # against 75.1 / 55.5. Within a CPU budget the models underfit (ResNet-18's training accuracy under augmentation
+    # at the last step: 73 % with erasing, 80 % without), so the lighter augmentation learns more
+    "data.batch_augment": {"erase_p": 0.0},
     "optim.name": "adamw",
     # a short plan wants a larger step than the 1e-3 of the issue's reference loop. FER+ valid accuracy after 1,150
     # steps, mean of seeds 0-2, at 1e-3 / 2e-3 / 3e-3: ResNet-18 72.8 / 75.9 / 76.3 %, ARBEx 71.0 / 74.6 / 75.1 %;
