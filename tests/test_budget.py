@@ -152,7 +152,13 @@ def test_a_step_plan_shares_its_epochs_out_over_the_stages(tmp_path):
 def test_time_budget_becomes_a_recorded_step_plan_that_fills_the_budget(tmp_path):
     cfg = te.toy_config(
         tmp_path,
-        **{"schedule.budget_s": 4.0, "schedule.name": "cosine", "schedule.eval_every": 1, "data.batch_size": 8},
+        **{
+            "schedule.budget_s": 4.0,
+            "schedule.name": "cosine",
+            "schedule.eval_every": 1,
+            "data.batch_size": 8,
+            "schedule.replan": False,
+        },
     )
     res = fit(cfg, train_data=te.toy_data(64), valid_data=te.toy_data(16, 1))
     rec = json.loads((tmp_path / "toy" / "run.json").read_text())
@@ -165,6 +171,53 @@ def test_time_budget_becomes_a_recorded_step_plan_that_fills_the_budget(tmp_path
         plan["calibration_seconds"] + plan["steps"] * plan["step_seconds"] + plan["epochs"] * plan["validation_seconds"]
     )
     assert abs(predicted - 4.0) <= 2 * (plan["step_seconds"] + plan["validation_seconds"]), plan
+
+
+def _misjudged_calibration(monkeypatch) -> None:
+    """Make the budget's calibration plan a quarter of the steps it timed (a misjudged step cost)."""
+    from fernb.engine.fit import Trainer
+
+    timed = Trainer._calibrate
+
+    def quarter(self):
+        steps, plan = timed(self)
+        return max(1, steps // 4), {**plan, "steps": max(1, steps // 4)}
+
+    monkeypatch.setattr(Trainer, "_calibrate", quarter)
+
+
+def test_a_budget_run_replans_after_its_first_epoch_and_replays_bit_identically(tmp_path, monkeypatch):
+    _misjudged_calibration(monkeypatch)
+    over = {**TENSOR, "schedule.budget_s": 4.0, "schedule.name": "cosine", "run.name": "budget"}
+    res = fit(te.toy_config(tmp_path, **over), train_data=te.toy_data(64), valid_data=te.toy_data(16, 1))
+    rec = json.loads((tmp_path / "budget" / "run.json").read_text())
+    plan, spe = rec["budget"], 8
+    first, steps, replan = plan["first_steps"], plan["steps"], plan["replan"]
+    # a toy step costs more in an epoch than in the calibration's loop (per-epoch work weighs on 8 steps), but
+    # not 4x: the plan grows
+    assert steps > first and res.steps == rec["planned_steps"] == steps == res.history[-1]["step"]
+    assert plan["epochs"] == math.ceil(steps / spe) == len(res.history)
+    # the re-plan's own arithmetic: the steps and validations left, at the first epoch's measured costs, fill the
+    # seconds it had left to within a step
+    assert replan["seconds_left"] == pytest.approx(
+        4.0 - plan["calibration_seconds"] - res.history[0]["elapsed_seconds"]
+    )
+    predicted = (steps - spe) * replan["step_seconds"] + (plan["epochs"] - 1) * replan["validation_seconds"]
+    assert abs(predicted - replan["seconds_left"]) <= 2 * (replan["step_seconds"] + replan["validation_seconds"])
+    assert res.history[-1]["lr"] < 0.01 * res.history[0]["lr"]  # the cosine still ends at the plan's last step
+    again = {**over, "schedule.budget_s": None, "schedule.steps": steps, "schedule.first_steps": first}
+    replay = fit(
+        te.toy_config(tmp_path, **{**again, "run.name": "replay"}),
+        train_data=te.toy_data(64),
+        valid_data=te.toy_data(16, 1),
+    )
+    assert te.weights_digest(replay.model) == te.weights_digest(res.model)
+    drop = ("epoch_seconds", "samples_per_second", "elapsed_seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in replay.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in res.history
+    ]
+    with pytest.raises(ConfigError, match="first_steps"):
+        fit(te.toy_config(tmp_path, **{"schedule.first_steps": 5, "run.name": "bad"}), train_data=te.toy_data(16))
 
 
 def test_contradictory_plans_are_refused_before_training(tmp_path):
@@ -222,14 +275,23 @@ def test_killed_budget_run_on_the_tensor_pipeline_resumes_to_the_uninterrupted_p
     _kill(tmp_path, over, kill_step=7)
     _, meta, state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
     assert meta["step"] == 6 and meta["batch"] == 1
-    steps = state["plan"]["steps"]
+    steps, first = state["plan"]["steps"], state["plan"]["budget"].get("first_steps")
     resumed = fit(
         te.toy_config(tmp_path, **{**over, "run.resume": True}),
         train_data=te.toy_data(40),
         valid_data=te.toy_data(14, 1),
     )
     plain = fit(
-        te.toy_config(tmp_path, **{**TENSOR, "schedule.steps": steps, "schedule.name": "cosine", "run.name": "plain"}),
+        te.toy_config(
+            tmp_path,
+            **{
+                **TENSOR,
+                "schedule.steps": steps,
+                "schedule.first_steps": first,
+                "schedule.name": "cosine",
+                "run.name": "plain",
+            },
+        ),
         train_data=te.toy_data(40),
         valid_data=te.toy_data(14, 1),
     )

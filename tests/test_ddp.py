@@ -80,6 +80,25 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     assert proc.stdout.count("run:") == 1 and proc.stdout.count("best epoch") == 1  # only rank 0 reports
 
 
+def test_a_budget_run_under_torchrun_plans_and_replans_as_one(tmp_path):
+    """Both ranks time their own steps; rank 0's plan and re-plan bind both, so they stay in step to the end."""
+    from fernb.data import load_dataset
+    from fernb.engine import save_config
+
+    cfg = te.toy_config(
+        tmp_path,
+        **te.SYNTH,
+        **{"run.name": "ddp-budget", "schedule.budget_s": 6.0, "schedule.name": "cosine", "data.batch_size": 8},
+    )
+    save_config(cfg, tmp_path / "budget.yaml")
+    load_dataset("synthetic", split="train", **cfg.data.options)  # fills the cache before the ranks
+    proc = _torchrun(tmp_path, ["--import", "toys_plugin", "--config", str(tmp_path / "budget.yaml")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "ddp-budget" / "run.json").read_text())
+    assert rec["world_size"] == 2 and rec["status"] == "completed" and rec["ddp"]["consistent"]
+    assert "replan" in rec["budget"] and rec["steps"] == rec["planned_steps"] == rec["budget"]["steps"]
+
+
 @pytest.mark.parametrize("spec", te.METHOD_SPECS)
 def test_every_method_trains_under_torchrun_with_two_processes(tmp_path, spec: str):
     from fernb.engine import StageConfig, save_config

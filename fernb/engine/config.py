@@ -270,7 +270,13 @@ class ScheduleConfig:
         budget_s: train for this many wall-clock seconds (validation included): before training, the engine times
             a few steps and a validation on throw-away copies, turns the budget into ``steps`` and records it in
             ``run.json`` (``budget``); the schedule then ends exactly at the budget's last step. Rerun with
-            ``schedule.steps=<recorded>`` for a bit-identical run on any machine.
+            ``schedule.steps=<recorded>`` for a bit-identical run on any machine (and ``schedule.first_steps``
+            where the run re-planned).
+        replan: a budget run plans again once, after its first epoch, from what that epoch and its validation
+            cost (a few seconds of timing misjudge a step by up to 15 % on a busy machine); ``run.json``'s
+            ``budget`` then records the first plan as ``first_steps`` and the measurement as ``replan``.
+        first_steps: with ``steps``, replay a re-planned budget run: its first epoch follows a plan of this many
+            steps, the rest the plan of ``steps`` (the recorded ``budget.first_steps`` and ``budget.steps``).
         plateau_factor: see ``name``.
         plateau_patience: see ``name``.
         monitor: validation metric that selects the best checkpoint (and drives ``plateau``).
@@ -289,6 +295,8 @@ class ScheduleConfig:
     warmup_fraction: float = 0.0
     steps: int | None = None
     budget_s: float | None = None
+    replan: bool = True
+    first_steps: int | None = None
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     monitor: str = "valid_accuracy"

@@ -267,6 +267,11 @@ def check_schedule(s: ScheduleConfig) -> None:
         )
     if s.steps is not None and s.steps < 1:
         raise ConfigError(f"schedule.steps={s.steps}; expected a positive number of optimiser steps")
+    if s.first_steps is not None and (s.steps is None or s.first_steps < 1):
+        raise ConfigError(
+            f"schedule.first_steps={s.first_steps} replays a re-planned budget run and needs schedule.steps (its "
+            "budget.steps) and a positive count (its budget.first_steps); give both from the run's run.json"
+        )
     if s.budget_s is not None and not s.budget_s > 0:
         raise ConfigError(f"schedule.budget_s={s.budget_s}; expected a positive number of seconds")
     if not 0.0 <= s.warmup_fraction < 1.0:
@@ -329,6 +334,7 @@ class Trainer:
         self.total_epochs = cfg.schedule.total_epochs
         self.planned_steps: int | None = None  # schedule.steps, or what schedule.budget_s came to
         self.budget: dict[str, Any] | None = None
+        self._next_steps: int | None = None  # the plan after the first epoch (schedule.first_steps replays)
         if self.total_epochs < 1:
             raise ConfigError("schedule.epochs (or the sum of schedule.stages[].epochs) must be >= 1")
         check_schedule(cfg.schedule)
@@ -557,7 +563,7 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "stage_best_value": self.stage_best["value"],
-            "plan": {"steps": self.planned_steps, "budget": self.budget},
+            "plan": {"steps": self.planned_steps, "budget": self.budget, "next_steps": self._next_steps},
         }
         if self.noise_detector is not None:
             state["noise_detection"] = self.noise_detector.state_dict(self.env)
@@ -693,6 +699,64 @@ class Trainer:
         self.planned_steps, self.budget, self.total_epochs = int(steps), budget, epochs
         self.stage_bounds = _stage_bounds(self.stages, epochs)
         self.total_steps = int(steps)
+
+    def _after_first_epoch(self, steps: int, train_s: float, valid_s: float | None) -> None:
+        """Switch to the plan that follows the first epoch: a budget run's re-plan (``schedule.replan``), or the
+        recorded one that ``schedule.first_steps`` replays."""
+        new = self._next_steps
+        self._next_steps = None
+        if new is None and self.budget is not None and self.cfg.schedule.replan and "replan" not in self.budget:
+            new = self._replan(steps, train_s, valid_s)
+        if new is None or new == self.planned_steps:
+            return
+        self._apply_plan(new, self.budget)
+        if self.cfg.run.max_steps:
+            self.total_steps = min(self.total_steps, self.cfg.run.max_steps)
+        stage = max(self.applied_stage, 0)
+        old = self.schedule
+        restart = not self.stages or self.stages[stage].restart_schedule
+        self.schedule = LRSchedule(self.cfg.schedule, self._span(stage, restart), self.steps_per_epoch)
+        self.schedule.load_state_dict(old.state_dict())
+
+    def _replan(self, steps: int, train_s: float, valid_s: float | None) -> int | None:
+        """The step count that ends the budget, from the first epoch's measured cost; None to keep the plan. The
+        epoch measured stage 0: later stages' timed costs scale by the same factor."""
+        plan = dict(self.budget or {})
+        spe, done, first = self.steps_per_epoch, self.global_step, int(self.planned_steps or 0)
+        new: int | None = None
+        if steps > 0 and self.total_epochs > 1 and plan.get("stage_step_seconds"):
+            measured = max(1e-9, train_s - float(plan.get("compile_seconds", 0.0))) / steps
+            step_s = float(plan["step_seconds"]) * measured / max(1e-12, float(plan["stage_step_seconds"][0]))
+            val_s = float(valid_s if valid_s is not None else plan["validation_seconds"])
+            left = float(plan["budget_s"]) - float(plan["calibration_seconds"]) - self.train_seconds  # epoch 1 in
+            validated = 1 if valid_s is not None else 0
+            more = max(0, int(left / step_s))
+            for _ in range(8):
+                epochs = -(-(done + more) // spe)
+                more = max(0, int((left - (self._validations(epochs) - validated) * val_s) / step_s))
+            new = max(done, done + more)
+            if self.cfg.schedule.stages:  # the stages shift with the plan; never under one already trained
+                epochs = -(-new // spe)
+                fits = epochs >= len(self.cfg.schedule.stages)
+                if fits:
+                    end0 = _stage_bounds(self.cfg.schedule.scaled_stages(epochs), epochs)[0][1]
+                    fits = (end0 == 1) == (self.stage_bounds[0][1] == 1)
+                new = new if fits else None
+            plan["replan"] = {
+                "after_epoch": 1,
+                "step_seconds": measured,
+                "validation_seconds": val_s,
+                "seconds_left": left,
+                "steps": new if new is not None else first,
+            }
+        else:
+            plan["replan"] = {"after_epoch": 1, "steps": first}
+        new = self.env.broadcast_object(new)
+        plan = self.env.broadcast_object(plan)
+        if new is not None and new != first:
+            plan.update(first_steps=first, steps=new, epochs=-(-new // spe))
+        self.budget = plan
+        return new
 
     def _validations(self, epochs: int) -> int:
         every = max(1, self.cfg.schedule.eval_every)
@@ -1085,6 +1149,10 @@ class Trainer:
             plan = last[1].get("plan") or {}
             if plan.get("steps") is not None:
                 self._apply_plan(int(plan["steps"]), plan.get("budget"))
+                self._next_steps = plan.get("next_steps")
+        elif cfg.schedule.first_steps is not None and cfg.schedule.steps is not None:
+            self._apply_plan(int(cfg.schedule.first_steps), None)
+            self._next_steps = int(cfg.schedule.steps)
         elif cfg.schedule.steps is not None:
             self._apply_plan(int(cfg.schedule.steps), None)
         elif cfg.schedule.budget_s is not None:
@@ -1166,7 +1234,7 @@ class Trainer:
         budget = cfg.run.time_budget_s
         stop = False
         while self.epoch < self.total_epochs and not stop:
-            epoch = self.epoch
+            epoch, first_batch = self.epoch, start_batch
             stage = self._stage_of(epoch)
             if stage > self.applied_stage:
                 self._enter_stage(stage)
@@ -1254,6 +1322,7 @@ class Trainer:
             if env.distributed:
                 self._sync_buffers()
             seconds = time.perf_counter() - t0
+            train_part, valid_part = seconds, None
             if partial:  # keep the exact mid-epoch position for a later resume
                 self.train_seconds += seconds
                 self._save_last(batch_in_epoch, sums)
@@ -1268,7 +1337,8 @@ class Trainer:
             if validate:
                 tv = time.perf_counter()
                 row.update(self.validate())
-                seconds += time.perf_counter() - tv
+                valid_part = time.perf_counter() - tv
+                seconds += valid_part
                 row["epoch_seconds"] = seconds
             if not partial:
                 self.train_seconds += seconds
@@ -1298,6 +1368,8 @@ class Trainer:
                     self.stage_best = {"value": value, "state": weights}
             if self.noise_detector is not None:
                 self.noise_detector.end_epoch(int(row["epoch"]), env, partial=partial, best=improved)
+            if epoch == 0 and not partial and not stop:
+                self._after_first_epoch(batch_in_epoch - first_batch, train_part, valid_part)
             if not partial:
                 self.epoch += 1
                 self.history.append(row)
@@ -1312,6 +1384,7 @@ class Trainer:
                     steps=self.global_step,
                     train_seconds=self.train_seconds,
                     updated=now_iso(),
+                    **({"planned_steps": self.planned_steps, "budget": self.budget} if self.planned_steps else {}),
                 )
                 if self.epoch >= 1:
                     self._drop_aside()
