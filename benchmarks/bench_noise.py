@@ -14,7 +14,9 @@ method sees the same flipped samples. Methods as in ``bench_budget.py`` (a regis
 Columns: the selected epoch's valid accuracy and mean class accuracy (clean labels), ``drop`` (points of valid
 accuracy lost from the same method's clean run at the same seed; blank without one), and the selected epoch's
 flipped-label detection AUROC (``fernb.engine.noise_detection``: ``loss``, the small-loss criterion of any method;
-``disagr``, ARBEx's 1 - corrected probability of the given label); then the steps and seconds trained. With several
+``disagr``, ARBEx's 1 - corrected probability of the given label), ``fit flip`` (the share of flipped training
+labels the model had learnt by its last epoch: its training output's argmax; near 0, the run has not memorised the
+noise, ``fernb.explore.fitted_labels``); then the steps and seconds trained. With several
 seeds a second table gives the means (and the standard deviation of the accuracy). ``--json`` writes every row.
 The issue's targets (issue 13) are printed under the tables against the means, whatever they show.
 """
@@ -91,6 +93,7 @@ def run_one(spec: str, noise: str, args: argparse.Namespace, out_dir: Path, seed
     """Train one run; its row of the table."""
     from fernb.engine import fit
     from fernb.engine.rundir import RunDir
+    from fernb.explore.noise_detection import fitted_labels
     from fernb.explore.robustness import best_epoch_detection
 
     cfg = run_config(spec, noise, args, out_dir, seed)
@@ -101,6 +104,7 @@ def run_one(spec: str, noise: str, args: argparse.Namespace, out_dir: Path, seed
     best = res.best_metrics
     detection = best_epoch_detection(res.run_dir)
     noise_record = (record.get("data") or {}).get("label_noise") or {}
+    fitted = fitted_labels(res.run_dir) if detection else {}
     return {
         "method": spec,
         "noise": noise,
@@ -115,6 +119,8 @@ def run_one(spec: str, noise: str, args: argparse.Namespace, out_dir: Path, seed
         "f1": best.get("valid_macro_f1"),
         "auroc_loss": detection.get("loss"),
         "auroc_disagreement": detection.get("disagreement"),
+        "fit_clean": fitted.get("clean"),
+        "fit_flipped": fitted.get("flipped"),
         "run_dir": str(res.run_dir),
     }
 
@@ -157,6 +163,7 @@ def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "drop": _mean(rs, "drop"),
                 "auroc_loss": _mean(rs, "auroc_loss"),
                 "auroc_disagreement": _mean(rs, "auroc_disagreement"),
+                "fit_flipped": _mean(rs, "fit_flipped"),
                 "steps": _mean(rs, "steps"),
             }
         )
@@ -165,7 +172,7 @@ def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 HEAD = (
     f"{'method':<14} {'noise':<7} {'seed':>4} {'acc':>6} {'mca':>6} {'drop':>6} {'auroc loss':>10} {'disagr':>7} "
-    f"{'steps':>6} {'sec':>5}"
+    f"{'fit flip':>8} {'steps':>6} {'sec':>5}"
 )
 
 
@@ -175,7 +182,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['method']:<14} {r['noise']:<7} {r['seed']:>4} {_num(r['acc'], 6, 100)} {_num(r['mca'], 6, 100)} "
             f"{_num(r.get('drop'), 6)} {_num(r['auroc_loss'], 10, digits=3)} "
-            f"{_num(r['auroc_disagreement'], 7, digits=3)} {r['steps']:>6} {r['seconds']:>5.0f}"
+            f"{_num(r['auroc_disagreement'], 7, digits=3)} {_num(r.get('fit_flipped'), 8, 100)} {r['steps']:>6} "
+            f"{r['seconds']:>5.0f}"
         )
     return "\n".join(lines)
 
@@ -183,14 +191,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 def format_means(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'method':<14} {'noise':<7} {'seeds':>5} {'acc':>6} {'± std':>6} {'mca':>6} {'drop':>6} "
-        f"{'auroc loss':>10} {'disagr':>7}"
+        f"{'auroc loss':>10} {'disagr':>7} {'fit flip':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in means(rows):
         lines.append(
             f"{r['method']:<14} {r['noise']:<7} {r['seeds']:>5} {_num(r['acc'], 6, 100)} {_num(r['acc_std'], 6, 100)} "
             f"{_num(r['mca'], 6, 100)} {_num(r['drop'], 6)} {_num(r['auroc_loss'], 10, digits=3)} "
-            f"{_num(r['auroc_disagreement'], 7, digits=3)}"
+            f"{_num(r['auroc_disagreement'], 7, digits=3)} {_num(r.get('fit_flipped'), 8, 100)}"
         )
     return "\n".join(lines)
 

@@ -136,6 +136,7 @@ def test_noise_benchmark_prints_a_row_per_method_and_noise(bench_noise, tmp_path
         # the synthetic training labels are 10 % wrong already, so every run detects, the clean ones included
         assert 0 <= r["auroc_loss"] <= 1
         assert (r["auroc_disagreement"] is not None) == (r["method"] == "arbex")
+        assert 0 <= r["fit_flipped"] <= 1 and 0 <= r["fit_clean"] <= 1
         assert r["drop"] == pytest.approx(
             0.0 if r["noise"] == "clean" else 100 * (rows[0 if r["method"] == "resnet18" else 2]["acc"] - r["acc"])
         )

@@ -22,7 +22,7 @@ from fernb.data.noise import FER_CONFUSION, confusion_partners
 from fernb.engine import ConfigError, TrainConfig, apply_overrides, fit
 from fernb.engine.data import build_datasets
 from fernb.engine.noise_detection import auroc, detection_metrics
-from fernb.explore.noise_detection import load_noise_detection, load_noise_scores
+from fernb.explore.noise_detection import fitted_labels, load_noise_detection, load_noise_scores
 from fernb.labels import LABEL_SPACES, LabelSpace
 
 TESTS = Path(__file__).resolve().parent
@@ -313,6 +313,14 @@ def test_fit_writes_detection_per_epoch_that_the_saved_scores_reproduce(tmp_path
     assert last["auroc"] > 0.7  # the toy learns the clean labels first: flipped ones keep a high loss
     best = load_noise_scores(res.run_dir, "best")
     assert best.attrs["epoch"] == res.best_epoch
+    fitted = fitted_labels(res.run_dir)
+    argmax_is_given = ~scores["flag_loss"].to_numpy(bool)
+    noisy = scores["is_noisy"].to_numpy(bool)
+    assert fitted == {
+        "clean": argmax_is_given[~noisy].sum() / 42,
+        "flipped": argmax_is_given[noisy].sum() / 18,
+        "epoch": 3.0,
+    }
 
 
 def test_same_seed_same_detection(tmp_path):

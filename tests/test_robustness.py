@@ -117,13 +117,29 @@ def test_best_epoch_detection_reads_the_selected_epoch(tmp_path: Path):
     assert best_epoch_detection(tmp_path / "nothing") == {}
 
 
-def _fake_run(root: Path, name: str, valid: float, test: float, detect: bool) -> dict:
+def _fake_run(root: Path, name: str, valid: float, test: float, detect: bool, fit_flipped: int = 0) -> dict:
+    """A finished run's files; with ``detect`` 10 scored samples, 3 of them flipped, of which ``fit_flipped`` (and
+    every clean one) had the given label as the training output's argmax."""
     run = root / name
     run.mkdir()
     best = {"epoch": 2, "value": valid, "metrics": {"valid_mean_class_accuracy": valid - 0.1}}
     (run / "run.json").write_text(json.dumps({"best": best, "steps": 150}))
     if detect:
         _detection_csv(run)
+        noisy = np.arange(10) < 3
+        flag = noisy & (np.arange(10) >= fit_flipped)
+        np.savez(
+            run / "noise_scores.npz",
+            index=np.arange(10),
+            given=np.zeros(10, np.int64),
+            true=np.where(noisy, 1, 0),
+            is_noisy=noisy,
+            epoch_seen=np.full(10, 3),
+            epoch=np.array(3),
+            class_names=np.array(["neutral", "happy"]),
+            loss=np.where(noisy, 2.0, 0.1),
+            flag_loss=flag,
+        )
     return {"run_dir": run, "best_value": valid, "test": {"accuracy": test, "mean_class_accuracy": test - 0.1}}
 
 
@@ -141,9 +157,10 @@ def test_robustness_table_means_over_seeds_and_reads_detection(tmp_path: Path):
     )
     assert noisy["test acc"] == pytest.approx(0.54) and noisy["valid mca"] == pytest.approx(0.45)
     assert noisy["AUROC loss"] == pytest.approx(0.80) and noisy["noisy share"] == pytest.approx(0.3)
-    assert noisy["seeds"] == 2 and noisy["steps"] == 150
+    assert noisy["seeds"] == 2 and noisy["steps"] == 150 and noisy["flipped fitted"] == 0
     clean = t.loc[("resnet18", 0.0)]
     assert np.isnan(clean["AUROC loss"]) and clean["noisy share"] == 0 and np.isnan(clean["valid acc std"])
+    assert np.isnan(clean["flipped fitted"])
 
 
 def test_robustness_verdict_says_when_arbex_loses(tmp_path: Path):
@@ -159,6 +176,12 @@ def test_robustness_verdict_says_when_arbex_loses(tmp_path: Path):
     assert "arbex does NOT beat scn" in line and "60.0 % against 65.0 %" in line
     assert "arbex beats resnet18" in line and "resnet18 loses 20.0 points" in line
     assert "0.50x" in line and "met" in line
+    assert "resnet18 had learnt only 0.0 % of the flipped labels" in line
+    results[("resnet18", 0.3, 0)] = _fake_run(tmp_path, "r3-memorised", 0.55, 0.55, True, fit_flipped=1)
+    (line,) = robustness_verdict(robustness_table(results))  # a third of the flips learnt: no such sentence
+    assert "had learnt only" not in line and robustness_table(results).loc[("resnet18", 0.3), "flipped fitted"] == (
+        pytest.approx(1 / 3)
+    )
     assert robustness_verdict(robustness_table({k: v for k, v in results.items() if k[1] == 0.0}))[0].startswith(
         "Nothing to compare"
     )

@@ -9,7 +9,7 @@ load on first use.
 from . import embeddings, gradcam, noise_detection, reliability
 from .embeddings import *  # noqa: F403
 from .gradcam import *  # noqa: F403
-from .noise_detection import load_noise_detection, load_noise_scores
+from .noise_detection import fitted_labels, load_noise_detection, load_noise_scores
 from .reliability import *  # noqa: F403
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     *gradcam.__all__,
     "load_noise_detection",
     "load_noise_scores",
+    "fitted_labels",
     *reliability.__all__,
 ]

@@ -24,7 +24,7 @@ from ..engine.noise_detection import (
     detection_metrics,
 )
 
-__all__ = ["load_noise_detection", "load_noise_scores", "detection_metrics", "auroc", "SCORE_NAMES"]
+__all__ = ["load_noise_detection", "load_noise_scores", "fitted_labels", "detection_metrics", "auroc", "SCORE_NAMES"]
 
 
 def _run_path(run_dir: str | os.PathLike) -> Path:
@@ -94,3 +94,21 @@ def load_noise_scores(run_dir: str | os.PathLike, which: str = "last") -> pd.Dat
     frame = pd.DataFrame(cols, index=pd.Index(index, name="index"))
     frame.attrs["epoch"] = epoch
     return frame
+
+
+def fitted_labels(run_dir: str | os.PathLike, which: str = "last") -> dict[str, float]:
+    """How far a run has learnt its given labels, wrong ones apart: the share of clean (``clean``) and of flipped
+    (``flipped``) training samples whose given label was the argmax of the model's training output when last seen
+    (train mode, augmented input; ``flag_loss`` unset). A flipped share near 0 means the run has not memorised its
+    wrong labels, so a defence against them has little to correct; ``epoch``: the epoch of the scores.
+
+    Raises:
+        FileNotFoundError: the run recorded no per-sample scores (see :func:`load_noise_scores`).
+    """
+    scores = load_noise_scores(run_dir, which)
+    fitted = ~scores["flag_loss"].to_numpy(bool)
+    noisy = scores["is_noisy"].to_numpy(bool)
+    share = {
+        k: float(fitted[m].mean()) if m.any() else float("nan") for k, m in (("clean", ~noisy), ("flipped", noisy))
+    }
+    return {**share, "epoch": float(scores.attrs["epoch"])}

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.noise_detection import DETECTION_CSV, SCORE_NAMES
+from .noise_detection import fitted_labels
 from .reliability import ReliabilityTable
 
 __all__ = [
@@ -214,15 +215,16 @@ def robustness_table(
         Indexed by ``(method, noise)`` (the injected rate), columns ``noisy share`` (the measured share of wrong
         training labels, the data's own noise included), ``valid acc`` / ``valid acc std`` / ``valid mca`` (mean
         class accuracy) on the clean validation split at the selected epoch, ``test acc`` / ``test acc std`` /
-        ``test mca`` (NaN without a test split), ``AUROC <score>`` (mean over seeds), ``steps`` (optimiser steps
-        trained, mean over seeds) and ``seeds``.
+        ``test mca`` (NaN without a test split), ``AUROC <score>`` (mean over seeds), ``flipped fitted`` (the share
+        of wrong training labels the model had learnt by its last epoch, :func:`fitted_labels`; NaN without
+        per-sample scores), ``steps`` (optimiser steps trained, mean over seeds) and ``seeds``.
     """
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
     for (method, rate, _seed), result in results.items():
         groups.setdefault((method, float(rate)), []).append(result)
     rows = []
     for (method, rate), rs in groups.items():
-        valid, valid_mca, test, test_mca, shares, steps = [], [], [], [], [], []
+        valid, valid_mca, test, test_mca, shares, steps, fitted = [], [], [], [], [], [], []
         aurocs: dict[str, list[float]] = {s: [] for s in scores}
         for r in rs:
             record = _record(r["run_dir"])
@@ -238,6 +240,10 @@ def robustness_table(
             det = best_epoch_detection(r["run_dir"])
             for s in scores:
                 aurocs[s].append(det.get(s, np.nan))
+            try:
+                fitted.append(fitted_labels(r["run_dir"])["flipped"])
+            except FileNotFoundError:
+                fitted.append(float("nan"))
 
         def mean(v: list[float]) -> float:
             a = np.asarray(v, dtype=np.float64)
@@ -260,6 +266,7 @@ def robustness_table(
                 "test acc std": std(test),
                 "test mca": mean(test_mca),
                 **{f"AUROC {s}": mean(v) for s, v in aurocs.items()},
+                "flipped fitted": mean(fitted),
                 "steps": mean(steps),
                 "seeds": len(rs),
             }
@@ -268,12 +275,18 @@ def robustness_table(
     return frame
 
 
+MEMORISED = 0.1
+"""Below this share of flipped labels learnt, :func:`robustness_verdict` says that plain cross-entropy has not
+memorised the noise."""
+
+
 def robustness_verdict(
     table: pd.DataFrame, method: str = "arbex", rival: str = "scn", baseline: str = "resnet18"
 ) -> list[str]:
     """Plain sentences that read a :func:`robustness_table`: at each injected noise rate above 0, whether ``method``
     beats ``rival`` (the dedicated noisy-label method) and ``baseline`` (plain cross-entropy), how much accuracy
-    each loses from its clean run, and whether ``method`` loses at most half of what ``baseline`` loses. Accuracy is
+    each loses from its clean run, whether ``method`` loses at most half of what ``baseline`` loses, and whether
+    ``baseline`` had memorised the wrong labels at all (``flipped fitted`` below :data:`MEMORISED`). Accuracy is
     the test accuracy where there is a test split, else the validation accuracy. Missing methods or rates are left
     out; with nothing to compare, one sentence says so.
     """
@@ -322,6 +335,17 @@ def robustness_verdict(
             parts.append(
                 f"{method} loses {ratio:.2f}x what {baseline} loses (issue 13's target: at most 0.5x), "
                 + ("met" if ratio <= 0.5 else "not met")
+            )
+        memorised = (
+            float(table.loc[(baseline, r), "flipped fitted"])
+            if (baseline, r) in table.index and "flipped fitted" in table.columns
+            else float("nan")
+        )
+        if np.isfinite(memorised) and memorised < MEMORISED:
+            parts.append(
+                f"{baseline} had learnt only {100 * memorised:.1f} % of the flipped labels by its last epoch: it has "
+                "not memorised the noise, so a defence against wrong labels has little to correct at this length "
+                "of training"
             )
         if parts:
             out.append(head + "; ".join(parts) + ".")
