@@ -441,11 +441,15 @@ class Trainer:
             base = self.optimizer.base if isinstance(self.optimizer, SAM) else self.optimizer
             lr = self._stage_lr(stage)
             base.add_param_group({"params": loss_params, "lr": lr, "base_lr": lr, "name": "loss"})
-        stages = self.stages
-        restart = not stages or stages[stage].restart_schedule
+        self._new_schedule(stage, keep_state=False)
+
+    def _new_schedule(self, stage: int, keep_state: bool) -> None:
+        """The lr schedule of ``stage`` for the current plan; the plateau state carries over unless the stage
+        restarts its schedule (``keep_state``: always)."""
+        restart = not self.stages or self.stages[stage].restart_schedule
         old = getattr(self, "schedule", None)
         self.schedule = LRSchedule(self.cfg.schedule, self._span(stage, restart), self.steps_per_epoch)
-        if old is not None and not restart:
+        if old is not None and (keep_state or not restart):
             self.schedule.load_state_dict(old.state_dict())
 
     def _span(self, stage: int, restart: bool) -> float:
@@ -712,11 +716,7 @@ class Trainer:
         self._apply_plan(new, self.budget)
         if self.cfg.run.max_steps:
             self.total_steps = min(self.total_steps, self.cfg.run.max_steps)
-        stage = max(self.applied_stage, 0)
-        old = self.schedule
-        restart = not self.stages or self.stages[stage].restart_schedule
-        self.schedule = LRSchedule(self.cfg.schedule, self._span(stage, restart), self.steps_per_epoch)
-        self.schedule.load_state_dict(old.state_dict())
+        self._new_schedule(max(self.applied_stage, 0), keep_state=True)
 
     def _replan(self, steps: int, train_s: float, valid_s: float | None) -> int | None:
         """The step count that ends the budget, from the first epoch's measured cost; None to keep the plan. The
@@ -729,12 +729,7 @@ class Trainer:
             step_s = float(plan["step_seconds"]) * measured / max(1e-12, float(plan["stage_step_seconds"][0]))
             val_s = float(valid_s if valid_s is not None else plan["validation_seconds"])
             left = float(plan["budget_s"]) - float(plan["calibration_seconds"]) - self.train_seconds  # epoch 1 in
-            validated = 1 if valid_s is not None else 0
-            more = max(0, int(left / step_s))
-            for _ in range(8):
-                epochs = -(-(done + more) // spe)
-                more = max(0, int((left - (self._validations(epochs) - validated) * val_s) / step_s))
-            new = max(done, done + more)
+            new = self._steps_within(left, step_s, val_s, done=done, validated=int(valid_s is not None), least=0)
             if self.cfg.schedule.stages:  # the stages shift with the plan; never under one already trained
                 epochs = -(-new // spe)
                 fits = epochs >= len(self.cfg.schedule.stages)
@@ -757,6 +752,17 @@ class Trainer:
             plan.update(first_steps=first, steps=new, epochs=-(-new // spe))
         self.budget = plan
         return new
+
+    def _steps_within(
+        self, seconds: float, step_s: float, valid_s: float, done: int = 0, validated: int = 0, least: int = 1
+    ) -> int:
+        """The plan's total steps: ``done`` already trained plus as many more (``least`` at least) as fit ``seconds``
+        with the validations their epochs add (``validated`` of them already paid)."""
+        more = max(least, int(seconds / step_s))
+        for _ in range(8):
+            epochs = -(-(done + more) // self.steps_per_epoch)
+            more = max(least, int((seconds - (self._validations(epochs) - validated) * valid_s) / step_s))
+        return done + more
 
     def _validations(self, epochs: int) -> int:
         every = max(1, self.cfg.schedule.eval_every)
@@ -871,10 +877,7 @@ class Trainer:
         )
         step_seconds = float(sum(f * t for f, t in zip(shares, stage_seconds)))
         avail = budget - calibration - compile_seconds
-        steps = max(1, int(avail / step_seconds))
-        for _ in range(8):
-            epochs = -(-steps // self.steps_per_epoch)
-            steps = max(1, int((avail - self._validations(epochs) * valid_seconds) / step_seconds))
+        steps = self._steps_within(avail, step_seconds, valid_seconds)
         plan: dict[str, Any] = {
             "budget_s": budget,
             "steps": steps,
