@@ -222,6 +222,7 @@ def test_run_files_follow_the_umask(tmp_path, umask):
         ("data.batch_size", -8, "data.batch_size"),
         ("data.num_workers", -1, "data.num_workers"),
         ("data.eval_order", "random", "data.eval_order"),
+        ("data.eval_tta", "tencrop", "data.eval_tta"),
         ("schedule.monitor", "valid_acc", "did you mean 'valid_accuracy'"),
         ("optim.lr", float("nan"), "optim.lr"),
         ("data.valid_fraction", 1.5, "data.valid_fraction"),

@@ -17,7 +17,7 @@ import yaml
 from ..errors import FernbError
 from ..labels import get_label_space
 from ..models._errors import CheckpointMismatchError
-from .config import ConfigError, config_to_dict, load_config, validate_config
+from .config import TTA_MODES, ConfigError, config_to_dict, load_config, validate_config
 from .evaluate import evaluate, evaluate_checkpoint
 from .export import ExportError, build_for_export, export_onnx
 from .fit import fit
@@ -174,7 +174,8 @@ def _fmt_ci(m: dict[str, Any], key: str) -> str:
 
 def format_metrics(m: dict[str, Any]) -> str:
     """A plain-text report of :func:`fernb.engine.evaluate`'s result."""
-    lines = [f"{m.get('dataset')}/{m.get('split')} ({m['n']} samples, checkpoint {m.get('checkpoint')})"]
+    tta = f", test-time augmentation {m['tta']}" if m.get("tta", "none") != "none" else ""
+    lines = [f"{m.get('dataset')}/{m.get('split')} ({m['n']} samples, checkpoint {m.get('checkpoint')}{tta})"]
     for key, label in (
         ("accuracy", "accuracy"),
         ("mean_class_accuracy", "mean class accuracy"),
@@ -257,6 +258,12 @@ def _evaluate(argv: list[str]) -> int:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (0: off)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation of a run's scoring (default: the run's data.eval_tta; with --model: "
+        "data.eval_tta=flip as an override)",
+    )
     p.add_argument("--json", action="store_true", help="print the full metrics as JSON")
     p.add_argument("--out", help="with --model: also write the metrics as JSON to this file")
     _add_import(p)
@@ -270,6 +277,8 @@ def _evaluate(argv: list[str]) -> int:
             p.error(f"give a run folder ({a.run_dir}) or --model, not both")
         if not a.checkpoint or a.checkpoint in ("best", "last"):
             p.error("--model needs --checkpoint FILE (the weights to score)")
+        if a.tta:
+            p.error(f"with --model, test-time augmentation is an override: data.eval_tta={a.tta}")
         if not a.dataset:
             p.error("--model needs --dataset (a dataset preset such as rafdb, ferplus, affectnet7, or synthetic)")
         try:
@@ -306,6 +315,7 @@ def _evaluate(argv: list[str]) -> int:
             bootstrap=a.bootstrap,
             batch_size=a.batch_size,
             device=a.device,
+            tta=a.tta,
         )
     print(json.dumps(m, indent=2) if a.json else format_metrics(m), flush=True)  # the numbers first, then the file
     if a.model is not None and a.out:

@@ -72,6 +72,9 @@ class DataConfig:
         eval_batch_size: validation batch size; None uses ``batch_size``.
         eval_order: ``"shuffled"`` (seeded) or ``"sequential"`` batching of validation and test samples; matters for
             batch-dependent models (ARM, ARBEx), whose sequential batches of class-sorted data leak the label.
+        eval_tta: test-time augmentation of validation and test scoring: ``"none"``, or ``"flip"`` (the logits of
+            each face and of its mirror image averaged; twice the evaluation cost). The same for model selection and
+            for :func:`fernb.engine.evaluate`; recorded with each evaluation (``tta``).
         num_workers: DataLoader workers; exact mid-epoch resume is guaranteed with 0 (the default).
         sampler: ``"shuffle"``, ``"sequential"`` or a sampler name of :func:`fernb.data.samplers.build_sampler`.
         sampler_kwargs: extra arguments of the sampler.
@@ -117,6 +120,7 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int | None = None
     eval_order: str = "shuffled"
+    eval_tta: str = "none"
     num_workers: int = 0
     sampler: str = "shuffle"
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -647,8 +651,12 @@ MONITORS = (
 )
 """Epoch-row columns ``schedule.monitor`` may name (also ``train_<term>`` of the method's loss terms)."""
 
+TTA_MODES: tuple[str, ...] = ("none", "flip")
+"""Test-time augmentations of ``data.eval_tta``."""
+
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.eval_order": ("shuffled", "sequential"),
+    "data.eval_tta": TTA_MODES,
     "data.pipeline": ("pil", "tensor"),
     "optim.name": ("adam", "adamw", "sgd"),
     "optim.impl": ("auto", "fused", "foreach", "loop"),

@@ -9,6 +9,7 @@ published evaluation transform and image size).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from ..labels import LabelSpace, get_label_space, remap
 from ..models import get_pretrained_cfg, list_models, parse_variant
 from ..models._errors import CheckpointMismatchError
 from ..models._weights import load_checkpoint
-from .config import TrainConfig
+from .config import TTA_MODES, TrainConfig
 from .data import align_spec, build_test_dataset, run_transform, transform_method
 from .distributed import resolve_device
 from .factory import build_model, load_run
@@ -88,12 +89,14 @@ def score(
     bootstrap: int = 1000,
     device: str = "auto",
     order: str = "shuffled",
+    tta: str = "none",
 ) -> Scored:
     """Predict ``ds`` with ``model`` and compute the metrics, mapping classes by name when the spaces differ.
 
     The scoring :func:`evaluate` (a run folder) and :func:`evaluate_checkpoint` (a checkpoint file) share; ``ds``
     carries its evaluation transform already. The metrics get ``ci`` (with ``bootstrap``) and, when the model's and
-    the data's classes differ, ``label_mapping``.
+    the data's classes differ, ``label_mapping``; ``tta``: :func:`~fernb.engine.predict.predict`'s test-time
+    augmentation, recorded as ``tta``.
     """
     cross = ds.label_space.names != model_space.names
     dropped: list[str] = []
@@ -102,7 +105,7 @@ def score(
         dropped = sorted(set(ds.label_space.names) - set(shared.names))
         if len(shared) < len(ds.label_space):
             ds = restrict_label_space(ds, shared)
-    pred = predict(model, ds, batch_size=batch_size, device=resolve_device(device), order=order)
+    pred = predict(model, ds, batch_size=batch_size, device=resolve_device(device), order=order, tta=tta)
     logits = pred.logits
     if cross:
         logits, preds, shared = map_predictions(pred.logits, model_space, ds.label_space, restrict=restrict_predictions)
@@ -134,6 +137,7 @@ def score(
             "model_classes_unscored": sorted(set(model_space.names) - set(shared.names)),
             "restrict_predictions": restrict_predictions,
         }
+    m["tta"] = tta
     dists = {"dists": pred.dists} if pred.dists is not None else {}
     arrays = {
         "logits": logits.astype(np.float32),
@@ -173,6 +177,7 @@ def _score_under(
         bootstrap=bootstrap,
         device=device,
         order=cfg.data.eval_order,
+        tta=cfg.data.eval_tta,
     )
     scored.metrics.update(
         dataset=dataset,
@@ -205,6 +210,7 @@ def evaluate(
     bootstrap: int = 1000,
     device: str = "auto",
     save_predictions: bool = True,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a finished run on a split, and record it in the run's ``run.json``.
 
@@ -223,6 +229,8 @@ def evaluate(
         bootstrap: resamples of the 95% bootstrap interval of accuracy, mean class accuracy and macro-F1 (0: off).
         device: where to run the model (``"auto"``: CUDA when available).
         save_predictions: write logits, targets and indices next to the metrics (``eval/<tag>.npz``).
+        tta: test-time augmentation (``"none"``, ``"flip"``); None: the run's ``data.eval_tta``. An evaluation with
+            test-time augmentation is saved under its own tag (``<dataset>-<split>-<checkpoint>-<tta>``).
 
     Returns:
         The metrics (see :func:`fernb.engine.metrics.classification_metrics`) plus ``ci`` (bootstrap intervals),
@@ -230,6 +238,10 @@ def evaluate(
     """
     rd = RunDir(run_dir)
     cfg, model, meta = load_run(rd.path, checkpoint, device=device)
+    if tta is not None:
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta={tta!r}; expected one of {', '.join(TTA_MODES)}")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_tta=tta))
     model_space = get_label_space(meta["class_names"])
     if data is not None:
         spec = align_spec(cfg)  # the run's data.align applies to any data it scores
@@ -259,6 +271,8 @@ def evaluate(
     if faces is not None:
         m["align"] = faces  # how many of the scored images had a face (data.align)
     tag = _eval_tag(name, split, checkpoint)
+    if cfg.data.eval_tta != "none":
+        tag = f"{tag}-{cfg.data.eval_tta}"
     try:  # the metrics are computed: a folder that cannot take them (read-only, full, busy) costs a warning only
         with rd.lock():
             _save_evaluation(rd, m, scored.arrays if save_predictions else None, tag, name, is_test)

@@ -863,6 +863,7 @@ class Trainer:
                 env=self.env,
                 order=cfg.data.eval_order,
                 channels_last=cfg.run.channels_last,
+                tta=cfg.data.eval_tta,
             )
             valid_seconds = (time.perf_counter() - tv) * len(valid) / max(1, m)
         finally:
@@ -1026,6 +1027,7 @@ class Trainer:
             env=self.env,
             order=d.eval_order,
             channels_last=self.cfg.run.channels_last,
+            tta=d.eval_tta,
         )
         self.last_validation = pred
         m = classification_metrics(

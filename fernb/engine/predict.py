@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..data.base import FERDataset
+from .config import TTA_MODES
 from .data import make_loader
 from .distributed import DistEnv
 from .metrics import softmax
@@ -105,6 +106,7 @@ def predict(
     seed: int = 0,
     extras: Sequence[str] | bool = (),
     channels_last: bool = False,
+    tta: str = "none",
 ) -> Predictions:
     """Run ``model`` in eval mode over ``dataset``; the predictions come back in dataset order.
 
@@ -116,12 +118,16 @@ def predict(
         seed: seed of the shuffled order.
         extras: names of the output's per-sample extras to keep (``True``: all of them).
         channels_last: feed the images in channels-last memory (for a model placed so, ``run.channels_last``).
+        tta: ``"flip"`` averages the logits of each image and of its mirror image (the mirrored batch is the same
+            samples, so batch-dependent models see the same company); the extras come from the unflipped pass.
 
     Under DDP each process predicts every ``world_size``-th sample and the results are gathered, so every process
     returns the full predictions. The model's mode is restored afterwards.
     """
     if order not in ("shuffled", "sequential"):
         raise ValueError(f"order={order!r}; expected shuffled or sequential")
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r}; expected one of {', '.join(TTA_MODES)}")
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -140,7 +146,11 @@ def predict(
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, precision):
                 out = model(x)
-            logits.append(_logits(out).float().cpu().numpy())
+                mirrored = model(x.flip(-1)) if tta == "flip" else None
+            lg_batch = _logits(out).float()
+            if mirrored is not None:
+                lg_batch = (lg_batch + _logits(mirrored).float()) / 2
+            logits.append(lg_batch.cpu().numpy())
             if extras:
                 for name, value in _extras(out, extras).items():
                     kept.setdefault(name, []).append(value.float().cpu().numpy())
