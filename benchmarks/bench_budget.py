@@ -12,7 +12,8 @@ variant (``esr+diversity``, ``manet+diversity``), ARBEx on a given backbone (``a
 excluded), optimiser steps, epochs, seconds spent (training + validation, calibration not included), and the
 selected epoch's valid accuracy, mean class accuracy and macro-F1. For ARBEx it also prints each branch's accuracy
 on valid (primary, anchor, attention, corrected), their median confidences, and per epoch the nearest-anchor
-accuracy, the anchor separation and how far the anchors moved. ``--json`` writes every row.
+accuracy, the anchor separation and how far the anchors moved. ``--json`` writes every row. ``--tta flip`` selects
+and scores fernb's runs with test-time flips (``data.eval_tta``; the reference loop stays as the issue wrote it).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def method_config(spec: str, args: argparse.Namespace, out_dir: Path, seed: int)
         run__quiet=not args.progress,
         run__threads=args.threads,
         run__keep_epochs=method == "arbex",
+        data__eval_tta=getattr(args, "tta", "none"),
     )
     cfg.model.kwargs = merge_model_kwargs(dict(cfg.model.kwargs), extra)
     return cfg
@@ -235,6 +237,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="FER+ root (the shared layout)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation of fernb's runs")
     p.add_argument("--json", type=Path, default=None, help="write every row here")
     p.add_argument("--out", type=Path, default=None, help="keep the run folders here (default: a temporary folder)")
     args = p.parse_args(argv)

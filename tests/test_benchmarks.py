@@ -260,3 +260,13 @@ def test_budget_benchmark_pairs_each_seed_with_its_reference_run(bench_budget, c
     out = capsys.readouterr().out
     assert "acc x1.099" in out and "img/s x0.944" in out  # ratios of the means: 0.78 / 0.71, 425 / 450
     assert "per seed x0.900, 1.000" in out and "geometric mean x0.949" in out  # sqrt(0.9 * 1.0)
+
+
+def test_budget_benchmark_passes_test_time_flips_to_fernb_runs(bench_budget, tmp_path: Path):
+    import argparse
+
+    args = argparse.Namespace(root=tmp_path, budget_s=60.0, progress=False, threads=1, tta="flip")
+    cfg = bench_budget.method_config("arbex:resnet18", args, tmp_path, 3)
+    assert cfg.data.eval_tta == "flip" and cfg.model.kwargs["backbone"] == "resnet18" and cfg.run.seed == 3
+    args.tta = "none"
+    assert bench_budget.method_config("resnet18", args, tmp_path, 0).data.eval_tta == "none"
