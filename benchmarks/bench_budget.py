@@ -74,7 +74,7 @@ def method_config(spec: str, args: argparse.Namespace, out_dir: Path, seed: int)
         run__quiet=not args.progress,
         run__threads=args.threads,
         run__keep_epochs=method == "arbex",
-        data__eval_tta=getattr(args, "tta", "none"),
+        data__eval_tta=args.tta,
     )
     cfg.model.kwargs = merge_model_kwargs(dict(cfg.model.kwargs), extra)
     return cfg
@@ -230,6 +230,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    from fernb.engine.config import TTA_MODES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget per run (s)")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="FER+ root (the shared layout)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress", action="store_true")
-    p.add_argument("--tta", choices=("none", "flip"), default="none", help="test-time augmentation of fernb's runs")
+    p.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation of fernb's runs")
     p.add_argument("--json", type=Path, default=None, help="write every row here")
     p.add_argument("--out", type=Path, default=None, help="keep the run folders here (default: a temporary folder)")
     args = p.parse_args(argv)

@@ -827,10 +827,6 @@ def test_epoch_sums_kept_on_the_device_equal_the_python_sums_bit_for_bit():
     assert running.mean_loss() == ref["loss"] / ref["n"] and running.accuracy() == ref["correct"] / ref["n"]
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 # -- test-time augmentation -------------------------------------------------------------------------------------------
 def test_flip_tta_averages_the_logits_of_each_face_and_its_mirror():
     from fernb.engine import predict
@@ -886,3 +882,7 @@ def test_flip_tta_selects_and_evaluates_runs_and_is_recorded(tmp_path):
         evaluate(res.run_dir, data=valid, tta="crop")
     with pytest.raises(SystemExit):
         evaluate_main([str(res.run_dir), "--tta", "crop"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
