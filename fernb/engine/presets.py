@@ -291,7 +291,7 @@ BUDGET_MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"stem_stride": "auto"},
     # SCN is a ResNet-18 with two linear heads: the budget ResNet-18's trunk
     "scn": {"stem_stride": "auto"},
-    # reliability balancing on the CNN that learns best in the budget (see README: ARBEx's backbones)
+    # reliability balancing on the CNN that learns best in the budget (README: "ARBEx's backbones")
     "arbex": {"backbone": "resnet18", "backbone_kwargs": {"width": 16, "stem": "small", "stem_stride": "auto"}},
     # a 3x3 stem of stride 2 without max-pool: at 48 px the branches split a 12x12 layer2 map (the ImageNet stem: 6x6).
     # FER+ valid after the steps 480 s buy (seed 0): 68.5 % (stride 2, 1750 steps), 68.6 % (stride 1, 780 steps,
