@@ -149,6 +149,24 @@ def test_class_weights_reach_the_loss_factory(tmp_path):
     assert class_weights(np.array([0, 0, 2]), 4).tolist() == [0.75, 0.0, 1.5, 0.0]  # absent classes get 0
 
 
+def test_sqrt_class_weights_are_the_square_root_of_the_inverse_ones(tmp_path):
+    from fernb.engine import fit
+    from fernb.engine.data import class_weights
+
+    train = toy_data(50)
+    cap = Capture()
+    fit(
+        toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": "sqrt"}),
+        train_data=train,
+        valid_data=toy_data(14, seed=1),
+        callbacks=[cap],
+    )
+    w = cap.trainer.loss_fn.class_weights.cpu()
+    assert torch.allclose(w, class_weights(train.targets, 7).sqrt())
+    expected = [(2.5 / 4) ** 0.5, 0.0, 2.5**0.5]
+    assert class_weights(np.array([0, 0, 0, 0, 2]), 3, power=0.5).tolist() == pytest.approx(expected)
+
+
 def test_trust_ramp_step_info_goes_from_zero_to_one(tmp_path):
     from fernb.engine import fit
 
@@ -677,6 +695,7 @@ def test_notebooks_train_the_budget_recipe_on_a_cpu():
     arbex = method_config("arbex", "synthetic", False, device="cpu", model_kwargs={"behaviour": "fixed"})
     assert arbex.model.kwargs["backbone"] == "resnet18" and arbex.model.kwargs["behaviour"] == "fixed"
     assert arbex.loss.kwargs["lambda_branch"] == 1.0
+    assert (arbex.loss.kwargs["lambda_anchor"], arbex.loss.kwargs["lambda_center"]) == (0.1, 0.1)
     poster = method_config("arbex", "synthetic", False, device="cpu", model_kwargs={"backbone": "poster_v2"})
     assert poster.model.kwargs == {"backbone": "poster_v2"}
     steps = method_config("esr", "synthetic", False, device="cpu", steps=40)

@@ -179,8 +179,9 @@ class LossConfig:
     Attributes:
         name: registry name; None uses the model's name.
         kwargs: arguments of the loss factory.
-        class_weights: ``"none"`` or ``"inverse"`` (w_c = (N / C_present) / n_c from the train targets, 0 for absent
-            classes), passed to the factory as ``class_weights=`` (C,) tensor.
+        class_weights: ``"none"``, ``"inverse"`` (w_c = (N / C_present) / n_c from the train targets, 0 for absent
+            classes) or ``"sqrt"`` (the square root of those), passed to the factory as ``class_weights=`` (C,)
+            tensor.
     """
 
     name: str | None = None
@@ -662,7 +663,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.impl": ("auto", "fused", "foreach", "loop"),
     "schedule.name": ("none", "exponential", "step", "cosine", "linear", "plateau"),
     "schedule.monitor_mode": ("max", "min"),
-    "loss.class_weights": ("none", "inverse"),
+    "loss.class_weights": ("none", "inverse", "sqrt"),
     "run.precision": ("auto", "fp32", "bf16", "fp16"),
 }
 

@@ -429,12 +429,13 @@ def run_split(cfg: TrainConfig, split: str) -> FERDataset:
     return train.with_transform(run_transform(cfg, False)) if transform_method(cfg) is not None else train
 
 
-def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
-    """w_c = (N / C_present) / n_c for present classes, 0 for absent ones (a balanced set gives all ones)."""
+def class_weights(targets: np.ndarray, num_classes: int, power: float = 1.0) -> torch.Tensor:
+    """w_c = ((N / C_present) / n_c) ** power for present classes, 0 for absent ones (a balanced set gives all ones);
+    ``power=0.5`` weighs by the square root of the inverse frequency."""
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes).astype(np.float64)
     present = counts > 0
     w = np.zeros(num_classes)
-    w[present] = (counts.sum() / present.sum()) / counts[present]
+    w[present] = ((counts.sum() / present.sum()) / counts[present]) ** power
     return torch.tensor(w, dtype=torch.float32)
 
 

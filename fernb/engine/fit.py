@@ -404,10 +404,11 @@ class Trainer:
     def _build_loss(self, bundle: DataBundle) -> nn.Module:
         kw = dict(self.cfg.loss.kwargs)
         cw = self.cfg.loss.class_weights
-        if cw == "inverse":
-            kw["class_weights"] = class_weights(bundle.train.targets, bundle.train.num_classes)
+        powers = {"inverse": 1.0, "sqrt": 0.5}
+        if cw in powers:
+            kw["class_weights"] = class_weights(bundle.train.targets, bundle.train.num_classes, powers[cw])
         elif cw != "none":
-            raise ConfigError(f"loss.class_weights={cw!r}; expected none or inverse")
+            raise ConfigError(f"loss.class_weights={cw!r}; expected none, inverse or sqrt")
         return create_loss(self.cfg.loss_name, **kw)
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..explore.reliability import ReliabilitySample
@@ -297,11 +298,11 @@ def plot_noise_report(
         )
         ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in vals], fontsize=6.5, padding=1)
     ax.set_xticks(x, [r.replace("_", " ") for r in rates])
-    ax.set_ylim(0, 1.08)
+    _rate_axis(ax)
     first = report.iloc[:, 0]
     counts = ", ".join(f"{k} {int(first[k])}" for k in ("n", "noisy") if k in report.index)
     ax.set_title(f"Label-noise detection ({counts})", fontsize=10)
-    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", ncols=report.shape[1])
     _clean(ax)
     if accuracy is not None:
         ax = axes[1]
@@ -312,13 +313,19 @@ def plot_noise_report(
             bars = ax.bar(xs + (j - 0.5) * 0.38, vals, 0.38, label=name, color=_COLORS[name])
             ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=6.5, padding=1)
         ax.set_xticks(xs, [f"{s}\n(n={int(accuracy.loc[s, 'n'])})" for s in splits])
-        ax.set_ylim(0, 1.08)
+        _rate_axis(ax)
         ax.set_title("Accuracy without / with correction", fontsize=10)
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", ncols=2)
         _clean(ax)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _rate_axis(ax: Axes) -> None:
+    """A 0-1 axis with headroom above the bars' labels for a one-row legend."""
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
 
 
 def plot_divergence_by_class(frame: pd.DataFrame, title: str | None = None) -> Figure:
