@@ -130,39 +130,29 @@ class Capture(Callback):
         self.last = logs
 
 
-def test_class_weights_reach_the_loss_factory(tmp_path):
+@pytest.mark.parametrize("mode, power", [("inverse", 1.0), ("sqrt", 0.5)])
+def test_class_weights_reach_the_loss_factory(tmp_path, mode, power):
     from fernb.engine import fit
     from fernb.engine.data import class_weights
 
     train = toy_data(50)
     cap = Capture()
     fit(
-        toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": "inverse"}),
+        toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": mode}),
         train_data=train,
         valid_data=toy_data(14, seed=1),
         callbacks=[cap],
     )
-    counts = np.bincount(train.targets, minlength=7)
+    counts = torch.tensor(np.bincount(train.targets, minlength=7), dtype=torch.float32)
     w = cap.trainer.loss_fn.class_weights.cpu()
-    assert torch.allclose(w, class_weights(train.targets, 7))
-    assert torch.allclose(w * torch.tensor(counts, dtype=torch.float32), torch.full((7,), 50 / 7))
+    assert torch.allclose(w, class_weights(train.targets, 7, power))
+    assert torch.allclose(w ** (1 / power) * counts, torch.full((7,), 50 / 7))  # w_c = ((N / C) / n_c) ** power
+
+
+def test_class_weights_by_hand():
+    from fernb.engine.data import class_weights
+
     assert class_weights(np.array([0, 0, 2]), 4).tolist() == [0.75, 0.0, 1.5, 0.0]  # absent classes get 0
-
-
-def test_sqrt_class_weights_are_the_square_root_of_the_inverse_ones(tmp_path):
-    from fernb.engine import fit
-    from fernb.engine.data import class_weights
-
-    train = toy_data(50)
-    cap = Capture()
-    fit(
-        toy_config(tmp_path, **{"schedule.epochs": 1, "loss.class_weights": "sqrt"}),
-        train_data=train,
-        valid_data=toy_data(14, seed=1),
-        callbacks=[cap],
-    )
-    w = cap.trainer.loss_fn.class_weights.cpu()
-    assert torch.allclose(w, class_weights(train.targets, 7).sqrt())
     expected = [(2.5 / 4) ** 0.5, 0.0, 2.5**0.5]
     assert class_weights(np.array([0, 0, 0, 0, 2]), 3, power=0.5).tolist() == pytest.approx(expected)
 
