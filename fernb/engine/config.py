@@ -28,6 +28,7 @@ from ..errors import FernbError
 from .rundir import atomic_write_text
 
 __all__ = [
+    "CLASS_WEIGHT_POWERS",
     "LOGGERS",
     "ConfigError",
     "DataConfig",
@@ -655,6 +656,9 @@ MONITORS = (
 TTA_MODES: tuple[str, ...] = ("none", "flip")
 """Test-time augmentations of ``data.eval_tta``."""
 
+# loss.class_weights mode -> power of the inverse class frequency (fernb.engine.data.class_weights); "none": no weights
+CLASS_WEIGHT_POWERS: dict[str, float] = {"inverse": 1.0, "sqrt": 0.5}
+
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.eval_order": ("shuffled", "sequential"),
     "data.eval_tta": TTA_MODES,
@@ -663,7 +667,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "optim.impl": ("auto", "fused", "foreach", "loop"),
     "schedule.name": ("none", "exponential", "step", "cosine", "linear", "plateau"),
     "schedule.monitor_mode": ("max", "min"),
-    "loss.class_weights": ("none", "inverse", "sqrt"),
+    "loss.class_weights": ("none", *CLASS_WEIGHT_POWERS),
     "run.precision": ("auto", "fp32", "bf16", "fp16"),
 }
 

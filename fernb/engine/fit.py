@@ -44,6 +44,7 @@ from ..losses import StepInfo, create_loss
 from .callbacks import Callback, FunctionCallback, History, TrustRamp
 from .checkpoint import capture_rng, checkpoint_exists, load_checkpoint, restore_rng, save_checkpoint
 from .config import (
+    CLASS_WEIGHT_POWERS,
     HARMLESS_CHANGES,
     ConfigError,
     ScheduleConfig,
@@ -404,11 +405,10 @@ class Trainer:
     def _build_loss(self, bundle: DataBundle) -> nn.Module:
         kw = dict(self.cfg.loss.kwargs)
         cw = self.cfg.loss.class_weights
-        powers = {"inverse": 1.0, "sqrt": 0.5}
-        if cw in powers:
-            kw["class_weights"] = class_weights(bundle.train.targets, bundle.train.num_classes, powers[cw])
+        if cw in CLASS_WEIGHT_POWERS:
+            kw["class_weights"] = class_weights(bundle.train.targets, bundle.train.num_classes, CLASS_WEIGHT_POWERS[cw])
         elif cw != "none":
-            raise ConfigError(f"loss.class_weights={cw!r}; expected none, inverse or sqrt")
+            raise ConfigError(f"loss.class_weights={cw!r}; expected one of none, {', '.join(CLASS_WEIGHT_POWERS)}")
         return create_loss(self.cfg.loss_name, **kw)
 
     @property
